@@ -1,0 +1,544 @@
+/*
+ * config.c - the mosquitto.conf-syntax configuration parser.
+ *
+ * Purpose: turn etc/mqlite.conf into an mql_config, or into one error line that an operator
+ * can act on without reading the source: "FILE:LINE: KEY: 'VALUE' is not ... (allowed)".
+ *
+ * Design:
+ * - One table (`options`) lists every key we implement: its name, how many values it takes,
+ *   a phrase saying what is allowed (used in every message about it), and a setter. Keys of
+ *   mosquitto that we do not implement yet are listed separately (`mosquitto_only`) so the
+ *   operator is told "not supported by this version" rather than "unknown".
+ * - Lines are split on spaces and tabs into a fixed array of tokens held in a copy on the
+ *   stack; there is no allocation in mql_config_line. mql_config_load allocates only the
+ *   line buffer of getline().
+ * - Numbers are parsed strictly: decimal digits only, a leading '-' only where the key allows
+ *   negative values, no '+', no spaces, no trailing junk, no overflow.
+ * - `log_type` follows mosquitto: the first occurrence replaces the default set, later ones
+ *   add to it; `none` and `all` replace the whole set. cfg->log_types_set carries the
+ *   "seen already" state between lines.
+ *
+ * Threading: none; the functions touch only the cfg they are given. Performance is not a
+ * concern (a few dozen lines read once at start or on SIGHUP).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#define LINE_MAX_CHARS 1023 /* longest accepted line, without the newline */
+#define MAX_TOKENS 8        /* a key plus values; more is always "extra values" */
+
+/* The largest whole MQTT packet: 1 byte of type, 4 of Remaining Length, 268435455 of body. */
+#define PACKET_SIZE_MAX 268435460LL
+
+/* One line being parsed: where it came from, its tokens and where the message goes. */
+struct ctx {
+    mql_config *cfg;
+    const char *file;
+    int line;
+    char *errbuf;
+    size_t errlen;
+    const char *key;
+    const char *vals[MAX_TOKENS - 1];
+    int nvals;
+};
+
+struct option;
+typedef mql_err (*setter_fn)(const struct option *opt, struct ctx *c);
+
+struct option {
+    const char *name;
+    int min_vals;
+    int max_vals;
+    const char *expect; /* what is allowed, completing "expected ..." in messages */
+    setter_fn set;
+    long long lo, hi; /* range, for numeric setters */
+    size_t off;       /* offset of the field in mql_config, for generic setters */
+};
+
+/* Write "FILE:LINE: " + the formatted text into the error buffer; returns MQL_E_CONFIG. */
+static mql_err fail(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static mql_err fail(struct ctx *c, const char *fmt, ...)
+{
+    if (c->errbuf != NULL && c->errlen > 0) {
+        int n = snprintf(c->errbuf, c->errlen, "%s:%d: ", c->file, c->line);
+        if (n >= 0 && (size_t)n < c->errlen) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(c->errbuf + n, c->errlen - (size_t)n, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return MQL_E_CONFIG;
+}
+
+/*
+ * Parse s as a decimal integer in [lo, hi]. Only digits, with one leading '-' when lo < 0.
+ * Returns false for anything else (empty, '+', spaces, hex, trailing junk, out of range).
+ * OUT: *out on success.
+ */
+static bool parse_ll(const char *s, long long lo, long long hi, long long *out)
+{
+    bool neg = false;
+    unsigned long long v = 0;
+
+    if (*s == '-') {
+        if (lo >= 0)
+            return false;
+        neg = true;
+        s++;
+    }
+    if (*s == '\0')
+        return false;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        v = v * 10 + (unsigned)(*s - '0');
+        if (v > (unsigned long long)LLONG_MAX / 2) /* far beyond any range we use */
+            return false;
+    }
+    if (neg && v == 0)
+        return false; /* "-0" */
+    long long r = neg ? -(long long)v : (long long)v;
+    if (r < lo || r > hi)
+        return false;
+    *out = r;
+    return true;
+}
+
+static mql_err bad_value(const struct option *opt, struct ctx *c, const char *val)
+{
+    return fail(c, "%s: '%s' is not %s", opt->name, val, opt->expect);
+}
+
+static mql_err get_number(const struct option *opt, struct ctx *c, long long *out)
+{
+    if (!parse_ll(c->vals[0], opt->lo, opt->hi, out))
+        return bad_value(opt, c, c->vals[0]);
+    return MQL_OK;
+}
+
+#define FIELD(c, off, type) ((type *)((char *)(c)->cfg + (off)))
+
+static mql_err set_u8(const struct option *opt, struct ctx *c)
+{
+    long long v;
+    mql_err rc = get_number(opt, c, &v);
+    if (rc == MQL_OK)
+        *FIELD(c, opt->off, uint8_t) = (uint8_t)v;
+    return rc;
+}
+
+static mql_err set_u16(const struct option *opt, struct ctx *c)
+{
+    long long v;
+    mql_err rc = get_number(opt, c, &v);
+    if (rc == MQL_OK)
+        *FIELD(c, opt->off, uint16_t) = (uint16_t)v;
+    return rc;
+}
+
+static mql_err set_u32(const struct option *opt, struct ctx *c)
+{
+    long long v;
+    mql_err rc = get_number(opt, c, &v);
+    if (rc == MQL_OK)
+        *FIELD(c, opt->off, uint32_t) = (uint32_t)v;
+    return rc;
+}
+
+static mql_err set_i32(const struct option *opt, struct ctx *c)
+{
+    long long v;
+    mql_err rc = get_number(opt, c, &v);
+    if (rc == MQL_OK)
+        *FIELD(c, opt->off, int32_t) = (int32_t)v;
+    return rc;
+}
+
+static mql_err set_bool(const struct option *opt, struct ctx *c)
+{
+    bool *field = FIELD(c, opt->off, bool);
+
+    /* mosquitto accepts exactly these two words; so do we. */
+    if (strcmp(c->vals[0], "true") == 0)
+        *field = true;
+    else if (strcmp(c->vals[0], "false") == 0)
+        *field = false;
+    else
+        return bad_value(opt, c, c->vals[0]);
+    return MQL_OK;
+}
+
+static mql_err set_listener(const struct option *opt, struct ctx *c)
+{
+    mql_config *cfg = c->cfg;
+    const char *address = c->nvals > 1 ? c->vals[1] : "";
+    long long port;
+
+    if (!parse_ll(c->vals[0], 1, 65535, &port))
+        return fail(c, "%s: '%s' is not a port number from 1 to 65535", opt->name, c->vals[0]);
+    if (strlen(address) >= sizeof(cfg->listeners[0].address))
+        return fail(c, "%s: address '%s' is too long (at most %zu characters)", opt->name, address,
+                    sizeof(cfg->listeners[0].address) - 1);
+    for (int i = 0; i < cfg->n_listeners; i++) {
+        const mql_listener_conf *l = &cfg->listeners[i];
+        if (l->port == port && strcmp(l->address, address) == 0)
+            return fail(c, "%s: listener %lld%s%s duplicates the listener on line %d", opt->name,
+                        port, *address ? " " : "", address, l->line);
+    }
+    if (cfg->n_listeners >= MQL_MAX_LISTENERS)
+        return fail(c, "%s: too many listeners (at most %d)", opt->name, MQL_MAX_LISTENERS);
+
+    mql_listener_conf *l = &cfg->listeners[cfg->n_listeners++];
+    memset(l, 0, sizeof(*l));
+    l->port = (uint16_t)port;
+    memcpy(l->address, address, strlen(address) + 1);
+    l->line = c->line;
+    l->protocol = MQL_LISTENER_MQTT;
+    return MQL_OK;
+}
+
+static mql_err set_protocol(const struct option *opt, struct ctx *c)
+{
+    mql_config *cfg = c->cfg;
+
+    if (cfg->n_listeners == 0)
+        return fail(c, "%s: must follow a 'listener' line (it applies to the listener above it)",
+                    opt->name);
+    if (strcmp(c->vals[0], "websockets") == 0)
+        return fail(c, "%s: '%s' is not supported by this version of mqlite (only mqtt)", opt->name,
+                    c->vals[0]);
+    if (strcmp(c->vals[0], "mqtt") != 0)
+        return bad_value(opt, c, c->vals[0]);
+    cfg->listeners[cfg->n_listeners - 1].protocol = MQL_LISTENER_MQTT;
+    return MQL_OK;
+}
+
+static mql_err set_log_type(const struct option *opt, struct ctx *c)
+{
+    static const struct {
+        const char *name;
+        uint32_t bits;
+        bool replace; /* replaces the whole set instead of adding to it */
+    } types[] = {
+        {"error", MQL_LOGT(MQL_LOG_ERROR), false},
+        {"warning", MQL_LOGT(MQL_LOG_WARNING), false},
+        {"notice", MQL_LOGT(MQL_LOG_NOTICE), false},
+        {"information", MQL_LOGT(MQL_LOG_INFO), false},
+        {"debug", MQL_LOGT(MQL_LOG_DEBUG), false},
+        {"all",
+         MQL_LOGT(MQL_LOG_ERROR) | MQL_LOGT(MQL_LOG_WARNING) | MQL_LOGT(MQL_LOG_NOTICE) |
+             MQL_LOGT(MQL_LOG_INFO) | MQL_LOGT(MQL_LOG_DEBUG),
+         true},
+        {"none", 0, true},
+    };
+    mql_config *cfg = c->cfg;
+
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (strcmp(c->vals[0], types[i].name) != 0)
+            continue;
+        if (!cfg->log_types_set || types[i].replace)
+            cfg->log_types = 0;
+        cfg->log_types_set = true;
+        cfg->log_types |= types[i].bits;
+        return MQL_OK;
+    }
+    if (strcmp(c->vals[0], "subscribe") == 0 || strcmp(c->vals[0], "unsubscribe") == 0 ||
+        strcmp(c->vals[0], "websockets") == 0 || strcmp(c->vals[0], "internal") == 0)
+        return fail(c, "%s: '%s' is not supported by this version of mqlite (expected %s)",
+                    opt->name, c->vals[0], opt->expect);
+    return bad_value(opt, c, c->vals[0]);
+}
+
+static mql_err set_client_id_conflict(const struct option *opt, struct ctx *c)
+{
+    if (strcmp(c->vals[0], "takeover") == 0)
+        c->cfg->client_id_conflict = MQL_CONFLICT_TAKEOVER;
+    else if (strcmp(c->vals[0], "reject_new") == 0)
+        c->cfg->client_id_conflict = MQL_CONFLICT_REJECT_NEW;
+    else
+        return bad_value(opt, c, c->vals[0]);
+    return MQL_OK;
+}
+
+#define OFF(field) offsetof(mql_config, field)
+
+static const struct option options[] = {
+    {"listener", 1, 2, "PORT [ADDRESS] with PORT from 1 to 65535", set_listener, 0, 0, 0},
+    {"protocol", 1, 1, "mqtt or websockets", set_protocol, 0, 0, 0},
+    {"allow_anonymous", 1, 1, "true or false", set_bool, 0, 0, OFF(allow_anonymous)},
+    {"max_keepalive", 1, 1, "a number from 0 to 65535", set_u16, 0, 65535, OFF(max_keepalive)},
+    {"max_packet_size", 1, 1, "a number of bytes from 20 to 268435460", set_u32, 20,
+     PACKET_SIZE_MAX, OFF(max_packet_size)},
+    {"max_inflight_messages", 1, 1, "a number from 0 (no limit) to 65535", set_u32, 0, 65535,
+     OFF(max_inflight_messages)},
+    {"max_queued_messages", 1, 1, "a number from 0 (no limit) to 4294967295", set_u32, 0,
+     UINT32_MAX, OFF(max_queued_messages)},
+    {"max_connections", 1, 1, "-1 (no limit) or a number from 0 to 2147483647", set_i32, -1,
+     INT32_MAX, OFF(max_connections)},
+    {"retain_available", 1, 1, "true or false", set_bool, 0, 0, OFF(retain_available)},
+    {"max_qos", 1, 1, "0, 1 or 2", set_u8, 0, 2, OFF(max_qos)},
+    {"log_type", 1, 1, "one of error, warning, notice, information, debug, all, none", set_log_type,
+     0, 0, 0},
+    {"max_session_expiry", 1, 1, "a number of seconds from 0 (never expire) to 4294967295", set_u32,
+     0, UINT32_MAX, OFF(max_session_expiry)},
+    {"client_id_conflict", 1, 1, "takeover or reject_new", set_client_id_conflict, 0, 0, 0},
+    {"max_topic_alias", 1, 1, "a number from 0 to 65535", set_u16, 0, 65535, OFF(max_topic_alias)},
+    {"max_topic_alias_broker", 1, 1, "a number from 0 to 65535", set_u16, 0, 65535,
+     OFF(max_topic_alias_broker)},
+};
+
+/* Options of mosquitto 2.0 that this version does not implement (yet). */
+static const char *const mosquitto_only[] = {
+    "acl_file",
+    "address",
+    "addresses",
+    "allow_duplicate_messages",
+    "allow_zero_length_clientid",
+    "auth_plugin",
+    "auth_plugin_deny_special_chars",
+    "auto_id_prefix",
+    "autosave_interval",
+    "autosave_on_changes",
+    "bind_address",
+    "bind_interface",
+    "bridge_alpn",
+    "bridge_attempt_unsubscribe",
+    "bridge_bind_address",
+    "bridge_cafile",
+    "bridge_capath",
+    "bridge_certfile",
+    "bridge_ciphers",
+    "bridge_ciphers_tls1.3",
+    "bridge_identity",
+    "bridge_insecure",
+    "bridge_keyfile",
+    "bridge_max_packet_size",
+    "bridge_outgoing_retain",
+    "bridge_protocol_version",
+    "bridge_psk",
+    "bridge_require_ocsp",
+    "bridge_tls_version",
+    "cafile",
+    "capath",
+    "certfile",
+    "check_retain_source",
+    "ciphers",
+    "ciphers_tls1.3",
+    "cleansession",
+    "clientid",
+    "clientid_prefixes",
+    "connection",
+    "connection_messages",
+    "crlfile",
+    "dhparamfile",
+    "http_dir",
+    "idle_timeout",
+    "include_dir",
+    "keepalive_interval",
+    "keyfile",
+    "local_cleansession",
+    "local_clientid",
+    "local_password",
+    "local_username",
+    "log_dest",
+    "log_facility",
+    "log_timestamp",
+    "log_timestamp_format",
+    "max_inflight_bytes",
+    "max_queued_bytes",
+    "memory_limit",
+    "message_size_limit",
+    "mount_point",
+    "notification_topic",
+    "notifications",
+    "notifications_local_only",
+    "password",
+    "password_file",
+    "per_listener_settings",
+    "persistence",
+    "persistence_file",
+    "persistence_location",
+    "persistent_client_expiration",
+    "pid_file",
+    "plugin",
+    "port",
+    "psk_file",
+    "psk_hint",
+    "queue_qos0_messages",
+    "remote_clientid",
+    "remote_password",
+    "remote_username",
+    "require_certificate",
+    "restart_timeout",
+    "round_robin",
+    "set_tcp_nodelay",
+    "socket_domain",
+    "start_type",
+    "sys_interval",
+    "threshold",
+    "tls_engine",
+    "tls_engine_kpass_sha1",
+    "tls_keyform",
+    "tls_version",
+    "topic",
+    "try_private",
+    "upgrade_outgoing_qos",
+    "use_identity_as_username",
+    "use_subject_as_username",
+    "use_username_as_clientid",
+    "user",
+    "username",
+    "websockets_headers_size",
+    "websockets_log_level",
+};
+
+static bool is_mosquitto_only(const char *key)
+{
+    for (size_t i = 0; i < sizeof(mosquitto_only) / sizeof(mosquitto_only[0]); i++) {
+        if (strcmp(key, mosquitto_only[i]) == 0)
+            return true;
+    }
+    /* plugin and auth plugin options carry a free suffix */
+    return strncmp(key, "auth_opt_", 9) == 0 || strncmp(key, "plugin_opt_", 11) == 0;
+}
+
+void mql_config_defaults(mql_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->n_listeners = 0;
+    cfg->allow_anonymous = true;
+    cfg->max_keepalive = 65535;
+    cfg->max_packet_size = 0;
+    cfg->max_inflight_messages = 20;
+    cfg->max_queued_messages = 1000;
+    cfg->max_connections = -1;
+    cfg->retain_available = true;
+    cfg->max_qos = 2;
+    cfg->log_types = MQL_LOGT_DEFAULT;
+    cfg->log_types_set = false;
+    cfg->max_session_expiry = 0;
+    cfg->client_id_conflict = MQL_CONFLICT_TAKEOVER;
+    cfg->max_topic_alias = 10;
+    cfg->max_topic_alias_broker = 10;
+}
+
+mql_err mql_config_line(mql_config *cfg, const char *text, const char *file, int line, char *errbuf,
+                        size_t errlen)
+{
+    struct ctx c = {.cfg = cfg, .file = file, .line = line, .errbuf = errbuf, .errlen = errlen};
+    char buf[LINE_MAX_CHARS + 1];
+    char *tokens[MAX_TOKENS];
+    int ntok = 0;
+    size_t len = strlen(text);
+
+    if (errbuf != NULL && errlen > 0)
+        errbuf[0] = '\0';
+    if (len > LINE_MAX_CHARS)
+        return fail(&c, "line is too long (at most %d characters)", LINE_MAX_CHARS);
+    memcpy(buf, text, len + 1);
+
+    /* Split on spaces and tabs; a trailing CR counts as white space. A line whose first
+     * token starts with '#' is a comment. Only the first MAX_TOKENS tokens are kept. */
+    int total = 0;
+    char *p = buf;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\r')
+            p++;
+        if (*p == '\0')
+            break;
+        if (total < MAX_TOKENS)
+            tokens[ntok++] = p;
+        total++;
+        while (*p != '\0' && *p != ' ' && *p != '\t' && *p != '\r')
+            p++;
+        if (*p == '\0')
+            break;
+        *p++ = '\0';
+    }
+    if (ntok == 0 || tokens[0][0] == '#')
+        return MQL_OK;
+
+    c.key = tokens[0];
+    c.nvals = ntok - 1;
+    for (int i = 1; i < ntok; i++)
+        c.vals[i - 1] = tokens[i];
+
+    const struct option *opt = NULL;
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        if (strcmp(c.key, options[i].name) == 0) {
+            opt = &options[i];
+            break;
+        }
+    }
+    if (opt == NULL) {
+        if (is_mosquitto_only(c.key))
+            return fail(&c, "option '%s' is not supported by this version of mqlite", c.key);
+        return fail(&c, "unknown option '%s'", c.key);
+    }
+    if (c.nvals < opt->min_vals)
+        return fail(&c, "%s: missing value (expected %s)", opt->name, opt->expect);
+    if (c.nvals > opt->max_vals) {
+        const char *extra = c.vals[opt->max_vals];
+        return fail(&c, "%s: unexpected extra value '%s' (expected %s%s)", opt->name, extra,
+                    opt->expect,
+                    extra[0] == '#' ? "; comments must be on a line of their own" : "");
+    }
+    return opt->set(opt, &c);
+}
+
+mql_err mql_config_load(mql_config *cfg, const char *path, char *errbuf, size_t errlen)
+{
+    mql_err rc = MQL_OK;
+    char *text = NULL;
+    size_t cap = 0;
+    int line = 0;
+
+    if (errbuf != NULL && errlen > 0)
+        errbuf[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        if (errbuf != NULL && errlen > 0)
+            snprintf(errbuf, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return MQL_E_IO;
+    }
+    for (;;) {
+        errno = 0;
+        ssize_t n = getline(&text, &cap, f);
+        if (n < 0) {
+            if (ferror(f)) {
+                if (errbuf != NULL && errlen > 0)
+                    snprintf(errbuf, errlen, "%s:%d: cannot read: %s", path, line + 1,
+                             strerror(errno ? errno : EIO));
+                rc = errno == ENOMEM ? MQL_E_NOMEM : MQL_E_IO;
+            }
+            break;
+        }
+        line++;
+        if (n > 0 && text[n - 1] == '\n')
+            text[--n] = '\0';
+        if ((size_t)n != strlen(text)) {
+            struct ctx c = {.file = path, .line = line, .errbuf = errbuf, .errlen = errlen};
+            rc = fail(&c, "line contains a NUL byte");
+            break;
+        }
+        char *start = text;
+        if (line == 1 && strncmp(start, "\xEF\xBB\xBF", 3) == 0)
+            start += 3; /* a UTF-8 byte order mark left by some editors */
+        rc = mql_config_line(cfg, start, path, line, errbuf, errlen);
+        if (rc != MQL_OK)
+            break;
+    }
+    free(text);
+    fclose(f);
+    return rc;
+}

@@ -1,0 +1,98 @@
+/*
+ * config.h - mqlite configuration: defaults, and the mosquitto.conf-syntax file parser.
+ *
+ * Syntax: one option per line, `key value...`, '#' starts a comment line, blank lines are
+ * ignored, values are separated by spaces/tabs. `listener PORT [ADDRESS]` starts a listener
+ * block; per-listener keys (`protocol`) apply to the most recent listener. Key names follow
+ * mosquitto where the option exists there. Unknown keys and bad values are errors that name
+ * file:line and what is wrong.
+ */
+#ifndef MQL_CONFIG_H
+#define MQL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define MQL_MAX_LISTENERS 16
+#define MQL_PATH_MAX 256
+
+enum mql_log_level {
+    MQL_LOG_ERROR = 0,
+    MQL_LOG_WARNING = 1,
+    MQL_LOG_NOTICE = 2,
+    MQL_LOG_INFO = 3,
+    MQL_LOG_DEBUG = 4,
+};
+
+/* `log_type` values as a bitmask (mosquitto names): error warning notice information
+ * debug all none. Levels enabled are those whose bit is set. */
+#define MQL_LOGT(level) (1u << (level))
+#define MQL_LOGT_DEFAULT                                                                           \
+    (MQL_LOGT(MQL_LOG_ERROR) | MQL_LOGT(MQL_LOG_WARNING) | MQL_LOGT(MQL_LOG_NOTICE) |              \
+     MQL_LOGT(MQL_LOG_INFO))
+
+enum mql_client_id_conflict {
+    MQL_CONFLICT_TAKEOVER = 0,   /* the newcomer takes over (the specification's rule) */
+    MQL_CONFLICT_REJECT_NEW = 1, /* the newcomer is refused while the old one is live */
+};
+
+/* What a listener speaks (`protocol` key). The parser accepts only mqtt for now: `protocol
+ * websockets` is refused as not supported by this version. */
+enum mql_listener_protocol {
+    MQL_LISTENER_MQTT = 0,
+    MQL_LISTENER_WEBSOCKETS = 1,
+};
+
+typedef struct mql_listener_conf {
+    uint16_t port;
+    char address[64];                    /* bind address; "" means all interfaces (0.0.0.0) */
+    int line;                            /* line of the `listener` key, for messages */
+    enum mql_listener_protocol protocol; /* default MQL_LISTENER_MQTT */
+} mql_listener_conf;
+
+typedef struct mql_config {
+    mql_listener_conf listeners[MQL_MAX_LISTENERS];
+    int n_listeners;
+    bool allow_anonymous;     /* default true */
+    uint16_t max_keepalive;   /* default 65535; v5 clients asking more get Server Keep Alive */
+    uint32_t max_packet_size; /* default 0 = the protocol maximum; the file accepts
+                                 20..268435460 bytes of a whole packet (mosquitto refuses
+                                 0 and values below 20) */
+    uint32_t max_inflight_messages; /* outbound QoS 1/2 window per client, default 20;
+                                       0 = no limit (as mosquitto); the file accepts 0..65535 */
+    uint32_t max_queued_messages;   /* per session, default 1000; 0 = no limit */
+    int32_t max_connections;        /* default -1 = no limit */
+    bool retain_available;          /* default true */
+    uint8_t max_qos;                /* default 2 */
+    uint32_t log_types;             /* default MQL_LOGT_DEFAULT */
+    bool log_types_set;             /* parser state: a `log_type` line was seen, so the next
+                                       ones add to the set instead of replacing the default */
+    uint32_t max_session_expiry;    /* seconds a v3.1.1 persistent session lasts; 0 = forever */
+    enum mql_client_id_conflict client_id_conflict; /* default takeover */
+    uint16_t max_topic_alias;        /* aliases a v5 client may set towards us, default 10 */
+    uint16_t max_topic_alias_broker; /* aliases we assign towards a v5 client (bounded by its
+                                        Topic Alias Maximum), default 10; 0 = none */
+} mql_config;
+
+/* Fill cfg with the defaults above and no listeners. */
+void mql_config_defaults(mql_config *cfg);
+
+/*
+ * Parse the file at path into cfg (which should hold defaults). On error returns
+ * MQL_E_CONFIG (bad content) or MQL_E_IO (cannot read) and writes one line into errbuf
+ * such as "etc/mqlite.conf:12: unknown option 'lisener'" or
+ * "etc/mqlite.conf:3: max_keepalive: '70000' is not a number from 0 to 65535".
+ * cfg may be partly filled on error.
+ */
+MQL_MUST_CHECK mql_err mql_config_load(mql_config *cfg, const char *path, char *errbuf,
+                                       size_t errlen);
+
+/* Parse one line (without the newline), as the file parser does; `file` and `line` are only
+ * used in messages. Exposed for tests. */
+MQL_MUST_CHECK mql_err mql_config_line(mql_config *cfg, const char *text, const char *file,
+                                       int line, char *errbuf, size_t errlen);
+
+#endif

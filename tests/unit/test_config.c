@@ -1,0 +1,687 @@
+/*
+ * test_config.c - unit tests of the configuration parser (broker/config.c).
+ *
+ * Purpose: every implemented key with good and bad values, the exact shape of every error
+ * message (it names FILE:LINE, the key, the bad value and what is allowed), the defaults,
+ * mosquitto's log_type semantics, listener rules, comment/blank/white-space handling, and
+ * mql_config_load on real files (unreadable file, line numbers, CRLF, BOM, NUL bytes).
+ *
+ * Single lines go through mql_config_line() with the file name "t.conf" and line 7, so
+ * every message must start with "t.conf:7: ". Files are written to mkstemp() names under
+ * /tmp and removed by each test.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "broker/config.h"
+
+static mql_config cfg;
+static char err[512];
+
+static void setup(void)
+{
+    mql_config_defaults(&cfg);
+    memset(err, 'x', sizeof(err) - 1); /* catch a message that is not rewritten */
+    err[sizeof(err) - 1] = '\0';
+}
+
+TestSuite(config, .init = setup);
+
+/* Parse one line as line 7 of t.conf. */
+static mql_err parse(const char *text)
+{
+    return mql_config_line(&cfg, text, "t.conf", 7, err, sizeof(err));
+}
+
+/* The line must parse, leaving no message. */
+#define OK(text)                                                                                   \
+    do {                                                                                           \
+        mql_err rc_ = parse(text);                                                                 \
+        cr_assert_eq(rc_, MQL_OK, "line '%s' failed: %s", text, err);                              \
+        cr_assert_str_empty(err, "line '%s' left a message: %s", text, err);                       \
+    } while (0)
+
+/* The line must fail with MQL_E_CONFIG and a message that starts with "t.conf:7: " and
+ * contains each of the given fragments. */
+#define BAD(text, ...)                                                                             \
+    do {                                                                                           \
+        mql_err rc_ = parse(text);                                                                 \
+        cr_assert_eq(rc_, MQL_E_CONFIG, "line '%s' was accepted", text);                           \
+        cr_assert(strncmp(err, "t.conf:7: ", 10) == 0, "no file:line in '%s'", err);               \
+        const char *frags_[] = {__VA_ARGS__};                                                      \
+        for (size_t i_ = 0; i_ < sizeof(frags_) / sizeof(frags_[0]); i_++)                         \
+            cr_assert(strstr(err, frags_[i_]) != NULL, "'%s' lacks '%s'", err, frags_[i_]);        \
+    } while (0)
+
+/* Write text to a fresh temporary file; OUT: path (at least 64 bytes). */
+static void write_file(char *path, const char *text, size_t len)
+{
+    strcpy(path, "/tmp/mqlite-test-config-XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0, "mkstemp: %s", strerror(errno));
+    cr_assert_eq(write(fd, text, len), (ssize_t)len);
+    close(fd);
+}
+
+static mql_err load_text(const char *text, size_t len, char *path)
+{
+    write_file(path, text, len);
+    mql_err rc = mql_config_load(&cfg, path, err, sizeof(err));
+    unlink(path);
+    return rc;
+}
+
+/* ---- defaults ---------------------------------------------------------------------- */
+
+Test(config, defaults)
+{
+    cr_assert_eq(cfg.n_listeners, 0);
+    cr_assert_eq(cfg.allow_anonymous, true);
+    cr_assert_eq(cfg.max_keepalive, 65535);
+    cr_assert_eq(cfg.max_packet_size, 0);
+    cr_assert_eq(cfg.max_inflight_messages, 20);
+    cr_assert_eq(cfg.max_queued_messages, 1000);
+    cr_assert_eq(cfg.max_connections, -1);
+    cr_assert_eq(cfg.retain_available, true);
+    cr_assert_eq(cfg.max_qos, 2);
+    cr_assert_eq(cfg.log_types, MQL_LOGT_DEFAULT);
+    cr_assert_eq(cfg.log_types & MQL_LOGT(MQL_LOG_DEBUG), 0);
+    cr_assert_eq(cfg.log_types_set, false);
+    cr_assert_eq(cfg.max_session_expiry, 0);
+    cr_assert_eq(cfg.client_id_conflict, MQL_CONFLICT_TAKEOVER);
+}
+
+Test(config, defaults_overwrite_garbage)
+{
+    memset(&cfg, 0xA5, sizeof(cfg));
+    mql_config_defaults(&cfg);
+    cr_assert_eq(cfg.n_listeners, 0);
+    cr_assert_eq(cfg.max_connections, -1);
+    cr_assert_eq(cfg.log_types_set, false);
+}
+
+/* ---- comments, blank lines, white space --------------------------------------------- */
+
+Test(config, comments_and_blank_lines)
+{
+    const char *lines[] = {"",
+                           "   ",
+                           "\t",
+                           "\r",
+                           " \t \r",
+                           "# a comment",
+                           "#listener 1883",
+                           "   # indented comment",
+                           "#",
+                           "\t#x y z"};
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+        OK(lines[i]);
+    cr_assert_eq(cfg.n_listeners, 0);
+}
+
+Test(config, white_space_and_cr)
+{
+    OK("max_qos 1   ");
+    cr_assert_eq(cfg.max_qos, 1);
+    OK("max_qos 0\r");
+    cr_assert_eq(cfg.max_qos, 0);
+    OK("max_qos\t2\t\r");
+    cr_assert_eq(cfg.max_qos, 2);
+    OK("  max_keepalive    60");
+    cr_assert_eq(cfg.max_keepalive, 60);
+    OK("listener \t 1883 \t 127.0.0.1 \r");
+    cr_assert_eq(cfg.listeners[0].port, 1883);
+    cr_assert_str_eq(cfg.listeners[0].address, "127.0.0.1");
+}
+
+Test(config, line_too_long)
+{
+    char text[1100];
+    memset(text, ' ', sizeof(text) - 1);
+    text[sizeof(text) - 1] = '\0';
+    memcpy(text, "max_qos 1", 9);
+    BAD(text, "too long");
+}
+
+/* ---- unknown and unsupported keys ------------------------------------------------- */
+
+Test(config, unknown_option)
+{
+    BAD("lisener 1883", "unknown option 'lisener'");
+    BAD("Listener 1883", "unknown option 'Listener'"); /* keys are case-sensitive */
+    BAD("foo", "unknown option 'foo'");
+    BAD("max_qos=1", "unknown option 'max_qos=1'");
+    cr_assert_str_eq(err, "t.conf:7: unknown option 'max_qos=1'");
+}
+
+Test(config, mosquitto_options_not_supported)
+{
+    const char *keys[] = {"persistence true",
+                          "persistence_location /var/lib/mqlite/",
+                          "password_file /etc/pw",
+                          "acl_file /etc/acl",
+                          "certfile /etc/c.pem",
+                          "connection cloud",
+                          "log_dest stderr",
+                          "pid_file /run/m.pid",
+                          "sys_interval 10",
+                          "user mqlite",
+                          "port 1883",
+                          "bind_address 0.0.0.0",
+                          "auth_opt_backend files",
+                          "plugin_opt_x y",
+                          "include_dir /etc/mqlite.d"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char key[64];
+        sscanf(keys[i], "%63s", key);
+        char want[128];
+        snprintf(want, sizeof(want), "option '%s' is not supported by this version of mqlite", key);
+        BAD(keys[i], want);
+    }
+    parse("persistence true");
+    cr_assert_str_eq(err, "t.conf:7: option 'persistence' is not supported by this version of "
+                          "mqlite");
+}
+
+/* ---- arity ------------------------------------------------------------------------ */
+
+Test(config, missing_value)
+{
+    const char *keys[] = {"listener",
+                          "protocol",
+                          "allow_anonymous",
+                          "max_keepalive",
+                          "max_packet_size",
+                          "max_inflight_messages",
+                          "max_queued_messages",
+                          "max_connections",
+                          "retain_available",
+                          "max_qos",
+                          "log_type",
+                          "max_session_expiry",
+                          "client_id_conflict"};
+    OK("listener 1883"); /* so protocol reaches its value check */
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char want[80];
+        snprintf(want, sizeof(want), "%s: missing value (expected ", keys[i]);
+        BAD(keys[i], want);
+        char spaced[80];
+        snprintf(spaced, sizeof(spaced), "%s   \r", keys[i]);
+        BAD(spaced, want);
+    }
+}
+
+Test(config, extra_values)
+{
+    OK("listener 1883");
+    BAD("max_qos 1 2", "max_qos: unexpected extra value '2'", "0, 1 or 2");
+    BAD("allow_anonymous true false", "allow_anonymous: unexpected extra value 'false'");
+    BAD("listener 1884 127.0.0.1 x", "listener: unexpected extra value 'x'");
+    BAD("protocol mqtt mqtt", "protocol: unexpected extra value 'mqtt'");
+    BAD("log_type error warning", "log_type: unexpected extra value 'warning'");
+    BAD("max_keepalive 60 # one minute", "max_keepalive: unexpected extra value '#'",
+        "comments must be on a line of their own");
+    BAD("client_id_conflict takeover a b c d e f g h i", "unexpected extra value 'a'");
+}
+
+/* ---- listener ---------------------------------------------------------------------- */
+
+Test(config, listener_good)
+{
+    OK("listener 1883");
+    OK("listener 8883 127.0.0.1");
+    OK("listener 1 ::1");
+    OK("listener 65535 gateway.local");
+    cr_assert_eq(cfg.n_listeners, 4);
+    cr_assert_eq(cfg.listeners[0].port, 1883);
+    cr_assert_str_eq(cfg.listeners[0].address, "");
+    cr_assert_eq(cfg.listeners[0].line, 7);
+    cr_assert_eq(cfg.listeners[0].protocol, MQL_LISTENER_MQTT);
+    cr_assert_eq(cfg.listeners[1].port, 8883);
+    cr_assert_str_eq(cfg.listeners[1].address, "127.0.0.1");
+    cr_assert_eq(cfg.listeners[2].port, 1);
+    cr_assert_str_eq(cfg.listeners[2].address, "::1");
+    cr_assert_eq(cfg.listeners[3].port, 65535);
+}
+
+Test(config, listener_bad_port)
+{
+    const char *bad[] = {
+        "0",      "65536", "-1", "+1883", "1883x", "x", "0x75b", "18 83", "99999999999999999999999",
+        "1883.0", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[64], want[80];
+        snprintf(text, sizeof(text), "listener %s", bad[i]);
+        if (strchr(bad[i], ' ') != NULL || bad[i][0] == '\0')
+            continue; /* covered as extra/missing value elsewhere */
+        snprintf(want, sizeof(want), "listener: '%s' is not a port number from 1 to 65535", bad[i]);
+        BAD(text, want);
+    }
+    cr_assert_eq(cfg.n_listeners, 0);
+    parse("listener 70000");
+    cr_assert_str_eq(err, "t.conf:7: listener: '70000' is not a port number from 1 to 65535");
+}
+
+Test(config, listener_address_too_long)
+{
+    char text[200];
+    snprintf(text, sizeof(text), "listener 1883 %070d", 0);
+    BAD(text, "listener: address '", "is too long (at most 63 characters)");
+    snprintf(text, sizeof(text), "listener 1883 %063d", 0);
+    OK(text);
+}
+
+Test(config, listener_duplicate)
+{
+    cr_assert_eq(mql_config_line(&cfg, "listener 1883 127.0.0.1", "t.conf", 3, err, sizeof(err)),
+                 MQL_OK);
+    OK("listener 1883"); /* other address */
+    OK("listener 1884 127.0.0.1");
+    BAD("listener 1883 127.0.0.1", "listener: listener 1883 127.0.0.1 duplicates the listener "
+                                   "on line 3");
+    cr_assert_str_eq(err, "t.conf:7: listener: listener 1883 127.0.0.1 duplicates the "
+                          "listener on line 3");
+    BAD("listener 1883", "listener 1883 duplicates the listener on line 7");
+    cr_assert_eq(cfg.n_listeners, 3);
+}
+
+Test(config, listener_too_many)
+{
+    for (int i = 0; i < MQL_MAX_LISTENERS; i++) {
+        char text[64];
+        snprintf(text, sizeof(text), "listener %d", 2000 + i);
+        OK(text);
+    }
+    BAD("listener 3000", "listener: too many listeners (at most 16)");
+    cr_assert_eq(cfg.n_listeners, MQL_MAX_LISTENERS);
+}
+
+/* ---- protocol (per listener) ------------------------------------------------------ */
+
+Test(config, protocol_good)
+{
+    OK("listener 1883");
+    OK("protocol mqtt");
+    cr_assert_eq(cfg.listeners[0].protocol, MQL_LISTENER_MQTT);
+}
+
+Test(config, protocol_before_listener)
+{
+    BAD("protocol mqtt", "protocol: must follow a 'listener' line");
+}
+
+Test(config, protocol_bad)
+{
+    OK("listener 1883");
+    BAD("protocol websockets",
+        "protocol: 'websockets' is not supported by this version of mqlite (only mqtt)");
+    BAD("protocol MQTT", "protocol: 'MQTT' is not mqtt or websockets");
+    BAD("protocol http", "protocol: 'http' is not mqtt or websockets");
+}
+
+/* ---- booleans ---------------------------------------------------------------------- */
+
+static void check_bool(const char *key, bool *field)
+{
+    char text[80], want[120];
+    snprintf(text, sizeof(text), "%s false", key);
+    OK(text);
+    cr_assert_eq(*field, false, "%s", key);
+    snprintf(text, sizeof(text), "%s true", key);
+    OK(text);
+    cr_assert_eq(*field, true, "%s", key);
+    const char *bad[] = {"yes", "no", "1", "0", "TRUE", "False", "truex", "on"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), "%s %s", key, bad[i]);
+        snprintf(want, sizeof(want), "%s: '%s' is not true or false", key, bad[i]);
+        BAD(text, want);
+        cr_assert_eq(*field, true, "%s changed by a bad value", key);
+    }
+}
+
+Test(config, allow_anonymous)
+{
+    check_bool("allow_anonymous", &cfg.allow_anonymous);
+}
+
+Test(config, retain_available)
+{
+    check_bool("retain_available", &cfg.retain_available);
+}
+
+/* ---- numbers ----------------------------------------------------------------------- */
+
+/* Good values as text with the value that must be stored; read back through get(). */
+struct good {
+    const char *text;
+    long long want;
+};
+
+static void check_number(const char *key, const struct good *good, size_t n_good,
+                         const char *const *bad, size_t n_bad, const char *allowed,
+                         long long (*get)(void))
+{
+    char text[120], want[200];
+    for (size_t i = 0; i < n_good; i++) {
+        snprintf(text, sizeof(text), "%s %s", key, good[i].text);
+        OK(text);
+        cr_assert_eq(get(), good[i].want, "%s: stored %lld, wanted %lld", text, get(),
+                     good[i].want);
+    }
+    long long before = get();
+    for (size_t i = 0; i < n_bad; i++) {
+        snprintf(text, sizeof(text), "%s %s", key, bad[i]);
+        snprintf(want, sizeof(want), "%s: '%s' is not %s", key, bad[i], allowed);
+        BAD(text, want);
+        cr_assert_eq(get(), before, "%s changed the value", text);
+    }
+}
+
+/* Spellings that no number key accepts. */
+#define NOT_NUMBERS "x", "1x", "+1", "0x10", "1.5", "1e3", "--1", "1-", "\xd9\xa1"
+
+static long long get_keepalive(void)
+{
+    return cfg.max_keepalive;
+}
+
+Test(config, max_keepalive)
+{
+    struct good good[] = {{"0", 0}, {"10", 10}, {"65535", 65535}, {"007", 7}, {"60", 60}};
+    const char *bad[] = {"65536", "-1", "70000", "4294967296", NOT_NUMBERS};
+    check_number("max_keepalive", good, 5, bad, sizeof(bad) / sizeof(bad[0]),
+                 "a number from 0 to 65535", get_keepalive);
+    parse("max_keepalive 70000");
+    cr_assert_str_eq(err, "t.conf:7: max_keepalive: '70000' is not a number from 0 to 65535");
+}
+
+static long long get_packet_size(void)
+{
+    return cfg.max_packet_size;
+}
+
+Test(config, max_packet_size)
+{
+    struct good good[] = {{"20", 20}, {"1024", 1024}, {"268435460", 268435460}};
+    const char *bad[] = {"0", "19", "-20", "268435461", "99999999999", NOT_NUMBERS};
+    check_number("max_packet_size", good, 3, bad, sizeof(bad) / sizeof(bad[0]),
+                 "a number of bytes from 20 to 268435460", get_packet_size);
+}
+
+static long long get_inflight(void)
+{
+    return cfg.max_inflight_messages;
+}
+
+Test(config, max_inflight_messages)
+{
+    struct good good[] = {{"0", 0}, {"1", 1}, {"65535", 65535}};
+    const char *bad[] = {"-1", "65536", NOT_NUMBERS};
+    check_number("max_inflight_messages", good, 3, bad, sizeof(bad) / sizeof(bad[0]),
+                 "a number from 0 (no limit) to 65535", get_inflight);
+}
+
+static long long get_queued(void)
+{
+    return cfg.max_queued_messages;
+}
+
+Test(config, max_queued_messages)
+{
+    struct good good[] = {{"0", 0}, {"1", 1}, {"100000", 100000}, {"4294967295", 4294967295LL}};
+    const char *bad[] = {"-1", "-5", "4294967296", NOT_NUMBERS};
+    check_number("max_queued_messages", good, 4, bad, sizeof(bad) / sizeof(bad[0]),
+                 "a number from 0 (no limit) to 4294967295", get_queued);
+}
+
+static long long get_connections(void)
+{
+    return cfg.max_connections;
+}
+
+Test(config, max_connections)
+{
+    struct good good[] = {{"100", 100}, {"0", 0}, {"2147483647", 2147483647}, {"-1", -1}};
+    const char *bad[] = {"-2", "-0", "-00", "-", "2147483648", "-2147483648", NOT_NUMBERS};
+    check_number("max_connections", good, 4, bad, sizeof(bad) / sizeof(bad[0]),
+                 "-1 (no limit) or a number from 0 to 2147483647", get_connections);
+}
+
+static long long get_qos(void)
+{
+    return cfg.max_qos;
+}
+
+Test(config, max_qos)
+{
+    struct good good[] = {{"0", 0}, {"1", 1}, {"2", 2}};
+    const char *bad[] = {"3", "-1", "256", NOT_NUMBERS};
+    check_number("max_qos", good, 3, bad, sizeof(bad) / sizeof(bad[0]), "0, 1 or 2", get_qos);
+}
+
+static long long get_expiry(void)
+{
+    return cfg.max_session_expiry;
+}
+
+Test(config, max_session_expiry)
+{
+    struct good good[] = {{"0", 0}, {"3600", 3600}, {"4294967295", 4294967295LL}};
+    const char *bad[] = {"-1", "4294967296", "1h", "1d", NOT_NUMBERS};
+    check_number("max_session_expiry", good, 3, bad, sizeof(bad) / sizeof(bad[0]),
+                 "a number of seconds from 0 (never expire) to 4294967295", get_expiry);
+}
+
+/* ---- client_id_conflict ------------------------------------------------------------ */
+
+Test(config, client_id_conflict)
+{
+    OK("client_id_conflict reject_new");
+    cr_assert_eq(cfg.client_id_conflict, MQL_CONFLICT_REJECT_NEW);
+    OK("client_id_conflict takeover");
+    cr_assert_eq(cfg.client_id_conflict, MQL_CONFLICT_TAKEOVER);
+    BAD("client_id_conflict reject", "client_id_conflict: 'reject' is not takeover or reject_new");
+    BAD("client_id_conflict Takeover", "client_id_conflict: 'Takeover'", "takeover or reject_new");
+    cr_assert_eq(cfg.client_id_conflict, MQL_CONFLICT_TAKEOVER);
+}
+
+/* ---- log_type ---------------------------------------------------------------------- */
+
+#define LT(level) MQL_LOGT(MQL_LOG_##level)
+#define LT_ALL (LT(ERROR) | LT(WARNING) | LT(NOTICE) | LT(INFO) | LT(DEBUG))
+
+Test(config, log_type_each_value)
+{
+    const struct {
+        const char *name;
+        uint32_t bits;
+    } v[] = {{"error", LT(ERROR)},
+             {"warning", LT(WARNING)},
+             {"notice", LT(NOTICE)},
+             {"information", LT(INFO)},
+             {"debug", LT(DEBUG)},
+             {"all", LT_ALL},
+             {"none", 0}};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        char text[64];
+        mql_config_defaults(&cfg);
+        snprintf(text, sizeof(text), "log_type %s", v[i].name);
+        OK(text);
+        cr_assert_eq(cfg.log_types, v[i].bits, "%s", text);
+        cr_assert(cfg.log_types_set);
+    }
+}
+
+Test(config, log_type_first_replaces_default_later_add)
+{
+    OK("log_type debug");
+    cr_assert_eq(cfg.log_types, LT(DEBUG)); /* the default set is gone */
+    OK("log_type error");
+    cr_assert_eq(cfg.log_types, LT(DEBUG) | LT(ERROR));
+    OK("log_type error"); /* repeating is harmless */
+    cr_assert_eq(cfg.log_types, LT(DEBUG) | LT(ERROR));
+    OK("log_type warning");
+    cr_assert_eq(cfg.log_types, LT(DEBUG) | LT(ERROR) | LT(WARNING));
+}
+
+Test(config, log_type_none_and_all_replace)
+{
+    OK("log_type error");
+    OK("log_type none");
+    cr_assert_eq(cfg.log_types, 0);
+    OK("log_type notice");
+    cr_assert_eq(cfg.log_types, LT(NOTICE));
+    OK("log_type all");
+    cr_assert_eq(cfg.log_types, LT_ALL);
+    OK("log_type none");
+    cr_assert_eq(cfg.log_types, 0);
+}
+
+Test(config, log_type_bad)
+{
+    BAD("log_type info", "log_type: 'info' is not one of error, warning, notice, information, "
+                         "debug, all, none");
+    BAD("log_type ERROR", "log_type: 'ERROR' is not one of");
+    BAD("log_type subscribe", "log_type: 'subscribe' is not supported by this version of mqlite",
+        "error, warning, notice, information, debug, all, none");
+    BAD("log_type websockets", "log_type: 'websockets' is not supported");
+    cr_assert_eq(cfg.log_types, MQL_LOGT_DEFAULT);
+    cr_assert_eq(cfg.log_types_set, false);
+}
+
+/* ---- errbuf handling --------------------------------------------------------------- */
+
+Test(config, small_or_missing_errbuf)
+{
+    char small[12];
+    cr_assert_eq(mql_config_line(&cfg, "max_qos 9", "t.conf", 7, small, sizeof(small)),
+                 MQL_E_CONFIG);
+    cr_assert_str_eq(small, "t.conf:7: m");
+    cr_assert_eq(mql_config_line(&cfg, "max_qos 9", "t.conf", 7, NULL, 0), MQL_E_CONFIG);
+    cr_assert_eq(mql_config_line(&cfg, "max_qos 1", "t.conf", 7, NULL, 0), MQL_OK);
+    char tiny[1] = {'x'};
+    cr_assert_eq(mql_config_line(&cfg, "max_qos 9", "t.conf", 7, tiny, 0), MQL_E_CONFIG);
+    cr_assert_eq(tiny[0], 'x');
+}
+
+/* ---- files ------------------------------------------------------------------------- */
+
+Test(config, load_full_file)
+{
+    const char *text = "# mqlite test configuration\n"
+                       "\n"
+                       "allow_anonymous false\n"
+                       "max_keepalive 120\r\n"
+                       "max_packet_size 65536\n"
+                       "max_inflight_messages 10\n"
+                       "max_queued_messages 500\n"
+                       "max_connections 50\n"
+                       "retain_available false\n"
+                       "max_qos 1\n"
+                       "log_type error\n"
+                       "log_type debug\n"
+                       "max_session_expiry 86400\n"
+                       "client_id_conflict reject_new\n"
+                       "   \n"
+                       "listener 1883 127.0.0.1\n"
+                       "protocol mqtt\n"
+                       "listener 1884\n"
+                       "# no newline at the end of the last line\n"
+                       "max_qos 2";
+    char path[64];
+    mql_err rc = load_text(text, strlen(text), path);
+    cr_assert_eq(rc, MQL_OK, "%s", err);
+    cr_assert_eq(cfg.allow_anonymous, false);
+    cr_assert_eq(cfg.max_keepalive, 120);
+    cr_assert_eq(cfg.max_packet_size, 65536);
+    cr_assert_eq(cfg.max_inflight_messages, 10);
+    cr_assert_eq(cfg.max_queued_messages, 500);
+    cr_assert_eq(cfg.max_connections, 50);
+    cr_assert_eq(cfg.retain_available, false);
+    cr_assert_eq(cfg.max_qos, 2);
+    cr_assert_eq(cfg.log_types, LT(ERROR) | LT(DEBUG));
+    cr_assert_eq(cfg.max_session_expiry, 86400);
+    cr_assert_eq(cfg.client_id_conflict, MQL_CONFLICT_REJECT_NEW);
+    cr_assert_eq(cfg.n_listeners, 2);
+    cr_assert_eq(cfg.listeners[0].port, 1883);
+    cr_assert_str_eq(cfg.listeners[0].address, "127.0.0.1");
+    cr_assert_eq(cfg.listeners[0].line, 16);
+    cr_assert_eq(cfg.listeners[1].port, 1884);
+    cr_assert_str_eq(cfg.listeners[1].address, "");
+    cr_assert_eq(cfg.listeners[1].line, 18);
+}
+
+Test(config, load_empty_file)
+{
+    char path[64];
+    cr_assert_eq(load_text("", 0, path), MQL_OK);
+    cr_assert_eq(cfg.n_listeners, 0);
+    cr_assert_eq(cfg.log_types, MQL_LOGT_DEFAULT);
+}
+
+Test(config, load_reports_path_and_line)
+{
+    const char *text = "listener 1883\n# comment\n\nmax_keepalive 70000\nmax_qos 1\n";
+    char path[64], want[160];
+    cr_assert_eq(load_text(text, strlen(text), path), MQL_E_CONFIG);
+    snprintf(want, sizeof(want), "%s:4: max_keepalive: '70000' is not a number from 0 to 65535",
+             path);
+    cr_assert_str_eq(err, want);
+    cr_assert_eq(cfg.max_qos, 2, "parsing went on after the error");
+}
+
+Test(config, load_duplicate_listener_names_both_lines)
+{
+    const char *text = "listener 1883\nmax_qos 1\nlistener 1883\n";
+    char path[64], want[160];
+    cr_assert_eq(load_text(text, strlen(text), path), MQL_E_CONFIG);
+    snprintf(want, sizeof(want), "%s:3: listener: listener 1883 duplicates the listener on line 1",
+             path);
+    cr_assert_str_eq(err, want);
+}
+
+Test(config, load_crlf_file)
+{
+    const char *text = "listener 1883\r\nmax_qos 0\r\n# c\r\n\r\nlog_type none\r\n";
+    char path[64];
+    cr_assert_eq(load_text(text, strlen(text), path), MQL_OK, "%s", err);
+    cr_assert_eq(cfg.max_qos, 0);
+    cr_assert_eq(cfg.log_types, 0);
+}
+
+Test(config, load_byte_order_mark)
+{
+    const char *text = "\xEF\xBB\xBFmax_qos 1\n";
+    char path[64];
+    cr_assert_eq(load_text(text, strlen(text), path), MQL_OK, "%s", err);
+    cr_assert_eq(cfg.max_qos, 1);
+}
+
+Test(config, load_nul_byte)
+{
+    const char text[] = "max_qos 1\nmax_q\0os 1\n";
+    char path[64], want[120];
+    cr_assert_eq(load_text(text, sizeof(text) - 1, path), MQL_E_CONFIG);
+    snprintf(want, sizeof(want), "%s:2: line contains a NUL byte", path);
+    cr_assert_str_eq(err, want);
+}
+
+Test(config, load_missing_file)
+{
+    const char *path = "/nonexistent/mqlite.conf";
+    cr_assert_eq(mql_config_load(&cfg, path, err, sizeof(err)), MQL_E_IO);
+    cr_assert_str_eq(err, "/nonexistent/mqlite.conf: cannot open: No such file or directory");
+}
+
+Test(config, load_directory)
+{
+    /* fopen() of a directory succeeds on Linux; reading it fails with EISDIR. */
+    cr_assert_eq(mql_config_load(&cfg, "/tmp", err, sizeof(err)), MQL_E_IO);
+    cr_assert(strncmp(err, "/tmp:", 5) == 0, "%s", err);
+    cr_assert(strstr(err, "Is a directory") != NULL, "%s", err);
+}
