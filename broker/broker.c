@@ -1,0 +1,286 @@
+/*
+ * broker.c - the broker's lifecycle, the router and the housekeeping timer.
+ *
+ * The router turns one PUBLISH into deliveries: it asks the topic tree for every matching
+ * subscription, merges several matching subscriptions of one session into one delivery at
+ * the highest granted QoS with all their Subscription Identifiers [MQTT-3.3.4-2]
+ * [MQTT-3.3.4-3], honours No Local and Retain As Published, and hands each delivery to the
+ * session (which sends it, queues it or drops it by its own rules).
+ *
+ * The housekeeping thread wakes every 250 ms under broker->lock for keepalive and CONNECT
+ * timeouts, delayed wills and session expiry.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "platform/clock.h"
+#include "platform/log.h"
+
+#define TICK_MS 250
+
+struct route_ctx {
+    mql_broker *b;
+    const mql_msg *msg;
+    const mql_session *from;
+    uint64_t seq;
+    uint32_t n;
+    bool nomem;
+};
+
+static void route_cb(void *arg, const mql_sub *sub)
+{
+    struct route_ctx *rc = arg;
+    mql_broker *b = rc->b;
+    mql_session *s = sub->session;
+    if (sub->no_local && s == rc->from)
+        return;                                                      /* [MQTT-3.8.3-3] */
+    uint8_t qos = sub->qos < rc->msg->qos ? sub->qos : rc->msg->qos; /* [MQTT-3.8.4-8] */
+    /* [MQTT-3.3.1-12] [MQTT-3.3.1-13]; 3.1.1 forwards with retain 0 [v3.1.1 MQTT-3.3.1-9] */
+    bool retain = sub->retain_as_published && rc->msg->retain;
+    struct route_entry *e;
+    if (s->route_stamp == rc->seq) {
+        e = &b->route[s->route_idx];
+        if (qos > e->qos)
+            e->qos = qos;
+        e->retain = e->retain || retain;
+    } else {
+        if (rc->n == b->route_cap) {
+            uint32_t cap = b->route_cap ? b->route_cap * 2 : 64;
+            struct route_entry *p = realloc(b->route, cap * sizeof(*p));
+            if (p == NULL) {
+                rc->nomem = true;
+                return;
+            }
+            b->route = p;
+            b->route_cap = cap;
+        }
+        s->route_stamp = rc->seq;
+        s->route_idx = rc->n;
+        e = &b->route[rc->n++];
+        e->s = s;
+        e->share = NULL;
+        e->qos = qos;
+        e->retain = retain;
+        e->n_ids = 0;
+    }
+    if (sub->sub_id != 0 && e->n_ids < MQL_MAX_ROUTE_IDS)
+        e->ids[e->n_ids++] = sub->sub_id;
+}
+
+static bool session_live(const mql_session *s)
+{
+    return s->conn != NULL && s->conn->state == CS_ACTIVE;
+}
+
+/* Choose the member of a share group that gets the next message: round robin over the
+ * members, preferring a connected one with room in its window, then any connected one,
+ * then one whose session outlives its connection (it is queued there). NULL if none. */
+static mql_sub *share_pick(mql_broker *b, mql_share *g, uint8_t qos)
+{
+    if (g->nmembers == 0)
+        return NULL;
+    uint32_t start = g->rr++ % g->nmembers;
+    mql_sub *best = NULL;
+    int best_rank = 0;
+    mql_sub *m = g->members;
+    for (uint32_t i = 0; i < start; i++)
+        m = m->next;
+    for (uint32_t i = 0; i < g->nmembers; i++) {
+        const mql_session *s = m->session;
+        uint32_t w = b->cfg.max_inflight_messages ? b->cfg.max_inflight_messages : 65535u;
+        int rank = 0;
+        if (session_live(s) && (qos == 0 || s->inflight.count < w))
+            rank = 3;
+        else if (session_live(s))
+            rank = 2;
+        else if (s->expiry != 0)
+            rank = 1;
+        if (rank > best_rank) {
+            best = m;
+            best_rank = rank;
+            if (rank == 3)
+                break;
+        }
+        m = m->next ? m->next : g->members;
+    }
+    return best;
+}
+
+bool mql_broker_share_deliver(mql_broker *b, mql_share *g, mql_msg *msg, uint8_t qos, bool retain)
+{
+    mql_sub *m = share_pick(b, g, qos);
+    if (m == NULL)
+        return false;
+    uint8_t q = m->qos < qos ? m->qos : qos; /* [MQTT-4.8.2-3] */
+    uint32_t id = m->sub_id;
+    mql_session_deliver(b, m->session, msg, q, retain, &id, id ? 1 : 0, g);
+    return true;
+}
+
+static void share_cb(void *arg, mql_share *g)
+{
+    struct route_ctx *rc = arg;
+    mql_broker *b = rc->b;
+    mql_sub *m = share_pick(b, g, rc->msg->qos);
+    if (m == NULL)
+        return;
+    if (rc->n == b->route_cap) {
+        uint32_t cap = b->route_cap ? b->route_cap * 2 : 64;
+        struct route_entry *p = realloc(b->route, cap * sizeof(*p));
+        if (p == NULL) {
+            rc->nomem = true;
+            return;
+        }
+        b->route = p;
+        b->route_cap = cap;
+    }
+    /* a separate delivery: shared and non-shared subscriptions are not merged */
+    struct route_entry *e = &b->route[rc->n++];
+    e->s = m->session;
+    e->share = g;
+    e->qos = m->qos < rc->msg->qos ? m->qos : rc->msg->qos;
+    e->retain = m->retain_as_published && rc->msg->retain;
+    e->n_ids = 0;
+    if (m->sub_id != 0)
+        e->ids[e->n_ids++] = m->sub_id;
+}
+
+void mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from)
+{
+    struct route_ctx rc = {.b = b, .msg = msg, .from = from, .seq = ++b->route_seq};
+    mql_topics_match(b->topics, msg->topic, route_cb, share_cb, &rc);
+    if (rc.nomem) {
+        mql_error("broker.nomem", "out of memory routing a message to \"%.*s\"",
+                  (int)msg->topic.len, msg->topic.p);
+    }
+    for (uint32_t i = 0; i < rc.n; i++) {
+        struct route_entry *e = &b->route[i];
+        mql_session_deliver(b, e->s, msg, e->qos, e->retain, e->ids, e->n_ids, e->share);
+    }
+}
+
+void mql_broker_publish_will(mql_broker *b, mql_msg *will)
+{
+    mql_debug("broker.will", "publishing will message to \"%.*s\"", (int)will->topic.len,
+              will->topic.p);
+    if (will->retain && mql_topics_retain(b->topics, will->topic, will) != MQL_OK)
+        mql_error("broker.nomem", "out of memory storing a retained will message");
+    mql_broker_route(b, will, NULL);
+}
+
+mql_err mql_broker_alloc(mql_broker **out, const mql_config *cfg)
+{
+    mql_err err;
+    mql_broker *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return MQL_E_NOMEM;
+    b->cfg = *cfg;
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_cond_init(&b->tick_cv, NULL);
+    if ((err = mql_topics_alloc(&b->topics)) != MQL_OK)
+        goto fail;
+    if ((err = mql_net_alloc(&b->net, &mql_conn_link_ops, b)) != MQL_OK)
+        goto fail;
+    *out = b;
+    return MQL_OK;
+fail:
+    mql_topics_free(b->topics);
+    pthread_mutex_destroy(&b->lock);
+    pthread_cond_destroy(&b->tick_cv);
+    free(b);
+    return err;
+}
+
+static void *ticker_main(void *arg)
+{
+    mql_broker *b = arg;
+    pthread_mutex_lock(&b->lock);
+    while (!b->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += TICK_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        int rv = pthread_cond_timedwait(&b->tick_cv, &b->lock, &ts);
+        if (rv != ETIMEDOUT && rv != 0)
+            break;
+        uint64_t now = mql_now_ms();
+        mql_conn_tick(b, now);
+        mql_session_expire_scan(b, now);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return NULL;
+}
+
+mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
+{
+    for (int i = 0; i < b->cfg.n_listeners; i++) {
+        const mql_listener_conf *l = &b->cfg.listeners[i];
+        char url[128];
+        const char *addr = l->address[0] ? l->address : "0.0.0.0";
+        if (strchr(addr, ':') != NULL)
+            snprintf(url, sizeof(url), "tcp://[%s]:%u", addr, l->port);
+        else
+            snprintf(url, sizeof(url), "tcp://%s:%u", addr, l->port);
+        mql_err err = mql_net_listen(b->net, url, errbuf, errlen);
+        if (err != MQL_OK)
+            return err;
+        mql_notice("broker.listen", "listening on %s (mqtt)", url);
+    }
+    if (pthread_create(&b->ticker, NULL, ticker_main, b) != 0) {
+        snprintf(errbuf, errlen, "cannot start the housekeeping thread");
+        return MQL_E_NOMEM;
+    }
+    b->ticker_started = true;
+    return MQL_OK;
+}
+
+void mql_broker_shutdown(mql_broker *b)
+{
+    mql_net_close_listeners(b->net);
+    pthread_mutex_lock(&b->lock);
+    b->stopping = true;
+    pthread_cond_broadcast(&b->tick_cv);
+    for (mql_conn *c = b->conns; c != NULL; c = c->next)
+        mql_conn_close(c, c->state == CS_ACTIVE ? MQL_E_SHUTDOWN : MQL_OK, "server shutting down");
+    pthread_mutex_unlock(&b->lock);
+    if (b->ticker_started) {
+        pthread_join(b->ticker, NULL);
+        b->ticker_started = false;
+    }
+    if (!mql_net_drain(b->net, MQL_CLOSE_FLUSH_MS))
+        mql_warning("broker.shutdown", "some connections did not close in time; aborting them");
+}
+
+void mql_broker_free(mql_broker *b)
+{
+    if (b == NULL)
+        return;
+    mql_net_free(b->net); /* aborts what is left; their closed callbacks run */
+    while (b->sessions != NULL) {
+        mql_session *s = b->sessions;
+        mql_msg_unref(s->will);
+        s->will = NULL;
+        mql_session_end(b, s);
+    }
+    mql_topics_free(b->topics);
+    free(b->slots);
+    free(b->route);
+    pthread_mutex_destroy(&b->lock);
+    pthread_cond_destroy(&b->tick_cv);
+    free(b);
+}
+
+mql_stats mql_broker_stats(mql_broker *b)
+{
+    pthread_mutex_lock(&b->lock);
+    mql_stats st = b->stats;
+    pthread_mutex_unlock(&b->lock);
+    return st;
+}

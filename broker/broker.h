@@ -1,0 +1,45 @@
+/*
+ * broker.h - the broker as main() sees it: make one from a configuration, start its
+ * listeners, shut it down cleanly.
+ */
+#ifndef MQL_BROKER_H
+#define MQL_BROKER_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "err.h"
+
+typedef struct mql_broker mql_broker;
+
+/* Counters, read under the broker lock (see mql_broker_stats). */
+typedef struct mql_stats {
+    uint64_t connects_total;
+    uint64_t takeovers;
+    uint64_t msgs_received;
+    uint64_t msgs_sent;
+    uint64_t bytes_received;
+    uint64_t bytes_sent;
+    uint64_t msgs_dropped;
+    uint32_t clients_connected;
+    uint32_t clients_max;
+} mql_stats;
+
+/* Make a broker for cfg (copied). Nothing listens yet. */
+MQL_MUST_CHECK mql_err mql_broker_alloc(mql_broker **out, const mql_config *cfg);
+
+/* Open every configured listener and start the housekeeping timer. On failure writes the
+ * reason ("cannot listen on tcp://0.0.0.0:1883: Address in use") into errbuf. */
+MQL_MUST_CHECK mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen);
+
+/* Stop accepting, tell MQTT 5 clients the server is shutting down (DISCONNECT 0x8B), close
+ * every connection and wait (bounded) for them to go. */
+void mql_broker_shutdown(mql_broker *b);
+
+/* Free everything. Call after mql_broker_shutdown. */
+void mql_broker_free(mql_broker *b);
+
+/* A copy of the counters. */
+mql_stats mql_broker_stats(mql_broker *b);
+
+#endif

@@ -1,0 +1,1012 @@
+/*
+ * conn.c - one client connection's protocol state machine, from CONNECT to close.
+ *
+ * The link delivers raw bytes (conn_data). Complete frames are found with mql_frame_scan,
+ * decoded with mql_decode outside the broker lock, and handled under it, one handler per
+ * packet type. Every way a connection ends goes through mql_conn_close (we close) or
+ * conn_closed (the link is gone), and the decisions about the will and the session are
+ * made in exactly one place: conn_closed, or the takeover in handle_connect.
+ *
+ * Protocol violations: MQTT 3.1.1 closes the network connection [v3.1.1 MQTT-4.8.0-1];
+ * MQTT 5 first sends CONNACK (before CONNECT is accepted) or DISCONNECT with the reason
+ * code [MQTT-4.13.1-1], then closes.
+ *
+ * Locking: see internal.h. conn_data takes broker->lock once per batch of frames.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "platform/clock.h"
+#include "platform/log.h"
+
+static const char *vname(uint8_t v)
+{
+    return v == MQL_V5 ? "v5" : v == MQL_V311 ? "v3.1.1" : v == MQL_V31 ? "v3.1" : "v?";
+}
+
+static const char *cid(const mql_conn *c)
+{
+    return c->session ? c->session->client_id : "";
+}
+
+enum send_result { SEND_FAILED = 0, SEND_OK, SEND_TOO_LARGE };
+
+/* Encode pkt and queue it on the link. A packet larger than the client's Maximum Packet
+ * Size is not sent [MQTT-3.1.2-24] (SEND_TOO_LARGE). */
+static enum send_result send_packet(mql_conn *c, const mql_packet *pkt)
+{
+    uint8_t stack[512];
+    uint8_t version = c->version ? c->version : MQL_V311;
+    size_t n = mql_encode(stack, sizeof(stack), pkt, version);
+    if (n == 0)
+        return SEND_FAILED;
+    if (c->client_max_packet != 0 && n > c->client_max_packet)
+        return SEND_TOO_LARGE;
+    uint8_t *buf = stack;
+    if (n > sizeof(stack)) {
+        buf = malloc(n);
+        if (buf == NULL)
+            return SEND_FAILED;
+        (void)mql_encode(buf, n, pkt, version);
+    }
+    bool ok = mql_link_send(c->link, buf, n) == MQL_OK;
+    if (ok)
+        c->b->stats.bytes_sent += n;
+    if (buf != stack)
+        free(buf);
+    return ok ? SEND_OK : SEND_FAILED;
+}
+
+void mql_conn_send_ack(mql_conn *c, uint8_t type, uint16_t pid, uint8_t reason)
+{
+    mql_packet p;
+    memset(&p, 0, sizeof(p));
+    p.type = type;
+    p.u.ack.packet_id = pid;
+    p.u.ack.reason = reason;
+    (void)send_packet(c, &p);
+}
+
+bool mql_conn_send_publish(mql_conn *c, mql_msg *msg, uint8_t qos, bool retain, bool dup,
+                           uint16_t pid, const uint32_t *ids, uint8_t n_ids)
+{
+    mql_packet p;
+    memset(&p, 0, sizeof(p));
+    p.type = MQL_PUBLISH;
+    mql_publish *pub = &p.u.publish;
+    pub->qos = qos;
+    pub->dup = dup;
+    pub->retain = retain;
+    pub->topic = msg->topic;
+    pub->packet_id = pid;
+    pub->payload = msg->payload;
+    if (c->version == MQL_V5) {
+        pub->props = msg->props;
+        if (msg->expiry_at != 0) {
+            /* the remaining lifetime, not the original interval [MQTT-3.3.2-6] */
+            uint64_t now = mql_now_ms();
+            uint64_t left = msg->expiry_at > now ? (msg->expiry_at - now + 999) / 1000 : 0;
+            pub->props.present |= MQL_PBIT(MQL_PROP_MESSAGE_EXPIRY);
+            pub->props.message_expiry = (uint32_t)left;
+        }
+        if (n_ids > 0) {
+            pub->props.present |= MQL_PBIT(MQL_PROP_SUBSCRIPTION_ID);
+            pub->props.sub_ids = ids;
+            pub->props.n_sub_ids = n_ids;
+            pub->props.sub_id = ids[0];
+        }
+    }
+    uint16_t alias = 0;
+    bool new_alias = false;
+    if (c->out_alias_max > 0) {
+        for (uint16_t i = 1; i <= c->out_alias_used; i++) {
+            mql_bytes a = c->out_aliases[i];
+            if (a.len == msg->topic.len && memcmp(a.p, msg->topic.p, a.len) == 0) {
+                alias = i;
+                pub->topic.len = 0; /* the alias stands for the topic [MQTT-3.3.2-12] */
+                break;
+            }
+        }
+        if (alias == 0 && c->out_alias_used < c->out_alias_max) {
+            alias = (uint16_t)(c->out_alias_used + 1);
+            new_alias = true; /* sent with its topic, which sets the alias */
+        }
+        if (alias != 0) {
+            pub->props.present |= MQL_PBIT(MQL_PROP_TOPIC_ALIAS);
+            pub->props.topic_alias = alias;
+        }
+    }
+    enum send_result r = send_packet(c, &p);
+    if (r == SEND_OK && new_alias) {
+        uint8_t *copy = malloc(msg->topic.len);
+        if (copy != NULL) {
+            memcpy(copy, msg->topic.p, msg->topic.len);
+            c->out_aliases[alias] = (mql_bytes){.p = copy, .len = msg->topic.len};
+            c->out_alias_used = alias;
+        } else {
+            c->out_alias_max = 0; /* cannot remember it: stop using aliases */
+        }
+    }
+    if (r == SEND_OK) {
+        c->b->stats.msgs_sent++;
+    } else if (r == SEND_TOO_LARGE) {
+        c->b->stats.msgs_dropped++;
+        mql_info("client.too_large",
+                 "client \"%s\" (%s): message on \"%.*s\" (%u byte payload) exceeds the "
+                 "client's Maximum Packet Size %u; discarded [MQTT-3.1.2-25]",
+                 cid(c), c->peer, (int)msg->topic.len, msg->topic.p, msg->payload.len,
+                 c->client_max_packet);
+        return false;
+    }
+    return true;
+}
+
+static void send_disconnect(mql_conn *c, uint8_t reason, const char *why)
+{
+    mql_packet p;
+    memset(&p, 0, sizeof(p));
+    p.type = MQL_DISCONNECT;
+    p.u.disconnect.reason = reason;
+    if (why != NULL && c->request_problem_info) {
+        p.u.disconnect.props.present = MQL_PBIT(MQL_PROP_REASON_STRING);
+        p.u.disconnect.props.reason_string.p = (const uint8_t *)why;
+        p.u.disconnect.props.reason_string.len = (uint32_t)strlen(why);
+    }
+    (void)send_packet(c, &p);
+}
+
+static void send_connack(mql_conn *c, bool present, uint8_t reason, const mql_props *props)
+{
+    mql_packet p;
+    memset(&p, 0, sizeof(p));
+    p.type = MQL_CONNACK;
+    p.u.connack.session_present = present;
+    p.u.connack.reason = reason;
+    if (props != NULL)
+        p.u.connack.props = *props;
+    (void)send_packet(c, &p);
+}
+
+void mql_conn_close(mql_conn *c, mql_err reason, const char *why)
+{
+    if (c->state == CS_CLOSING)
+        return;
+    if (why != NULL)
+        snprintf(c->why, sizeof(c->why), "%s", why);
+    else
+        snprintf(c->why, sizeof(c->why), "%s", mql_err_str(reason));
+    bool flush = false;
+    if (c->version == MQL_V5 && reason != MQL_OK) {
+        if (c->state == CS_NEW)
+            send_connack(c, false, mql_err_reason(reason), NULL); /* [MQTT-4.13.1-1] */
+        else
+            send_disconnect(c, mql_err_reason(reason), why);
+        flush = true;
+    }
+    c->state = CS_CLOSING;
+    c->closing_since = mql_now_ms();
+    mql_link_close(c->link, flush);
+}
+
+/* A protocol violation by the client: log it in plain words and close. */
+static void violation(mql_conn *c, mql_err err, const char *why)
+{
+    mql_notice("client.violation", "client \"%s\" (%s): %s: %s; closing the connection", cid(c),
+               c->peer, mql_err_str(err), why ? why : "no detail");
+    mql_conn_close(c, err, why);
+}
+
+static void *conn_open(void *arg, mql_link *link, const char *peer)
+{
+    mql_broker *b = arg;
+    mql_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->b = b;
+    c->link = link;
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    c->created_at = c->last_rx = mql_now_ms();
+    c->client_receive_max = 65535;
+    pthread_mutex_lock(&b->lock);
+    if (b->stopping ||
+        (b->cfg.max_connections >= 0 && b->nconns >= (uint32_t)b->cfg.max_connections)) {
+        pthread_mutex_unlock(&b->lock);
+        mql_notice("conn.refused", "connection from %s refused: %s", peer,
+                   b->stopping ? "shutting down" : "max_connections reached");
+        free(c);
+        return NULL;
+    }
+    c->next = b->conns;
+    if (b->conns)
+        b->conns->prev = c;
+    b->conns = c;
+    b->nconns++;
+    pthread_mutex_unlock(&b->lock);
+    mql_debug("conn.open", "connection from %s", peer);
+    return c;
+}
+
+/* ---- CONNECT ---- */
+
+static mql_msg *make_will(const mql_connect *cn, uint64_t now)
+{
+    return mql_msg_new(cn->will_topic, cn->will_payload, cn->will_qos, cn->will_retain,
+                       cn->version == MQL_V5 ? &cn->will_props : NULL, now);
+}
+
+/* Handle the will of a connection that is being replaced or has closed. `session_goes_on`
+ * is false when the session ends with it. */
+static void release_will(mql_broker *b, mql_conn *c, mql_session *s, bool session_goes_on)
+{
+    mql_msg *will = c->will;
+    c->will = NULL;
+    if (will == NULL)
+        return;
+    if (c->will_suppressed) {
+        mql_msg_unref(will); /* DISCONNECT 0x00 deletes the will [MQTT-3.1.2-10] */
+        return;
+    }
+    if (c->will_delay > 0 && session_goes_on && s != NULL) {
+        mql_msg_unref(s->will);
+        s->will = will; /* published when the delay passes, unless the client returns */
+        s->will_at = mql_now_ms() + (uint64_t)c->will_delay * 1000u;
+        return;
+    }
+    mql_broker_publish_will(b, will); /* [MQTT-3.1.2-8] */
+    mql_msg_unref(will);
+}
+
+static void takeover_diagnostics(mql_broker *b, mql_session *s, const mql_conn *old,
+                                 const mql_conn *c)
+{
+    uint64_t now = mql_now_ms();
+    b->stats.takeovers++;
+    if (now - s->takeover_window > 10000) {
+        s->takeover_window = now;
+        s->takeovers = 0;
+        s->takeover_warned = false;
+    }
+    s->takeovers++;
+    mql_info("client.takeover",
+             "client \"%s\" (%s) took over the session from %s [MQTT-3.1.4-3] "
+             "[v3.1.1 MQTT-3.1.4-2]",
+             s->client_id, c->peer, old->peer);
+    if (s->takeovers >= 3 && !s->takeover_warned) {
+        s->takeover_warned = true;
+        mql_warning("client.id_conflict",
+                    "client id \"%s\" was taken over %u times in 10 s (latest %s replaced "
+                    "%s): several clients seem to share this ClientID; give each its own "
+                    "id, or set client_id_conflict reject_new",
+                    s->client_id, s->takeovers, c->peer, old->peer);
+    }
+}
+
+static void handle_connect(mql_conn *c, const mql_connect *cn)
+{
+    mql_broker *b = c->b;
+    char gen[32];
+    mql_bytes id = cn->client_id;
+    bool assigned = false;
+    uint64_t now = mql_now_ms();
+    mql_props ack;
+    memset(&ack, 0, sizeof(ack));
+
+    c->version = cn->version;
+    if (cn->version == MQL_V5) {
+        c->request_problem_info = !(cn->props.present & MQL_PBIT(MQL_PROP_REQUEST_PROBLEM_INFO)) ||
+                                  cn->props.request_problem_info != 0;
+        if (cn->props.present & MQL_PBIT(MQL_PROP_RECEIVE_MAXIMUM))
+            c->client_receive_max = cn->props.receive_maximum;
+        if (cn->props.present & MQL_PBIT(MQL_PROP_MAXIMUM_PACKET_SIZE))
+            c->client_max_packet = cn->props.maximum_packet_size;
+        if (cn->props.present & MQL_PBIT(MQL_PROP_AUTH_METHOD)) {
+            violation(c, MQL_E_BAD_AUTH_METHOD,
+                      "enhanced authentication is not configured on this broker");
+            return;
+        }
+    }
+    if (id.len == 0) {
+        if (cn->version != MQL_V5 && !cn->clean_start) {
+            /* [v3.1.1 MQTT-3.1.3-8] */
+            mql_notice("client.refused",
+                       "client (%s) refused: empty ClientID needs clean session 1 "
+                       "[v3.1.1 MQTT-3.1.3-8]",
+                       c->peer);
+            c->state = CS_CLOSING;
+            send_connack(c, false, mql_err_reason_v3(MQL_E_CLIENT_ID_INVALID), NULL);
+            mql_link_close(c->link, true);
+            return;
+        }
+        /* [v3.1.1 MQTT-3.1.3-6] [MQTT-3.1.3-6] */
+        snprintf(gen, sizeof(gen), "mqlite-%08x%04x", (unsigned)now, ++b->id_counter & 0xffff);
+        id.p = (const uint8_t *)gen;
+        id.len = (uint32_t)strlen(gen);
+        assigned = true;
+    }
+    if (!b->cfg.allow_anonymous) {
+        /* No password file support in this build: nobody can authenticate. */
+        mql_notice("client.refused",
+                   "client \"%.*s\" (%s) refused: not authorized (allow_anonymous false)",
+                   (int)id.len, id.p, c->peer);
+        if (cn->version == MQL_V5) {
+            mql_conn_close(c, MQL_E_NOT_AUTHORIZED, NULL);
+        } else {
+            c->state = CS_CLOSING;
+            send_connack(c, false, mql_err_reason_v3(MQL_E_NOT_AUTHORIZED), NULL);
+            mql_link_close(c->link, true);
+        }
+        return;
+    }
+    uint16_t keepalive = cn->keep_alive;
+    if (b->cfg.max_keepalive != 0 && (keepalive > b->cfg.max_keepalive || keepalive == 0)) {
+        if (cn->version == MQL_V5) {
+            keepalive = b->cfg.max_keepalive; /* Server Keep Alive [MQTT-3.2.2-21] */
+            ack.present |= MQL_PBIT(MQL_PROP_SERVER_KEEP_ALIVE);
+            ack.server_keep_alive = keepalive;
+        } else if (keepalive > b->cfg.max_keepalive) {
+            mql_notice("client.refused",
+                       "client \"%.*s\" (%s) refused: keepalive %u exceeds max_keepalive %u",
+                       (int)id.len, id.p, c->peer, cn->keep_alive, b->cfg.max_keepalive);
+            c->state = CS_CLOSING;
+            send_connack(c, false, mql_err_reason_v3(MQL_E_CLIENT_ID_INVALID), NULL);
+            mql_link_close(c->link, true);
+            return;
+        }
+    }
+    c->keepalive = keepalive;
+
+    /* The ClientID table decides: takeover, resume or new [MQTT-3.1.4-3]. */
+    mql_session *s = mql_session_find(b, id.p, id.len);
+    if (s != NULL && s->conn != NULL) {
+        mql_conn *old = s->conn;
+        if (b->cfg.client_id_conflict == MQL_CONFLICT_REJECT_NEW) {
+            mql_warning("client.id_conflict",
+                        "client \"%s\" (%s) refused: ClientID in use by %s "
+                        "(client_id_conflict reject_new)",
+                        s->client_id, c->peer, old->peer);
+            if (cn->version == MQL_V5) {
+                mql_conn_close(c, MQL_E_CLIENT_ID_INVALID, "ClientID in use");
+            } else {
+                c->state = CS_CLOSING;
+                send_connack(c, false, mql_err_reason_v3(MQL_E_CLIENT_ID_INVALID), NULL);
+                mql_link_close(c->link, true);
+            }
+            return;
+        }
+        takeover_diagnostics(b, s, old, c);
+        s->conn = NULL;
+        old->session = NULL;
+        s->disconnected_at = now;
+        release_will(b, old, s, !cn->clean_start);
+        snprintf(old->why, sizeof(old->why), "session taken over by %s", c->peer);
+        if (old->version == MQL_V5 && old->state == CS_ACTIVE) {
+            send_disconnect(old, mql_err_reason(MQL_E_TAKEN_OVER), "session taken over");
+            old->state = CS_CLOSING;
+            old->closing_since = now;
+            mql_link_close(old->link, true);
+        } else {
+            old->state = CS_CLOSING;
+            old->closing_since = now;
+            mql_link_close(old->link, false);
+        }
+    }
+    bool present = false;
+    if (s != NULL && cn->clean_start) {
+        mql_session_end(b, s); /* [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-6] */
+        s = NULL;
+    }
+    if (s != NULL) {
+        present = true; /* [MQTT-3.2.2-3] [v3.1.1 MQTT-3.2.2-2] */
+        if (s->will != NULL) {
+            mql_msg_unref(s->will); /* back before the will delay: no will [MQTT-3.1.3-9] */
+            s->will = NULL;
+        }
+    } else {
+        s = mql_session_new(b, id.p, id.len);
+        if (s == NULL) {
+            mql_conn_close(c, MQL_E_NOMEM, "out of memory");
+            return;
+        }
+    }
+    s->version = cn->version;
+    if (cn->version == MQL_V5) {
+        s->expiry =
+            (cn->props.present & MQL_PBIT(MQL_PROP_SESSION_EXPIRY)) ? cn->props.session_expiry : 0;
+    } else {
+        s->expiry = cn->clean_start             ? 0
+                    : b->cfg.max_session_expiry ? b->cfg.max_session_expiry
+                                                : MQL_SESSION_NEVER;
+    }
+    if (cn->will) {
+        c->will = make_will(cn, now);
+        if (c->will == NULL) {
+            mql_conn_close(c, MQL_E_NOMEM, "out of memory");
+            return;
+        }
+        if (cn->version == MQL_V5 && (cn->will_props.present & MQL_PBIT(MQL_PROP_WILL_DELAY)))
+            c->will_delay = cn->will_props.will_delay;
+    }
+    s->conn = c;
+    c->session = s;
+    c->state = CS_ACTIVE;
+    b->stats.connects_total++;
+    b->stats.clients_connected++;
+    if (b->stats.clients_connected > b->stats.clients_max)
+        b->stats.clients_max = b->stats.clients_connected;
+
+    if (cn->version == MQL_V5) {
+        ack.present |= MQL_PBIT(MQL_PROP_RECEIVE_MAXIMUM) | MQL_PBIT(MQL_PROP_TOPIC_ALIAS_MAXIMUM);
+        ack.receive_maximum = 65535;
+        c->alias_max = b->cfg.max_topic_alias;
+        ack.topic_alias_maximum = c->alias_max;
+        if (c->alias_max == 0)
+            ack.present &= ~MQL_PBIT(MQL_PROP_TOPIC_ALIAS_MAXIMUM);
+        if (cn->props.present & MQL_PBIT(MQL_PROP_TOPIC_ALIAS_MAXIMUM)) {
+            c->out_alias_max = cn->props.topic_alias_maximum < b->cfg.max_topic_alias_broker
+                                   ? cn->props.topic_alias_maximum
+                                   : b->cfg.max_topic_alias_broker;
+            if (c->out_alias_max > 0) {
+                c->out_aliases = calloc((size_t)c->out_alias_max + 1, sizeof(mql_bytes));
+                if (c->out_aliases == NULL)
+                    c->out_alias_max = 0;
+            }
+        }
+        ack.shared_sub_available = 1;
+        if (b->cfg.max_qos < 2) {
+            ack.present |= MQL_PBIT(MQL_PROP_MAXIMUM_QOS);
+            ack.maximum_qos = b->cfg.max_qos;
+        }
+        if (!b->cfg.retain_available) {
+            ack.present |= MQL_PBIT(MQL_PROP_RETAIN_AVAILABLE);
+            ack.retain_available = 0;
+        }
+        if (b->cfg.max_packet_size != 0) {
+            ack.present |= MQL_PBIT(MQL_PROP_MAXIMUM_PACKET_SIZE);
+            ack.maximum_packet_size = b->cfg.max_packet_size;
+        }
+        if (assigned) {
+            ack.present |= MQL_PBIT(MQL_PROP_ASSIGNED_CLIENT_ID); /* [MQTT-3.2.2-16] */
+            ack.assigned_client_id = id;
+        }
+        c->aliases = calloc((size_t)c->alias_max + 1, sizeof(mql_bytes));
+        if (c->aliases == NULL)
+            c->alias_max = 0;
+    }
+    send_connack(c, present, 0, cn->version == MQL_V5 ? &ack : NULL);
+    mql_notice("client.connect",
+               "client \"%s\" (%s) connected: %s, clean %s %d, keepalive %u, session %s%s",
+               s->client_id, c->peer, vname(cn->version),
+               cn->version == MQL_V5 ? "start" : "session", cn->clean_start, c->keepalive,
+               present ? "resumed" : "new", cn->will ? ", with will" : "");
+    if (cn->version == MQL_V5)
+        mql_debug("client.negotiated",
+                  "client \"%s\": session expiry %u, receive maximum %u, maximum packet "
+                  "size %u, topic alias maximum %u, problem info %d",
+                  s->client_id, s->expiry, c->client_receive_max, c->client_max_packet,
+                  c->alias_max, c->request_problem_info);
+    mql_session_resume(b, s);
+}
+
+/* ---- PUBLISH and acknowledgements ---- */
+
+static mql_err resolve_alias(mql_conn *c, mql_publish *pub, const char **why)
+{
+    if (!(pub->props.present & MQL_PBIT(MQL_PROP_TOPIC_ALIAS)))
+        return MQL_OK;
+    uint16_t a = pub->props.topic_alias;
+    if (a == 0 || a > c->alias_max) {
+        *why = "Topic Alias is 0 or above the Topic Alias Maximum sent in CONNACK "
+               "[MQTT-3.3.2-8] [MQTT-3.3.2-9]";
+        return MQL_E_TOPIC_ALIAS_INVALID;
+    }
+    mql_bytes *slot = &c->aliases[a];
+    if (pub->topic.len == 0) {
+        if (slot->len == 0) {
+            *why = "PUBLISH with an empty topic uses a Topic Alias that was never set";
+            return MQL_E_PROTOCOL;
+        }
+        pub->topic = *slot;
+        return MQL_OK;
+    }
+    uint8_t *copy = malloc(pub->topic.len);
+    if (copy == NULL)
+        return MQL_E_NOMEM;
+    memcpy(copy, pub->topic.p, pub->topic.len);
+    free((void *)slot->p);
+    slot->p = copy;
+    slot->len = pub->topic.len;
+    return MQL_OK;
+}
+
+static void handle_publish(mql_conn *c, mql_publish *pub)
+{
+    mql_broker *b = c->b;
+    mql_session *s = c->session;
+    const char *why = NULL;
+    mql_err err = MQL_OK;
+
+    if (c->version == MQL_V5 && (err = resolve_alias(c, pub, &why)) != MQL_OK) {
+        violation(c, err, why);
+        return;
+    }
+    if (pub->qos > b->cfg.max_qos) {
+        violation(c, MQL_E_QOS_UNSUPPORTED,
+                  "PUBLISH QoS above the server's Maximum QoS "
+                  "[MQTT-3.2.2-11]");
+        return;
+    }
+    if (pub->retain && !b->cfg.retain_available) {
+        violation(c, MQL_E_RETAIN_UNSUPPORTED,
+                  "retained PUBLISH while Retain Available is 0 "
+                  "[MQTT-3.2.2-14]");
+        return;
+    }
+    b->stats.msgs_received++;
+    bool payload_ok = true;
+    if (c->version == MQL_V5 && (pub->props.present & MQL_PBIT(MQL_PROP_PAYLOAD_FORMAT)) &&
+        pub->props.payload_format == 1 && !mql_utf8_valid(pub->payload.p, pub->payload.len)) {
+        payload_ok = false; /* [MQTT-3.3.2-4] */
+    }
+    if (pub->qos == 2 && mql_session_qos2_has(s, pub->packet_id)) {
+        /* a re-sent PUBLISH before PUBREL: acknowledge again, deliver once [MQTT-4.3.3-10] */
+        mql_conn_send_ack(c, MQL_PUBREC, pub->packet_id, 0);
+        return;
+    }
+    if (!payload_ok) {
+        if (pub->qos == 0) {
+            violation(c, MQL_E_PAYLOAD_FORMAT,
+                      "payload is not valid UTF-8 but Payload Format Indicator is 1");
+        } else {
+            mql_notice("client.payload_format",
+                       "client \"%s\" (%s): PUBLISH to \"%.*s\" refused: payload is not UTF-8 "
+                       "but Payload Format Indicator is 1 [MQTT-3.3.2-4]",
+                       s->client_id, c->peer, (int)pub->topic.len, pub->topic.p);
+            mql_conn_send_ack(c, pub->qos == 1 ? MQL_PUBACK : MQL_PUBREC, pub->packet_id,
+                              mql_err_reason(MQL_E_PAYLOAD_FORMAT));
+        }
+        return;
+    }
+    if (pub->qos == 2 && c->version == MQL_V5 && s->n_qos2_in >= 65535) {
+        violation(c, MQL_E_RECEIVE_MAX,
+                  "more QoS 2 PUBLISH awaiting PUBREL than Receive "
+                  "Maximum [MQTT-3.3.4-8]");
+        return;
+    }
+    mql_msg *msg = mql_msg_new(pub->topic, pub->payload, pub->qos, pub->retain,
+                               c->version == MQL_V5 ? &pub->props : NULL, mql_now_ms());
+    if (msg == NULL) {
+        mql_conn_close(c, MQL_E_NOMEM, "out of memory");
+        return;
+    }
+    if (pub->retain) {
+        /* [MQTT-3.3.1-5] store, [MQTT-3.3.1-6]/[MQTT-3.3.1-7] an empty payload clears */
+        if (mql_topics_retain(b->topics, pub->topic, msg) != MQL_OK)
+            mql_error("broker.nomem", "out of memory storing a retained message");
+    }
+    mql_broker_route(b, msg, s);
+    mql_msg_unref(msg);
+    uint8_t rc = 0;
+    if (pub->qos == 1) {
+        mql_conn_send_ack(c, MQL_PUBACK, pub->packet_id, rc); /* [MQTT-4.3.2-4] */
+    } else if (pub->qos == 2) {
+        if (mql_session_qos2_add(s, pub->packet_id) != MQL_OK) {
+            mql_conn_close(c, MQL_E_NOMEM, "out of memory");
+            return;
+        }
+        mql_conn_send_ack(c, MQL_PUBREC, pub->packet_id, rc); /* [MQTT-4.3.3-9] */
+    }
+}
+
+static void handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack)
+{
+    mql_broker *b = c->b;
+    mql_session *s = c->session;
+    if (type == MQL_PUBREL) {
+        bool found = mql_session_qos2_remove(s, ack->packet_id);
+        /* [MQTT-4.3.3-11] */
+        mql_conn_send_ack(
+            c, MQL_PUBCOMP, ack->packet_id,
+            found || c->version != MQL_V5 ? 0 : mql_err_reason(MQL_E_PACKET_ID_NOT_FOUND));
+        return;
+    }
+    out_msg *o = mql_session_inflight_find(s, ack->packet_id);
+    if (o == NULL) {
+        if (type == MQL_PUBREC && c->version == MQL_V5)
+            mql_conn_send_ack(c, MQL_PUBREL, ack->packet_id,
+                              mql_err_reason(MQL_E_PACKET_ID_NOT_FOUND));
+        mql_debug("client.unknown_ack", "client \"%s\" (%s): %s for unknown packet id %u",
+                  s->client_id, c->peer,
+                  type == MQL_PUBACK   ? "PUBACK"
+                  : type == MQL_PUBREC ? "PUBREC"
+                                       : "PUBCOMP",
+                  ack->packet_id);
+        return;
+    }
+    switch (type) {
+    case MQL_PUBACK:
+        if (o->qos == 1 && o->state == OUT_PUBLISH_SENT)
+            mql_session_inflight_done(b, s, o); /* [MQTT-4.3.2-*] */
+        break;
+    case MQL_PUBREC:
+        if (o->qos != 2)
+            break;
+        if (c->version == MQL_V5 && ack->reason >= 0x80) {
+            mql_session_inflight_done(b, s, o); /* the flow ends [MQTT-4.3.3-?] */
+            break;
+        }
+        o->state = OUT_PUBREL_SENT; /* [MQTT-4.3.3-3] */
+        mql_conn_send_ack(c, MQL_PUBREL, o->packet_id, 0);
+        break;
+    case MQL_PUBCOMP:
+        if (o->qos == 2 && o->state == OUT_PUBREL_SENT)
+            mql_session_inflight_done(b, s, o);
+        break;
+    }
+}
+
+/* ---- SUBSCRIBE / UNSUBSCRIBE ---- */
+
+struct retained_ctx {
+    mql_conn *c;
+    const mql_sub *sub;
+};
+
+static void retained_cb(void *arg, mql_msg *msg)
+{
+    struct retained_ctx *rc = arg;
+    uint8_t qos = msg->qos < rc->sub->qos ? msg->qos : rc->sub->qos;
+    uint32_t id = rc->sub->sub_id;
+    if (mql_msg_expired(msg, mql_now_ms()))
+        return;
+    /* retained messages sent because of a subscribe keep retain=1 [MQTT-3.3.1-9] */
+    mql_session_deliver(rc->c->b, rc->c->session, msg, qos, true, &id, id ? 1 : 0, NULL);
+}
+
+static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_id,
+                             mql_sub **out_sub, bool *existed)
+{
+    mql_broker *b = c->b;
+    mql_session *s = c->session;
+    bool v5 = c->version == MQL_V5;
+    *out_sub = NULL;
+    if (!mql_topic_filter_valid(e->filter)) {
+        if (!v5)
+            return 0xFF; /* a protocol violation in 3.1.1: the caller closes */
+        mql_notice("client.bad_filter",
+                   "client \"%s\" (%s): invalid topic filter \"%.*s\" "
+                   "[MQTT-4.7.1-1] [MQTT-4.7.1-2]",
+                   s->client_id, c->peer, (int)e->filter.len, e->filter.p);
+        return mql_err_reason(MQL_E_TOPIC_FILTER_INVALID);
+    }
+    uint8_t qos = e->qos < b->cfg.max_qos ? e->qos : b->cfg.max_qos; /* [MQTT-3.8.4-6] */
+    mql_sub tmpl;
+    memset(&tmpl, 0, sizeof(tmpl));
+    tmpl.session = s;
+    tmpl.qos = qos;
+    tmpl.sub_id = sub_id;
+    if (v5) {
+        tmpl.no_local = e->no_local;
+        tmpl.retain_as_published = e->retain_as_published;
+        tmpl.retain_handling = e->retain_handling;
+    }
+    mql_sub *sub = mql_topics_subscribe(b->topics, e->filter, &tmpl, existed);
+    if (sub == NULL)
+        return 0x80;
+    if (!*existed) {
+        sub->snext = s->subs;
+        sub->sprev = NULL;
+        if (s->subs)
+            s->subs->sprev = sub;
+        s->subs = sub;
+    }
+    *out_sub = sub;
+    return qos;
+}
+
+static void handle_subscribe(mql_conn *c, const mql_subscribe *sub)
+{
+    mql_broker *b = c->b;
+    uint32_t n = sub->count;
+    uint8_t codes_stack[64];
+    mql_sub *subs_stack[64];
+    bool existed_stack[64];
+    uint8_t *codes = codes_stack;
+    mql_sub **subs = subs_stack;
+    bool *existed = existed_stack;
+    if (n > 64) {
+        codes = malloc(n);
+        subs = malloc(n * sizeof(*subs));
+        existed = malloc(n * sizeof(*existed));
+        if (codes == NULL || subs == NULL || existed == NULL) {
+            mql_conn_close(c, MQL_E_NOMEM, "out of memory");
+            goto done;
+        }
+    }
+    uint32_t sub_id = 0;
+    if (c->version == MQL_V5 && (sub->props.present & MQL_PBIT(MQL_PROP_SUBSCRIPTION_ID)))
+        sub_id = sub->props.sub_id;
+    uint32_t pos = 0;
+    mql_sub_entry e;
+    for (uint32_t i = 0; i < n && mql_subscribe_next(sub, c->version, &pos, &e); i++) {
+        codes[i] = subscribe_one(c, &e, sub_id, &subs[i], &existed[i]);
+        if (codes[i] == 0xFF) {
+            violation(c, MQL_E_TOPIC_FILTER_INVALID,
+                      "invalid topic filter in SUBSCRIBE [v3.1.1 MQTT-4.7.1-2] "
+                      "[v3.1.1 MQTT-4.7.1-3] [v3.1.1 MQTT-4.8.0-1]");
+            goto done;
+        }
+        mql_debug("client.subscribe", "client \"%s\": subscribe \"%.*s\" qos %u -> 0x%02x",
+                  c->session->client_id, (int)e.filter.len, e.filter.p, e.qos, codes[i]);
+    }
+    mql_packet p;
+    memset(&p, 0, sizeof(p));
+    p.type = MQL_SUBACK;
+    p.u.suback.packet_id = sub->packet_id; /* [MQTT-3.8.4-2] */
+    p.u.suback.count = n;                  /* [MQTT-3.8.4-5] one code per filter */
+    p.u.suback.codes = codes;
+    (void)send_packet(c, &p);
+    /* retained messages after the SUBACK [MQTT-3.3.1-9] [MQTT-3.8.4-4] */
+    for (uint32_t i = 0; i < n; i++) {
+        if (subs[i] == NULL)
+            continue;
+        uint8_t rh = subs[i]->retain_handling;
+        if (rh == 2 || (rh == 1 && existed[i]))
+            continue; /* [MQTT-3.3.1-10] [MQTT-3.3.1-11] */
+        if (subs[i]->share != NULL)
+            continue; /* no retained messages for shared subscriptions [MQTT-4.8.2-?] */
+        struct retained_ctx rc = {.c = c, .sub = subs[i]};
+        mql_bytes f = {.p = (const uint8_t *)subs[i]->filter, .len = subs[i]->filter_len};
+        mql_topics_retained(b->topics, f, retained_cb, &rc);
+    }
+done:
+    if (codes != codes_stack)
+        free(codes);
+    if (subs != subs_stack)
+        free(subs);
+    if (existed != existed_stack)
+        free(existed);
+}
+
+static void handle_unsubscribe(mql_conn *c, const mql_unsubscribe *un)
+{
+    mql_broker *b = c->b;
+    mql_session *s = c->session;
+    uint8_t codes_stack[64];
+    uint8_t *codes = un->count > 64 ? malloc(un->count) : codes_stack;
+    if (codes == NULL) {
+        mql_conn_close(c, MQL_E_NOMEM, "out of memory");
+        return;
+    }
+    uint32_t pos = 0;
+    mql_bytes f;
+    for (uint32_t i = 0; i < un->count && mql_unsubscribe_next(un, &pos, &f); i++) {
+        mql_sub *sub = mql_topics_find(b->topics, f, s);
+        if (sub == NULL) {
+            codes[i] = 0x11; /* No subscription existed */
+            continue;
+        }
+        if (sub->sprev)
+            sub->sprev->snext = sub->snext;
+        else
+            s->subs = sub->snext;
+        if (sub->snext)
+            sub->snext->sprev = sub->sprev;
+        mql_topics_remove(b->topics, sub); /* [MQTT-3.10.4-1] */
+        codes[i] = 0;
+    }
+    mql_packet p;
+    memset(&p, 0, sizeof(p));
+    p.type = MQL_UNSUBACK; /* [MQTT-3.10.4-4] */
+    p.u.suback.packet_id = un->packet_id;
+    p.u.suback.count = un->count;
+    p.u.suback.codes = codes;
+    (void)send_packet(c, &p);
+    if (codes != codes_stack)
+        free(codes);
+}
+
+static void handle_disconnect(mql_conn *c, const mql_disconnect *d)
+{
+    mql_session *s = c->session;
+    if (c->version == MQL_V5) {
+        if (d->props.present & MQL_PBIT(MQL_PROP_SESSION_EXPIRY)) {
+            if (s->expiry == 0 && d->props.session_expiry != 0) {
+                violation(c, MQL_E_PROTOCOL,
+                          "DISCONNECT sets a Session Expiry Interval but "
+                          "CONNECT had 0 [MQTT-3.14.2-2]");
+                return;
+            }
+            s->expiry = d->props.session_expiry;
+        }
+        c->will_suppressed = d->reason != 0x04; /* 0x04: disconnect with will message */
+    } else {
+        c->will_suppressed = true; /* [v3.1.1 MQTT-3.1.2-10] */
+    }
+    snprintf(c->why, sizeof(c->why), "client sent DISCONNECT");
+    c->state = CS_CLOSING;
+    c->closing_since = mql_now_ms();
+    mql_link_close(c->link, false); /* [MQTT-3.14.4-1] */
+}
+
+static void handle_packet(mql_conn *c, mql_packet *p)
+{
+    if (c->state == CS_NEW) {
+        if (p->type != MQL_CONNECT) {
+            violation(c, MQL_E_PROTOCOL, "the first packet must be CONNECT [MQTT-3.1.0-1]");
+            return;
+        }
+        handle_connect(c, &p->u.connect);
+        return;
+    }
+    switch (p->type) {
+    case MQL_CONNECT:
+        violation(c, MQL_E_PROTOCOL, "second CONNECT on one connection [MQTT-3.1.0-2]");
+        break;
+    case MQL_PUBLISH:
+        handle_publish(c, &p->u.publish);
+        break;
+    case MQL_PUBACK:
+    case MQL_PUBREC:
+    case MQL_PUBREL:
+    case MQL_PUBCOMP:
+        handle_ack(c, p->type, &p->u.ack);
+        break;
+    case MQL_SUBSCRIBE:
+        handle_subscribe(c, &p->u.subscribe);
+        break;
+    case MQL_UNSUBSCRIBE:
+        handle_unsubscribe(c, &p->u.unsubscribe);
+        break;
+    case MQL_PINGREQ: {
+        mql_packet r = {.type = MQL_PINGRESP};
+        (void)send_packet(c, &r); /* [MQTT-3.12.4-1] */
+        break;
+    }
+    case MQL_DISCONNECT:
+        handle_disconnect(c, &p->u.disconnect);
+        break;
+    case MQL_AUTH:
+        violation(c, MQL_E_PROTOCOL,
+                  "AUTH without an Authentication Method in CONNECT "
+                  "[MQTT-4.12.0-1]");
+        break;
+    default:
+        violation(c, MQL_E_PROTOCOL, "a packet type only a server may send");
+        break;
+    }
+}
+
+static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
+{
+    mql_conn *c = ctx;
+    mql_broker *b = c->b;
+    size_t off = 0;
+    pthread_mutex_lock(&b->lock);
+    c->last_rx = mql_now_ms();
+    b->stats.bytes_received += len;
+    while (c->state != CS_CLOSING) {
+        mql_frame fr;
+        mql_err err = MQL_OK;
+        uint32_t max = b->cfg.max_packet_size;
+        if (c->state == CS_NEW && (max == 0 || max > MQL_PRECONNECT_MAX))
+            max = MQL_PRECONNECT_MAX;
+        mql_scan sc = mql_frame_scan(buf + off, len - off, max, &fr, &err);
+        if (sc == MQL_SCAN_NEED_MORE) {
+            if (fr.header_len != 0)
+                *want = fr.total;
+            break;
+        }
+        if (sc == MQL_SCAN_ERROR) {
+            violation(c, err,
+                      err == MQL_E_TOO_LARGE ? "packet larger than the maximum packet size"
+                                             : "invalid Remaining Length [MQTT-1.5.5-1]");
+            break;
+        }
+        mql_packet p;
+        const char *why = NULL;
+        if (c->state == CS_NEW)
+            memset(&p, 0, sizeof(p));
+        err = mql_decode(buf + off, fr.total, c->state == CS_NEW ? 0 : c->version, &p, &why);
+        if (err != MQL_OK) {
+            if (c->state == CS_NEW && fr.type == MQL_CONNECT) {
+                c->version = p.u.connect.version == MQL_V5 ? MQL_V5 : MQL_V311;
+                if (err == MQL_E_BAD_VERSION && c->version != MQL_V5) {
+                    /* [v3.1.1 MQTT-3.1.2-2] */
+                    mql_notice("client.refused", "connection from %s refused: %s", c->peer,
+                               why ? why : "unsupported protocol version");
+                    c->state = CS_CLOSING;
+                    send_connack(c, false, 0x01, NULL);
+                    mql_link_close(c->link, true);
+                    break;
+                }
+            }
+            violation(c, err, why);
+            break;
+        }
+        handle_packet(c, &p);
+        off += fr.total;
+    }
+    pthread_mutex_unlock(&b->lock);
+    return c->state == CS_CLOSING ? len : off;
+}
+
+static void conn_closed(void *ctx)
+{
+    mql_conn *c = ctx;
+    mql_broker *b = c->b;
+    pthread_mutex_lock(&b->lock);
+    mql_session *s = c->session;
+    if (s != NULL && s->conn == c) {
+        b->stats.clients_connected--;
+        s->conn = NULL;
+        s->disconnected_at = mql_now_ms();
+        bool ends = s->expiry == 0;
+        release_will(b, c, s, !ends);
+        mql_notice("client.disconnect", "client \"%s\" (%s) disconnected: %s%s", s->client_id,
+                   c->peer, c->why[0] ? c->why : "connection closed by peer",
+                   ends ? "" : "; session kept");
+        if (ends)
+            mql_session_end(b, s); /* [MQTT-3.1.2-23] [v3.1.1 MQTT-3.1.2-6] */
+    } else if (c->state == CS_NEW) {
+        mql_debug("conn.close", "connection from %s closed before CONNECT", c->peer);
+    }
+    mql_msg_unref(c->will);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        b->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    b->nconns--;
+    pthread_cond_broadcast(&b->tick_cv);
+    pthread_mutex_unlock(&b->lock);
+    if (c->aliases != NULL) {
+        for (uint32_t i = 0; i <= c->alias_max; i++)
+            free((void *)c->aliases[i].p);
+        free(c->aliases);
+    }
+    if (c->out_aliases != NULL) {
+        for (uint32_t i = 0; i <= c->out_alias_used; i++)
+            free((void *)c->out_aliases[i].p);
+        free(c->out_aliases);
+    }
+    free(c);
+}
+
+void mql_conn_tick(mql_broker *b, uint64_t now)
+{
+    for (mql_conn *c = b->conns; c != NULL; c = c->next) {
+        switch (c->state) {
+        case CS_NEW:
+            if (now - c->created_at > MQL_CONNECT_TIMEOUT_MS) {
+                mql_notice("conn.timeout", "connection from %s sent no CONNECT in %d s; closing",
+                           c->peer, MQL_CONNECT_TIMEOUT_MS / 1000);
+                c->version = 0;
+                mql_conn_close(c, MQL_E_MAX_CONNECT_TIME, "no CONNECT in time");
+            }
+            break;
+        case CS_ACTIVE:
+            /* one and a half times the keep alive [MQTT-3.1.2-22] [v3.1.1 MQTT-3.1.2-24] */
+            if (c->keepalive != 0 && now - c->last_rx > (uint64_t)c->keepalive * 1500u) {
+                mql_notice("client.keepalive",
+                           "client \"%s\" (%s): nothing received for 1.5 x keepalive (%u s); "
+                           "closing",
+                           cid(c), c->peer, c->keepalive);
+                mql_conn_close(c, MQL_E_KEEPALIVE, "keep alive timeout");
+            }
+            break;
+        case CS_CLOSING:
+            if (now - c->closing_since > MQL_CLOSE_FLUSH_MS)
+                mql_link_close(c->link, false);
+            break;
+        }
+    }
+}
+
+const mql_link_ops mql_conn_link_ops = {
+    .open = conn_open,
+    .data = conn_data,
+    .closed = conn_closed,
+};

@@ -1,0 +1,179 @@
+/*
+ * internal.h - the broker core's shared structures (broker.c, session.c, conn.c).
+ *
+ * Locking (the order is fixed: broker->lock -> link mutex inside platform/net.c):
+ * - broker->lock protects everything here: the ClientID table, sessions, connections'
+ *   protocol state, the topic tree and the counters. A connection's packets are decoded
+ *   outside the lock and handled under it, so two CONNECTs for one ClientID are strictly
+ *   ordered and a takeover is atomic with respect to every publish.
+ * - Output goes through mql_link_send(), which only takes the link's own mutex and never
+ *   calls back, so delivering to another connection under broker->lock cannot deadlock.
+ * - Nothing here blocks on I/O while holding the lock.
+ */
+#ifndef MQL_INTERNAL_H
+#define MQL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "broker.h"
+#include "codec.h"
+#include "config.h"
+#include "msg.h"
+#include "topic.h"
+#include "platform/net.h"
+
+#define MQL_MAX_ROUTE_IDS 8 /* subscription identifiers carried per delivered message */
+#define MQL_CONNECT_TIMEOUT_MS 10000
+#define MQL_CLOSE_FLUSH_MS 3000
+#define MQL_PRECONNECT_MAX (256u * 1024u)    /* largest frame accepted before CONNACK */
+#define MQL_QOS0_BACKLOG_MAX (1024u * 1024u) /* QoS 0 is dropped beyond this backlog */
+#define MQL_SESSION_NEVER UINT32_MAX
+
+enum out_state {
+    OUT_QUEUED = 0,
+    OUT_PUBLISH_SENT, /* waiting for PUBACK / PUBREC */
+    OUT_PUBREL_SENT,  /* waiting for PUBCOMP */
+};
+
+/* A QoS 1/2 message owed to a session: queued, or in flight with a packet id. */
+typedef struct out_msg {
+    struct out_msg *next, *prev;
+    mql_msg *msg;
+    mql_share *share; /* delivered through this shared subscription group (a reference) */
+    uint16_t packet_id;
+    uint8_t qos;
+    uint8_t state;
+    bool retain;
+    uint8_t n_ids;
+    uint32_t ids[];
+} out_msg;
+
+typedef struct out_list {
+    out_msg *head, *tail;
+    uint32_t count;
+} out_list;
+
+typedef struct mql_session {
+    char *client_id; /* NUL-terminated */
+    uint32_t client_id_len;
+    uint32_t hval;
+    struct mql_session *hnext;       /* ClientID table chain */
+    struct mql_session *next, *prev; /* all sessions */
+    struct mql_conn *conn;           /* the live connection, or NULL */
+    uint8_t version;
+    uint32_t expiry;          /* Session Expiry Interval, seconds; MQL_SESSION_NEVER */
+    uint64_t disconnected_at; /* mql_now_ms() when the last connection ended */
+    mql_sub *subs;            /* via snext/sprev */
+    out_list inflight;        /* in send order */
+    out_list queue;
+    uint16_t next_pid;
+    uint16_t *qos2_in; /* inbound QoS 2 packet ids awaiting PUBREL */
+    uint32_t n_qos2_in, cap_qos2_in;
+    mql_msg *will; /* v5 delayed will, published at will_at or session end */
+    uint64_t will_at;
+    bool queue_full_logged;
+    /* takeover diagnostics */
+    uint32_t takeovers;
+    uint64_t takeover_window;
+    bool takeover_warned;
+    /* routing scratch (valid only during one route under broker->lock) */
+    uint64_t route_stamp;
+    uint32_t route_idx;
+} mql_session;
+
+enum conn_state {
+    CS_NEW = 0, /* waiting for CONNECT */
+    CS_ACTIVE,  /* CONNACK sent */
+    CS_CLOSING, /* close requested; input ignored */
+};
+
+typedef struct mql_conn {
+    mql_broker *b;
+    mql_link *link;
+    struct mql_conn *next, *prev;
+    char peer[64];
+    uint8_t state;
+    uint8_t version;
+    mql_session *session;
+    uint16_t keepalive;
+    uint64_t created_at;
+    uint64_t last_rx;
+    uint64_t closing_since;
+    mql_msg *will;
+    uint32_t will_delay;
+    bool will_suppressed;      /* DISCONNECT 0x00 received */
+    bool request_problem_info; /* v5: reason strings / user properties allowed */
+    uint16_t client_receive_max;
+    uint32_t client_max_packet; /* 0 = protocol maximum */
+    uint16_t alias_max;         /* topic aliases the client may use towards us */
+    mql_bytes *aliases;         /* [alias_max + 1], heap copies */
+    uint16_t out_alias_max;     /* aliases we may assign towards the client */
+    uint16_t out_alias_used;
+    mql_bytes *out_aliases; /* [out_alias_max + 1], heap copies */
+    char why[160];          /* reason for closing, for the log */
+} mql_conn;
+
+struct route_entry {
+    mql_session *s;
+    mql_share *share;
+    uint8_t qos;
+    bool retain;
+    uint8_t n_ids;
+    uint32_t ids[MQL_MAX_ROUTE_IDS];
+};
+
+struct mql_broker {
+    mql_config cfg;
+    pthread_mutex_t lock;
+    mql_net *net;
+    mql_topics *topics;
+    mql_session **slots; /* ClientID table */
+    uint32_t nslots;
+    uint32_t nsessions;
+    mql_session *sessions;
+    mql_conn *conns;
+    uint32_t nconns;
+    uint64_t route_seq;
+    struct route_entry *route;
+    uint32_t route_cap;
+    uint32_t id_counter;
+    pthread_t ticker;
+    bool ticker_started;
+    bool stopping;
+    pthread_cond_t tick_cv;
+    mql_stats stats;
+};
+
+/* session.c (all under broker->lock) */
+mql_session *mql_session_find(mql_broker *b, const uint8_t *id, uint32_t len);
+mql_session *mql_session_new(mql_broker *b, const uint8_t *id, uint32_t len);
+void mql_session_end(mql_broker *b, mql_session *s);
+void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos, bool retain,
+                         const uint32_t *ids, uint8_t n_ids, mql_share *share);
+void mql_session_pump(mql_broker *b, mql_session *s);
+void mql_session_resume(mql_broker *b, mql_session *s);
+out_msg *mql_session_inflight_find(mql_session *s, uint16_t pid);
+void mql_session_inflight_done(mql_broker *b, mql_session *s, out_msg *o);
+bool mql_session_qos2_has(const mql_session *s, uint16_t pid);
+MQL_MUST_CHECK mql_err mql_session_qos2_add(mql_session *s, uint16_t pid);
+bool mql_session_qos2_remove(mql_session *s, uint16_t pid);
+void mql_session_expire_scan(mql_broker *b, uint64_t now);
+
+/* conn.c */
+/* Send a PUBLISH. Returns false when it was discarded because it exceeds the client's
+ * Maximum Packet Size: the caller then treats it as delivered [MQTT-3.1.2-25]. */
+bool mql_conn_send_publish(mql_conn *c, mql_msg *msg, uint8_t qos, bool retain, bool dup,
+                           uint16_t pid, const uint32_t *ids, uint8_t n_ids);
+void mql_conn_send_ack(mql_conn *c, uint8_t type, uint16_t pid, uint8_t reason);
+void mql_conn_close(mql_conn *c, mql_err reason, const char *why);
+void mql_conn_tick(mql_broker *b, uint64_t now);
+extern const mql_link_ops mql_conn_link_ops;
+
+/* broker.c */
+void mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from);
+void mql_broker_publish_will(mql_broker *b, mql_msg *will);
+bool mql_broker_share_deliver(mql_broker *b, mql_share *g, mql_msg *msg, uint8_t qos, bool retain);
+
+#endif

@@ -1,0 +1,376 @@
+/*
+ * session.c - sessions: the ClientID table, subscriptions owned by a session, the QoS 1/2
+ * in-flight window and offline queue, inbound QoS 2 packet ids, and session expiry.
+ *
+ * A session outlives its connections: subscriptions point at it, and messages are queued
+ * on it while no connection is attached [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-5]. It ends when
+ * a clean-start connection replaces it, when its expiry interval runs out after the last
+ * connection ended, or at once when the interval is 0 [MQTT-3.1.2-23].
+ *
+ * Locking: every function here runs under broker->lock (see internal.h).
+ * Performance assumption: in-flight windows are small (max_inflight_messages, default 20),
+ * so looking a packet id up in the window is a short linear scan.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "platform/clock.h"
+#include "platform/log.h"
+
+static uint32_t hash_id(const uint8_t *p, uint32_t len)
+{
+    uint32_t h = 2166136261u;
+    for (uint32_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+mql_session *mql_session_find(mql_broker *b, const uint8_t *id, uint32_t len)
+{
+    if (b->nslots == 0)
+        return NULL;
+    uint32_t h = hash_id(id, len);
+    for (mql_session *s = b->slots[h & (b->nslots - 1)]; s != NULL; s = s->hnext)
+        if (s->hval == h && s->client_id_len == len && memcmp(s->client_id, id, len) == 0)
+            return s;
+    return NULL;
+}
+
+static bool table_grow(mql_broker *b)
+{
+    uint32_t ns = b->nslots ? b->nslots * 2 : 64;
+    mql_session **slots = calloc(ns, sizeof(*slots));
+    if (slots == NULL)
+        return false;
+    for (uint32_t i = 0; i < b->nslots; i++) {
+        mql_session *s = b->slots[i];
+        while (s != NULL) {
+            mql_session *next = s->hnext;
+            s->hnext = slots[s->hval & (ns - 1)];
+            slots[s->hval & (ns - 1)] = s;
+            s = next;
+        }
+    }
+    free(b->slots);
+    b->slots = slots;
+    b->nslots = ns;
+    return true;
+}
+
+mql_session *mql_session_new(mql_broker *b, const uint8_t *id, uint32_t len)
+{
+    if (b->nsessions >= b->nslots && !table_grow(b))
+        return NULL;
+    mql_session *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->client_id = malloc((size_t)len + 1);
+    if (s->client_id == NULL) {
+        free(s);
+        return NULL;
+    }
+    memcpy(s->client_id, id, len);
+    s->client_id[len] = '\0';
+    s->client_id_len = len;
+    s->hval = hash_id(id, len);
+    s->next_pid = 1;
+    s->hnext = b->slots[s->hval & (b->nslots - 1)];
+    b->slots[s->hval & (b->nslots - 1)] = s;
+    s->next = b->sessions;
+    if (b->sessions)
+        b->sessions->prev = s;
+    b->sessions = s;
+    b->nsessions++;
+    return s;
+}
+
+static void out_append(out_list *l, out_msg *o)
+{
+    o->next = NULL;
+    o->prev = l->tail;
+    if (l->tail)
+        l->tail->next = o;
+    else
+        l->head = o;
+    l->tail = o;
+    l->count++;
+}
+
+static void out_unlink(out_list *l, out_msg *o)
+{
+    if (o->prev)
+        o->prev->next = o->next;
+    else
+        l->head = o->next;
+    if (o->next)
+        o->next->prev = o->prev;
+    else
+        l->tail = o->prev;
+    l->count--;
+}
+
+static void out_free(out_msg *o)
+{
+    mql_msg_unref(o->msg);
+    if (o->share != NULL)
+        mql_share_unref(o->share);
+    free(o);
+}
+
+/* The session ends with messages it got through shared subscriptions still undelivered:
+ * give queued ones and unacknowledged QoS 1 ones to another member of the group. A QoS 2
+ * message already sent is never given to anyone else [MQTT-4.8.2-5]. */
+static void share_redeliver(mql_broker *b, out_list *l, bool sent)
+{
+    for (out_msg *o = l->head; o != NULL; o = o->next)
+        if (o->share != NULL && o->share->nmembers > 0 && (!sent || o->qos == 1))
+            (void)mql_broker_share_deliver(b, o->share, o->msg, o->qos, false);
+}
+
+static void out_list_clear(out_list *l)
+{
+    out_msg *o = l->head;
+    while (o != NULL) {
+        out_msg *next = o->next;
+        out_free(o);
+        o = next;
+    }
+    l->head = l->tail = NULL;
+    l->count = 0;
+}
+
+void mql_session_end(mql_broker *b, mql_session *s)
+{
+    if (s->will != NULL) {
+        /* the session ends before the will delay: publish now [MQTT-3.1.3-9] */
+        mql_msg *will = s->will;
+        s->will = NULL;
+        mql_broker_publish_will(b, will);
+        mql_msg_unref(will);
+    }
+    mql_sub *sub = s->subs;
+    while (sub != NULL) {
+        mql_sub *next = sub->snext;
+        mql_topics_remove(b->topics, sub);
+        sub = next;
+    }
+    s->subs = NULL;
+    share_redeliver(b, &s->inflight, true);
+    share_redeliver(b, &s->queue, false);
+    out_list_clear(&s->inflight);
+    out_list_clear(&s->queue);
+    free(s->qos2_in);
+
+    mql_session **pp = &b->slots[s->hval & (b->nslots - 1)];
+    while (*pp != s)
+        pp = &(*pp)->hnext;
+    *pp = s->hnext;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        b->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    b->nsessions--;
+    free(s->client_id);
+    free(s);
+}
+
+/* The number of QoS 1/2 PUBLISH packets we may have in flight to the session's client. */
+static uint32_t window(const mql_broker *b, const mql_session *s)
+{
+    uint32_t w = b->cfg.max_inflight_messages ? b->cfg.max_inflight_messages : 65535u;
+    if (s->conn != NULL && s->conn->client_receive_max < w)
+        w = s->conn->client_receive_max; /* [MQTT-3.3.4-9] */
+    return w;
+}
+
+static bool pid_in_use(const mql_session *s, uint16_t pid)
+{
+    for (const out_msg *o = s->inflight.head; o != NULL; o = o->next)
+        if (o->packet_id == pid)
+            return true;
+    return false;
+}
+
+static uint16_t next_pid(mql_session *s)
+{
+    for (;;) {
+        uint16_t pid = s->next_pid++;
+        if (s->next_pid == 0)
+            s->next_pid = 1;
+        if (!pid_in_use(s, pid)) /* [MQTT-2.2.1-3] */
+            return pid;
+    }
+}
+
+static bool connected(const mql_session *s)
+{
+    return s->conn != NULL && s->conn->state == CS_ACTIVE;
+}
+
+/* Put o into the in-flight window and send it; a message too large for the client is
+ * discarded as if delivered [MQTT-3.1.2-25]. */
+static void send_first(mql_broker *b, mql_session *s, out_msg *o)
+{
+    o->packet_id = next_pid(s);
+    o->state = OUT_PUBLISH_SENT;
+    out_append(&s->inflight, o);
+    if (!mql_conn_send_publish(s->conn, o->msg, o->qos, o->retain, false, o->packet_id, o->ids,
+                               o->n_ids)) {
+        out_unlink(&s->inflight, o);
+        out_free(o);
+    }
+    (void)b;
+}
+
+void mql_session_pump(mql_broker *b, mql_session *s)
+{
+    uint64_t now = mql_now_ms();
+    while (s->queue.head != NULL && connected(s) && s->inflight.count < window(b, s)) {
+        out_msg *o = s->queue.head;
+        out_unlink(&s->queue, o);
+        if (mql_msg_expired(o->msg, now)) { /* [MQTT-3.3.2-5] */
+            out_free(o);
+            continue;
+        }
+        send_first(b, s, o);
+    }
+    if (s->queue.count == 0)
+        s->queue_full_logged = false;
+}
+
+void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos, bool retain,
+                         const uint32_t *ids, uint8_t n_ids, mql_share *share)
+{
+    if (qos == 0) {
+        if (!connected(s)) {
+            return; /* QoS 0 is not queued for offline sessions */
+        }
+        if (mql_link_backlog(s->conn->link) > MQL_QOS0_BACKLOG_MAX) {
+            b->stats.msgs_dropped++;
+            return;
+        }
+        (void)mql_conn_send_publish(s->conn, msg, 0, retain, false, 0, ids, n_ids);
+        return;
+    }
+    bool direct = connected(s) && s->queue.count == 0 && s->inflight.count < window(b, s);
+    if (!direct && b->cfg.max_queued_messages != 0 &&
+        s->queue.count >= b->cfg.max_queued_messages) {
+        b->stats.msgs_dropped++;
+        if (!s->queue_full_logged) {
+            s->queue_full_logged = true;
+            mql_warning("session.queue_full",
+                        "client \"%s\": queue full (%u messages, max_queued_messages), "
+                        "dropping new messages until it drains",
+                        s->client_id, s->queue.count);
+        }
+        return;
+    }
+    out_msg *o = malloc(sizeof(*o) + (size_t)n_ids * sizeof(uint32_t));
+    if (o == NULL) {
+        b->stats.msgs_dropped++;
+        return;
+    }
+    o->msg = mql_msg_ref(msg);
+    o->share = share;
+    if (share != NULL)
+        mql_share_ref(share);
+    o->qos = qos;
+    o->retain = retain;
+    o->packet_id = 0;
+    o->state = OUT_QUEUED;
+    o->n_ids = n_ids;
+    if (n_ids)
+        memcpy(o->ids, ids, (size_t)n_ids * sizeof(uint32_t));
+    if (direct)
+        send_first(b, s, o);
+    else
+        out_append(&s->queue, o);
+}
+
+void mql_session_resume(mql_broker *b, mql_session *s)
+{
+    /* Re-send unacknowledged PUBLISH (DUP=1) and PUBREL in their original order
+     * [MQTT-4.4.0-1] [v3.1.1 MQTT-4.4.0-1]. */
+    for (out_msg *o = s->inflight.head; o != NULL; o = o->next) {
+        if (o->state == OUT_PUBREL_SENT)
+            mql_conn_send_ack(s->conn, MQL_PUBREL, o->packet_id, 0);
+        else
+            (void)mql_conn_send_publish(s->conn, o->msg, o->qos, o->retain, true, o->packet_id,
+                                        o->ids, o->n_ids);
+    }
+    mql_session_pump(b, s);
+}
+
+out_msg *mql_session_inflight_find(mql_session *s, uint16_t pid)
+{
+    for (out_msg *o = s->inflight.head; o != NULL; o = o->next)
+        if (o->packet_id == pid)
+            return o;
+    return NULL;
+}
+
+void mql_session_inflight_done(mql_broker *b, mql_session *s, out_msg *o)
+{
+    out_unlink(&s->inflight, o);
+    out_free(o);
+    mql_session_pump(b, s);
+}
+
+bool mql_session_qos2_has(const mql_session *s, uint16_t pid)
+{
+    for (uint32_t i = 0; i < s->n_qos2_in; i++)
+        if (s->qos2_in[i] == pid)
+            return true;
+    return false;
+}
+
+mql_err mql_session_qos2_add(mql_session *s, uint16_t pid)
+{
+    if (s->n_qos2_in == s->cap_qos2_in) {
+        uint32_t cap = s->cap_qos2_in ? s->cap_qos2_in * 2 : 8;
+        uint16_t *p = realloc(s->qos2_in, cap * sizeof(*p));
+        if (p == NULL)
+            return MQL_E_NOMEM;
+        s->qos2_in = p;
+        s->cap_qos2_in = cap;
+    }
+    s->qos2_in[s->n_qos2_in++] = pid;
+    return MQL_OK;
+}
+
+bool mql_session_qos2_remove(mql_session *s, uint16_t pid)
+{
+    for (uint32_t i = 0; i < s->n_qos2_in; i++) {
+        if (s->qos2_in[i] == pid) {
+            s->qos2_in[i] = s->qos2_in[--s->n_qos2_in];
+            return true;
+        }
+    }
+    return false;
+}
+
+void mql_session_expire_scan(mql_broker *b, uint64_t now)
+{
+    mql_session *s = b->sessions;
+    while (s != NULL) {
+        mql_session *next = s->next;
+        if (s->conn == NULL) {
+            if (s->will != NULL && now >= s->will_at) {
+                mql_msg *will = s->will;
+                s->will = NULL;
+                mql_broker_publish_will(b, will); /* Will Delay Interval passed */
+                mql_msg_unref(will);
+            }
+            if (s->expiry != MQL_SESSION_NEVER &&
+                now >= s->disconnected_at + (uint64_t)s->expiry * 1000u) {
+                mql_info("session.expired", "client \"%s\": session expired after %u s",
+                         s->client_id, s->expiry);
+                mql_session_end(b, s);
+            }
+        }
+        s = next;
+    }
+}

@@ -1,0 +1,522 @@
+/*
+ * net.c - listeners and links on nng streams (nng_stream_listener / nng_stream + nng_aio).
+ *
+ * Design notes
+ * - Each link has one receive aio and one send aio, both embedded in its lifetime: exactly
+ *   one receive is outstanding while the link lives, and at most one send.
+ * - Input: the receive buffer starts small (idle connections cost little memory) and grows
+ *   when a read fills it or the broker announces a larger frame, so a busy connection reads
+ *   many packets per system call and the broker decodes every complete packet in it.
+ * - Output: mql_link_send appends to a pending buffer; when no send is in flight the pending
+ *   buffer becomes the in-flight one. Everything queued during a send goes out in one batch.
+ * - Teardown is close -> stop -> free, and never from a link's own callback: the receive
+ *   callback notices the failure, calls ops->closed once, and hands the link to the reaper
+ *   thread, which stops both aios (waiting for callbacks in progress) and frees it.
+ * - Locking: link->mtx protects the output buffers and flags; net->mtx protects the link
+ *   list and the reaper queue. No callback into the broker is made while holding either,
+ *   so the broker may call mql_link_send/close under its own lock (broker -> link order).
+ */
+#include "net.h"
+
+#include <arpa/inet.h>
+#include <nng/nng.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+#define RBUF_INITIAL 1024
+#define RBUF_BUSY_MAX (64 * 1024)
+#define SBUF_KEEP (16 * 1024)
+
+typedef struct listener {
+    mql_net *net;
+    nng_stream_listener *l;
+    nng_aio *aio;
+    struct listener *next;
+    char url[128];
+} listener;
+
+struct mql_link {
+    mql_net *net;
+    nng_stream *s;
+    nng_aio *rx;
+    nng_aio *tx;
+    pthread_mutex_t mtx;
+    void *ctx;
+    uint8_t *rbuf;
+    size_t rlen, rcap;
+    uint8_t *out; /* pending output */
+    size_t olen, ocap;
+    uint8_t *snd; /* output being written */
+    size_t slen, soff, scap;
+    bool tx_busy;
+    bool closing; /* no more input is delivered, no more output accepted */
+    bool flush;   /* close once the output is written */
+    bool shut;    /* nng_stream_close was called: never start another receive */
+    struct mql_link *prev, *next;
+    struct mql_link *reap_next;
+    char peer[64];
+};
+
+struct mql_net {
+    const mql_link_ops *ops;
+    void *arg;
+    pthread_mutex_t mtx;
+    pthread_cond_t cv;
+    listener *listeners;
+    mql_link *links;
+    size_t nlinks;
+    mql_link *reap_head;
+    bool stopping;
+    pthread_t reaper;
+};
+
+static void rx_cb(void *arg);
+static void tx_cb(void *arg);
+
+/* Mark the stream shut. Caller holds link->mtx and calls nng_stream_close after. A receive
+ * started after nng_stream_close would never complete (nng 1.5 leaves it queued on the
+ * closed descriptor), so the receive path checks `shut` under the same mutex. */
+static void mark_shut(mql_link *link)
+{
+    link->shut = true;
+}
+static void accept_cb(void *arg);
+
+static void reap_enqueue(mql_link *link)
+{
+    mql_net *net = link->net;
+    pthread_mutex_lock(&net->mtx);
+    link->reap_next = net->reap_head;
+    net->reap_head = link;
+    pthread_cond_broadcast(&net->cv);
+    pthread_mutex_unlock(&net->mtx);
+}
+
+static void link_free(mql_link *link)
+{
+    nng_aio_stop(link->rx);
+    nng_aio_stop(link->tx);
+    nng_stream_free(link->s);
+    nng_aio_free(link->rx);
+    nng_aio_free(link->tx);
+    pthread_mutex_destroy(&link->mtx);
+    free(link->rbuf);
+    free(link->out);
+    free(link->snd);
+    free(link);
+}
+
+static void *reaper_main(void *arg)
+{
+    mql_net *net = arg;
+    pthread_mutex_lock(&net->mtx);
+    for (;;) {
+        while (net->reap_head == NULL && !net->stopping)
+            pthread_cond_wait(&net->cv, &net->mtx);
+        if (net->reap_head == NULL)
+            break;
+        mql_link *link = net->reap_head;
+        net->reap_head = link->reap_next;
+        pthread_mutex_unlock(&net->mtx);
+        nng_aio_stop(link->rx);
+        nng_aio_stop(link->tx);
+        pthread_mutex_lock(&net->mtx);
+        if (link->prev)
+            link->prev->next = link->next;
+        else
+            net->links = link->next;
+        if (link->next)
+            link->next->prev = link->prev;
+        net->nlinks--;
+        pthread_mutex_unlock(&net->mtx);
+        link_free(link);
+        pthread_mutex_lock(&net->mtx);
+        pthread_cond_broadcast(&net->cv);
+    }
+    pthread_mutex_unlock(&net->mtx);
+    return NULL;
+}
+
+mql_err mql_net_alloc(mql_net **out, const mql_link_ops *ops, void *arg)
+{
+    mql_net *net = calloc(1, sizeof(*net));
+    if (net == NULL)
+        return MQL_E_NOMEM;
+    net->ops = ops;
+    net->arg = arg;
+    pthread_mutex_init(&net->mtx, NULL);
+    pthread_cond_init(&net->cv, NULL);
+    if (pthread_create(&net->reaper, NULL, reaper_main, net) != 0) {
+        pthread_mutex_destroy(&net->mtx);
+        pthread_cond_destroy(&net->cv);
+        free(net);
+        return MQL_E_NOMEM;
+    }
+    *out = net;
+    return MQL_OK;
+}
+
+mql_err mql_net_listen(mql_net *net, const char *url, char *errbuf, size_t errlen)
+{
+    listener *ln = calloc(1, sizeof(*ln));
+    int rv;
+    if (ln == NULL)
+        return MQL_E_NOMEM;
+    ln->net = net;
+    snprintf(ln->url, sizeof(ln->url), "%s", url);
+    if ((rv = nng_stream_listener_alloc(&ln->l, url)) != 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
+        goto fail;
+    }
+    if ((rv = nng_stream_listener_listen(ln->l)) != 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
+        goto fail;
+    }
+    if ((rv = nng_aio_alloc(&ln->aio, accept_cb, ln)) != 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
+        goto fail;
+    }
+    pthread_mutex_lock(&net->mtx);
+    ln->next = net->listeners;
+    net->listeners = ln;
+    pthread_mutex_unlock(&net->mtx);
+    nng_stream_listener_accept(ln->l, ln->aio);
+    return MQL_OK;
+fail:
+    if (ln->l)
+        nng_stream_listener_free(ln->l);
+    free(ln);
+    return MQL_E_IO;
+}
+
+static void format_peer(nng_stream *s, char *buf, size_t len)
+{
+    nng_sockaddr sa;
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (nng_stream_get_addr(s, NNG_OPT_REMADDR, &sa) != 0) {
+        snprintf(buf, len, "unknown");
+        return;
+    }
+    if (sa.s_family == NNG_AF_INET) {
+        inet_ntop(AF_INET, &sa.s_in.sa_addr, host, sizeof(host));
+        snprintf(buf, len, "%s:%u", host, (unsigned)ntohs(sa.s_in.sa_port));
+    } else if (sa.s_family == NNG_AF_INET6) {
+        inet_ntop(AF_INET6, sa.s_in6.sa_addr, host, sizeof(host));
+        snprintf(buf, len, "[%s]:%u", host, (unsigned)ntohs(sa.s_in6.sa_port));
+    } else {
+        snprintf(buf, len, "unknown");
+    }
+}
+
+/* Caller holds link->mtx and has checked !link->shut. */
+static void start_rx(mql_link *link)
+{
+    nng_iov iov = {.iov_buf = link->rbuf + link->rlen, .iov_len = link->rcap - link->rlen};
+    nng_aio_set_iov(link->rx, 1, &iov);
+    nng_stream_recv(link->s, link->rx);
+}
+
+static void accept_cb(void *arg)
+{
+    listener *ln = arg;
+    mql_net *net = ln->net;
+    int rv = nng_aio_result(ln->aio);
+    if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+        return;
+    if (rv != 0) {
+        mql_warning("net.accept", "accept on %s failed: %s", ln->url, nng_strerror(rv));
+        nng_stream_listener_accept(ln->l, ln->aio);
+        return;
+    }
+    nng_stream *s = nng_aio_get_output(ln->aio, 0);
+    nng_stream_listener_accept(ln->l, ln->aio);
+
+    mql_link *link = calloc(1, sizeof(*link));
+    if (link == NULL || (link->rbuf = malloc(RBUF_INITIAL)) == NULL) {
+        free(link);
+        nng_stream_free(s);
+        mql_error("net.nomem", "out of memory accepting a connection on %s", ln->url);
+        return;
+    }
+    link->net = net;
+    link->s = s;
+    link->rcap = RBUF_INITIAL;
+    pthread_mutex_init(&link->mtx, NULL);
+    if (nng_aio_alloc(&link->rx, rx_cb, link) != 0 || nng_aio_alloc(&link->tx, tx_cb, link) != 0) {
+        if (link->rx)
+            nng_aio_free(link->rx);
+        nng_stream_free(s);
+        pthread_mutex_destroy(&link->mtx);
+        free(link->rbuf);
+        free(link);
+        return;
+    }
+    (void)nng_stream_set_bool(s, NNG_OPT_TCP_NODELAY, true);
+    format_peer(s, link->peer, sizeof(link->peer));
+
+    pthread_mutex_lock(&net->mtx);
+    link->next = net->links;
+    if (net->links)
+        net->links->prev = link;
+    net->links = link;
+    net->nlinks++;
+    pthread_mutex_unlock(&net->mtx);
+
+    link->ctx = net->ops->open(net->arg, link, link->peer);
+    if (link->ctx == NULL) {
+        link->closing = true;
+        mark_shut(link);
+        nng_stream_close(s);
+        reap_enqueue(link);
+        return;
+    }
+    pthread_mutex_lock(&link->mtx);
+    start_rx(link);
+    pthread_mutex_unlock(&link->mtx);
+}
+
+/* The link is dead: tell the broker once and hand the link to the reaper. Called only
+ * from the receive path, so it is never concurrent with ops->data. */
+static void link_dead(mql_link *link)
+{
+    pthread_mutex_lock(&link->mtx);
+    link->closing = true;
+    mark_shut(link);
+    pthread_mutex_unlock(&link->mtx);
+    nng_stream_close(link->s);
+    link->net->ops->closed(link->ctx);
+    reap_enqueue(link);
+}
+
+static bool grow_rbuf(mql_link *link, size_t want)
+{
+    size_t cap = link->rcap;
+    while (cap < want)
+        cap *= 2;
+    uint8_t *p = realloc(link->rbuf, cap);
+    if (p == NULL)
+        return false;
+    link->rbuf = p;
+    link->rcap = cap;
+    return true;
+}
+
+static void rx_cb(void *arg)
+{
+    mql_link *link = arg;
+    if (nng_aio_result(link->rx) != 0) {
+        link_dead(link);
+        return;
+    }
+    size_t n = nng_aio_count(link->rx);
+    bool filled = (link->rlen + n == link->rcap);
+    link->rlen += n;
+
+    pthread_mutex_lock(&link->mtx);
+    bool closing = link->closing;
+    pthread_mutex_unlock(&link->mtx);
+    if (closing) {
+        link->rlen = 0; /* input after a close request is discarded */
+    } else {
+        size_t want = 0;
+        size_t used = link->net->ops->data(link->ctx, link->rbuf, link->rlen, &want);
+        if (used > link->rlen)
+            used = link->rlen;
+        memmove(link->rbuf, link->rbuf + used, link->rlen - used);
+        link->rlen -= used;
+        size_t need = want;
+        if (filled && link->rcap < RBUF_BUSY_MAX && need < link->rcap * 2)
+            need = link->rcap * 2; /* a busy link reads in larger chunks */
+        if (link->rlen == link->rcap && need <= link->rcap)
+            need = link->rcap * 2;
+        if (need > link->rcap && !grow_rbuf(link, need)) {
+            mql_error("net.nomem", "out of memory for a %zu byte packet from %s", need, link->peer);
+            mql_link_close(link, false);
+            link->rlen = 0;
+        }
+    }
+    pthread_mutex_lock(&link->mtx);
+    if (link->shut) {
+        pthread_mutex_unlock(&link->mtx);
+        link_dead(link);
+        return;
+    }
+    start_rx(link);
+    pthread_mutex_unlock(&link->mtx);
+}
+
+/* Start writing the pending output. Caller holds link->mtx and has checked !tx_busy. */
+static void start_tx(mql_link *link)
+{
+    uint8_t *p = link->snd;
+    size_t cap = link->scap;
+    link->snd = link->out;
+    link->scap = link->ocap;
+    link->slen = link->olen;
+    link->soff = 0;
+    link->out = p;
+    link->ocap = cap;
+    link->olen = 0;
+    nng_iov iov = {.iov_buf = link->snd, .iov_len = link->slen};
+    nng_aio_set_iov(link->tx, 1, &iov);
+    link->tx_busy = true;
+    nng_stream_send(link->s, link->tx);
+}
+
+static void tx_cb(void *arg)
+{
+    mql_link *link = arg;
+    bool close_now = false;
+    pthread_mutex_lock(&link->mtx);
+    if (nng_aio_result(link->tx) != 0) {
+        link->tx_busy = false;
+        link->closing = true;
+        mark_shut(link);
+        close_now = true;
+        goto done;
+    }
+    link->soff += nng_aio_count(link->tx);
+    if (link->soff < link->slen) {
+        nng_iov iov = {.iov_buf = link->snd + link->soff, .iov_len = link->slen - link->soff};
+        nng_aio_set_iov(link->tx, 1, &iov);
+        nng_stream_send(link->s, link->tx);
+        goto done;
+    }
+    link->slen = link->soff = 0;
+    if (link->scap > SBUF_KEEP) {
+        free(link->snd);
+        link->snd = NULL;
+        link->scap = 0;
+    }
+    if (link->olen > 0) {
+        start_tx(link);
+        goto done;
+    }
+    link->tx_busy = false;
+    if (link->closing && link->flush) {
+        mark_shut(link);
+        close_now = true;
+    }
+done:
+    pthread_mutex_unlock(&link->mtx);
+    if (close_now)
+        nng_stream_close(link->s);
+}
+
+mql_err mql_link_send(mql_link *link, const void *buf, size_t len)
+{
+    mql_err err = MQL_OK;
+    pthread_mutex_lock(&link->mtx);
+    if (link->closing) {
+        err = MQL_E_CLOSED;
+        goto done;
+    }
+    if (link->olen + len > link->ocap) {
+        size_t cap = link->ocap ? link->ocap : 256;
+        while (cap < link->olen + len)
+            cap *= 2;
+        uint8_t *p = realloc(link->out, cap);
+        if (p == NULL) {
+            err = MQL_E_NOMEM;
+            goto done;
+        }
+        link->out = p;
+        link->ocap = cap;
+    }
+    memcpy(link->out + link->olen, buf, len);
+    link->olen += len;
+    if (!link->tx_busy)
+        start_tx(link);
+done:
+    pthread_mutex_unlock(&link->mtx);
+    return err;
+}
+
+size_t mql_link_backlog(mql_link *link)
+{
+    pthread_mutex_lock(&link->mtx);
+    size_t n = link->olen + (link->slen - link->soff);
+    pthread_mutex_unlock(&link->mtx);
+    return n;
+}
+
+void mql_link_close(mql_link *link, bool flush)
+{
+    bool close_now;
+    pthread_mutex_lock(&link->mtx);
+    if (link->closing) {
+        /* already closing: an abort overrides a flush in progress */
+        close_now = !flush && link->flush;
+        if (close_now)
+            link->flush = false;
+    } else {
+        link->closing = true;
+        link->flush = flush;
+        close_now = !flush || !link->tx_busy;
+    }
+    if (close_now)
+        mark_shut(link);
+    pthread_mutex_unlock(&link->mtx);
+    if (close_now)
+        nng_stream_close(link->s);
+}
+
+void mql_net_close_listeners(mql_net *net)
+{
+    pthread_mutex_lock(&net->mtx);
+    listener *ln = net->listeners;
+    net->listeners = NULL;
+    pthread_mutex_unlock(&net->mtx);
+    while (ln != NULL) {
+        listener *next = ln->next;
+        nng_stream_listener_close(ln->l);
+        nng_aio_stop(ln->aio);
+        nng_aio_free(ln->aio);
+        nng_stream_listener_free(ln->l);
+        free(ln);
+        ln = next;
+    }
+}
+
+bool mql_net_drain(mql_net *net, int timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&net->mtx);
+    while (net->nlinks > 0) {
+        if (pthread_cond_timedwait(&net->cv, &net->mtx, &deadline) != 0)
+            break;
+    }
+    bool empty = net->nlinks == 0;
+    pthread_mutex_unlock(&net->mtx);
+    return empty;
+}
+
+void mql_net_free(mql_net *net)
+{
+    mql_net_close_listeners(net);
+    pthread_mutex_lock(&net->mtx);
+    for (mql_link *l = net->links; l != NULL; l = l->next)
+        mql_link_close(l, false);
+    pthread_mutex_unlock(&net->mtx);
+    (void)mql_net_drain(net, 5000);
+    pthread_mutex_lock(&net->mtx);
+    net->stopping = true;
+    pthread_cond_broadcast(&net->cv);
+    pthread_mutex_unlock(&net->mtx);
+    pthread_join(net->reaper, NULL);
+    pthread_mutex_destroy(&net->mtx);
+    pthread_cond_destroy(&net->cv);
+    free(net);
+}

@@ -1,0 +1,67 @@
+/*
+ * net.h - listeners and connections ("links") on nng streams.
+ *
+ * The broker core sees a connection as an opaque mql_link with "send these bytes" and
+ * "close". All I/O is asynchronous (nng aio); callbacks run on nng's task threads.
+ *
+ * Callback contract (struct mql_link_ops):
+ *   open    once per accepted connection, before any data; returns the broker's context
+ *           for the link, or NULL to refuse it (the link is then closed and freed).
+ *   data    bytes arrived. Called serially for one link, never concurrently with itself
+ *           or with `closed`. buf[0..len) holds everything not yet consumed; return how many
+ *           bytes were consumed. Set *want to the size of the frame in progress when it is
+ *           larger than what the link buffers now (the link grows its buffer to it).
+ *   closed  exactly once, after the connection died for any reason (peer closed, I/O
+ *           error, mql_link_close). After it returns the link must not be used again: the
+ *           broker detaches it under its own lock inside this callback.
+ * None of the callbacks is ever called from inside mql_link_send or mql_link_close, so the
+ * broker may call those while holding its own locks.
+ */
+#ifndef MQL_NET_H
+#define MQL_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker/err.h"
+
+typedef struct mql_link mql_link;
+typedef struct mql_net mql_net;
+
+typedef struct mql_link_ops {
+    void *(*open)(void *arg, mql_link *link, const char *peer);
+    size_t (*data)(void *ctx, const uint8_t *buf, size_t len, size_t *want);
+    void (*closed)(void *ctx);
+} mql_link_ops;
+
+/* Create the network layer. ops/arg are used for every link of every listener. */
+MQL_MUST_CHECK mql_err mql_net_alloc(mql_net **out, const mql_link_ops *ops, void *arg);
+
+/* Start listening on url ("tcp://127.0.0.1:1883", "tcp://0.0.0.0:1883"). On failure writes
+ * the reason into errbuf. */
+MQL_MUST_CHECK mql_err mql_net_listen(mql_net *net, const char *url, char *errbuf, size_t errlen);
+
+/* Stop accepting on every listener (existing links stay). */
+void mql_net_close_listeners(mql_net *net);
+
+/* Wait up to timeout_ms until every link has been closed and reaped. Returns true when
+ * none is left. */
+bool mql_net_drain(mql_net *net, int timeout_ms);
+
+/* Stop everything and free. Links still open are closed (their `closed` callbacks run). */
+void mql_net_free(mql_net *net);
+
+/* Queue bytes for sending (copied). Output queued while a send is in progress is sent
+ * in one batch when it completes. Returns MQL_E_CLOSED once the link is closing. */
+MQL_MUST_CHECK mql_err mql_link_send(mql_link *link, const void *buf, size_t len);
+
+/* Bytes queued and not yet written to the socket (for back-pressure decisions). */
+size_t mql_link_backlog(mql_link *link);
+
+/* Close the link. With flush, output already queued is sent first (bounded by a few
+ * seconds), and no more input is delivered; without, the connection is aborted now.
+ * Safe to call more than once and from any thread. */
+void mql_link_close(mql_link *link, bool flush);
+
+#endif
