@@ -1,0 +1,1413 @@
+/*
+ * harness.c - run the broker under test as a child process and speak raw MQTT to it.
+ *
+ * Purpose: black-box integration tests. Nothing here links or includes broker code; packets
+ * are built and framed from the specification text, so a bug in the broker's codec cannot
+ * hide itself by being mirrored in the tests.
+ *
+ * Assumptions and rules:
+ * - One Criterion test is one process. Brokers started by it are kept in a small registry so
+ *   tb_fini() can kill (and report) the ones a failed test left behind; each broker also has
+ *   PR_SET_PDEATHSIG(SIGKILL), so it cannot outlive a test process killed on timeout.
+ * - Every socket is created close-on-exec and the broker child closes every inherited
+ *   descriptor, so a test client socket never stays open inside a broker started later.
+ * - All waits poll with deadlines on a monotonic clock; nothing blocks without a bound.
+ * - Performance is irrelevant beyond "fast enough": logs are re-read whole when searched,
+ *   the receive buffer is compacted with memmove.
+ * - Thread safety: the registry is touched only by tb_* (main test thread); tc_* on
+ *   distinct clients are independent and the non-asserting ones may run in worker threads.
+ */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define START_TIMEOUT_MS 10000
+#define STOP_TIMEOUT_MS 5000
+#define START_ATTEMPTS 4
+#define IO_TIMEOUT_MS 5000
+#define MAX_BROKERS 8
+#define MAX_WRAPPER_ARGS 16
+
+/* Fail the current test, reporting the caller's location. */
+#define FAIL_AT(file, line, ...)                                                                   \
+    cr_assert_fail_user((file), (line), criterion_abort_test, __VA_ARGS__)
+
+struct mql_broker {
+    pid_t pid;  /* 0 when not running */
+    int status; /* exit status (tb_stop convention) of the last run */
+    uint16_t port;
+    char dir[PATH_MAX];
+    char conf[PATH_MAX + 32];
+    char log[PATH_MAX + 32];
+};
+
+struct tc_client {
+    int fd;
+    bool closed; /* EOF or reset seen */
+    uint8_t *rx;
+    size_t rx_len;
+    size_t rx_cap;
+    uint16_t next_id;
+};
+
+static mql_broker *registry[MAX_BROKERS];
+
+/* ------------------------------------------------------------------------------------ */
+/* Time                                                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+int64_t tb_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void tb_sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static int remaining_ms(int64_t deadline)
+{
+    int64_t left = deadline - tb_now_ms();
+    if (left < 0) {
+        return 0;
+    }
+    return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Broker process                                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+static void registry_add(mql_broker *b)
+{
+    for (int i = 0; i < MAX_BROKERS; i++) {
+        if (registry[i] == NULL) {
+            registry[i] = b;
+            return;
+        }
+    }
+    cr_fatal("harness: more than %d brokers in one test", MAX_BROKERS);
+}
+
+static void registry_remove(mql_broker *b)
+{
+    for (int i = 0; i < MAX_BROKERS; i++) {
+        if (registry[i] == b) {
+            registry[i] = NULL;
+        }
+    }
+}
+
+/* Bind 127.0.0.1:0, read the port the kernel chose, close. 0 on failure. */
+static uint16_t pick_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return 0;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    uint16_t port = 0;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &sl) == 0) {
+        port = ntohs(sa.sin_port);
+    }
+    close(fd);
+    return port;
+}
+
+/* Write text to f with every "%DIR%" replaced by dir. */
+static void write_subst(FILE *f, const char *text, const char *dir)
+{
+    const char *p = text;
+    const char *hit;
+    while ((hit = strstr(p, "%DIR%")) != NULL) {
+        fwrite(p, 1, (size_t)(hit - p), f);
+        fputs(dir, f);
+        p = hit + 5;
+    }
+    fputs(p, f);
+    fputc('\n', f);
+}
+
+static bool write_conf(mql_broker *b, const char *extra_conf)
+{
+    FILE *f = fopen(b->conf, "w");
+    if (f == NULL) {
+        return false;
+    }
+    fprintf(f, "# generated by tests/support/harness.c\n");
+    fprintf(f, "listener %u 127.0.0.1\n", b->port);
+    fprintf(f, "allow_anonymous true\n");
+    if (extra_conf != NULL) {
+        write_subst(f, extra_conf, b->dir);
+    }
+    const char *env_extra = getenv("MQLITE_EXTRA_CONF");
+    if (env_extra != NULL && env_extra[0] != '\0') {
+        write_subst(f, env_extra, b->dir);
+    }
+    return fclose(f) == 0;
+}
+
+/* Convert a waitpid status to the tb_stop convention. */
+static int status_code(int st)
+{
+    if (WIFEXITED(st)) {
+        return WEXITSTATUS(st);
+    }
+    if (WIFSIGNALED(st)) {
+        return 128 + WTERMSIG(st);
+    }
+    return 255;
+}
+
+/* Reap the broker if it has exited. Returns true if it is (now) not running. */
+static bool reap(mql_broker *b)
+{
+    if (b->pid <= 0) {
+        return true;
+    }
+    int st;
+    pid_t r = waitpid(b->pid, &st, WNOHANG);
+    if (r == b->pid) {
+        b->status = status_code(st);
+        b->pid = 0;
+        return true;
+    }
+    if (r < 0 && errno == ECHILD) {
+        b->pid = 0;
+        return true;
+    }
+    return false;
+}
+
+static void spawn(mql_broker *b)
+{
+    const char *bin = getenv("MQLITE_BIN");
+    if (bin == NULL || bin[0] == '\0') {
+        cr_fatal("harness: MQLITE_BIN is not set (path of the broker under test)");
+    }
+    char wrapper[1024] = "";
+    const char *w = getenv("MQLITE_WRAPPER");
+    if (w != NULL) {
+        snprintf(wrapper, sizeof wrapper, "%s", w);
+    }
+    char *argv[MAX_WRAPPER_ARGS + 5];
+    int argc = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(wrapper, " \t", &save); tok != NULL && argc < MAX_WRAPPER_ARGS;
+         tok = strtok_r(NULL, " \t", &save)) {
+        argv[argc++] = tok;
+    }
+    argv[argc++] = (char *)bin;
+    argv[argc++] = "-c";
+    argv[argc++] = b->conf;
+    argv[argc] = NULL;
+
+    fflush(stdout);
+    fflush(stderr);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        cr_fatal("harness: fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        /* Child: only async-signal-safe calls from here on. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) {
+            _exit(127);
+        }
+        int logfd = open(b->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int nullfd = open("/dev/null", O_RDONLY);
+        if (logfd < 0 || nullfd < 0) {
+            _exit(127);
+        }
+        dup2(nullfd, 0);
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+        close_range(3, ~0U, 0);
+        signal(SIGPIPE, SIG_DFL);
+        execvp(argv[0], argv);
+        static const char msg[] = "harness: exec of the broker failed: ";
+        const char *what = errno == ENOENT ? "no such file\n" : "not executable or other error\n";
+        if (write(2, msg, sizeof msg - 1) < 0 || write(2, argv[0], strlen(argv[0])) < 0 ||
+            write(2, ": ", 2) < 0 || write(2, what, strlen(what)) < 0) {
+            _exit(127);
+        }
+        _exit(127);
+    }
+    b->pid = pid;
+    b->status = -1;
+}
+
+/* Try one TCP connect to the broker port, bounded by timeout_ms. */
+static bool port_accepts(uint16_t port, int timeout_ms)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        return false;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = false;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        ok = true;
+    } else if (errno == EINPROGRESS) {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        if (poll(&pfd, 1, timeout_ms) == 1) {
+            int err = 0;
+            socklen_t len = sizeof err;
+            ok = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+        }
+    }
+    close(fd);
+    return ok;
+}
+
+/* Wait until the broker accepts TCP or exits. 1 = ready, 0 = exited, -1 = timed out. */
+static int wait_ready(mql_broker *b)
+{
+    int64_t deadline = tb_now_ms() + START_TIMEOUT_MS;
+    while (tb_now_ms() < deadline) {
+        if (reap(b)) {
+            return 0;
+        }
+        if (port_accepts(b->port, 200)) {
+            /* The port may belong to someone else if our bind lost a race: make sure we
+             * are still running. */
+            tb_sleep_ms(5);
+            return reap(b) ? 0 : 1;
+        }
+        tb_sleep_ms(10);
+    }
+    return -1;
+}
+
+/* Last bytes of the broker log, for failure messages. */
+static void log_tail(const mql_broker *b, char *out, size_t cap)
+{
+    out[0] = '\0';
+    FILE *f = fopen(b->log, "r");
+    if (f == NULL) {
+        return;
+    }
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        long from = size > (long)cap - 1 ? size - ((long)cap - 1) : 0;
+        if (fseek(f, from, SEEK_SET) == 0) {
+            size_t n = fread(out, 1, cap - 1, f);
+            out[n] = '\0';
+        }
+    }
+    fclose(f);
+}
+
+static void kill_and_reap(mql_broker *b, int sig, int timeout_ms)
+{
+    if (b->pid <= 0) {
+        return;
+    }
+    kill(b->pid, sig);
+    int64_t deadline = tb_now_ms() + timeout_ms;
+    while (!reap(b)) {
+        if (tb_now_ms() >= deadline) {
+            if (sig == SIGKILL) {
+                /* SIGKILL cannot be ignored: a blocking wait is bounded in practice. */
+                int st;
+                if (waitpid(b->pid, &st, 0) == b->pid) {
+                    b->status = status_code(st);
+                }
+                b->pid = 0;
+                return;
+            }
+            kill_and_reap(b, SIGKILL, 1000);
+            b->status = 128 + SIGKILL;
+            return;
+        }
+        tb_sleep_ms(5);
+    }
+}
+
+/* Start (or restart) the process for b; on the first start the port may be re-picked. */
+static void start_process(mql_broker *b, const char *extra_conf, bool may_repick)
+{
+    char tail[2048];
+    for (int attempt = 0; attempt < START_ATTEMPTS; attempt++) {
+        spawn(b);
+        int r = wait_ready(b);
+        if (r == 1) {
+            return;
+        }
+        if (r < 0) {
+            kill_and_reap(b, SIGKILL, 1000);
+            log_tail(b, tail, sizeof tail);
+            cr_fatal("harness: broker did not accept on port %u within %d ms (dir %s)\nlog:\n%s",
+                     b->port, START_TIMEOUT_MS, b->dir, tail);
+        }
+        /* Exited early: most likely the port was taken in between, so retry; but 127 means
+         * the exec failed, which no retry fixes. */
+        if (b->status == 127) {
+            break;
+        }
+        if (may_repick) {
+            b->port = pick_port();
+            if (b->port == 0 || !write_conf(b, extra_conf)) {
+                break;
+            }
+        } else {
+            tb_sleep_ms(100);
+        }
+    }
+    log_tail(b, tail, sizeof tail);
+    cr_fatal("harness: broker exited during start-up (status %d, dir %s)\nlog:\n%s", b->status,
+             b->dir, tail);
+}
+
+mql_broker *tb_start(const char *extra_conf)
+{
+    const char *bin = getenv("MQLITE_BIN");
+    if (bin == NULL || bin[0] == '\0') {
+        cr_fatal("harness: MQLITE_BIN is not set (path of the broker under test)");
+    }
+    mql_broker *b = calloc(1, sizeof *b);
+    cr_assert(b != NULL, "harness: out of memory");
+    const char *tmp = getenv("TMPDIR");
+    if (tmp == NULL || tmp[0] == '\0') {
+        tmp = "/tmp";
+    }
+    snprintf(b->dir, sizeof b->dir, "%s/mqlite-integ-XXXXXX", tmp);
+    if (mkdtemp(b->dir) == NULL) {
+        cr_fatal("harness: mkdtemp %s: %s", b->dir, strerror(errno));
+    }
+    /* A broker started as root may drop privileges (mosquitto switches to its own user):
+     * let it still write its files (persistence) into the temp dir. */
+    if (geteuid() == 0) {
+        chmod(b->dir, 0777);
+    }
+    snprintf(b->conf, sizeof b->conf, "%s/mqlite.conf", b->dir);
+    snprintf(b->log, sizeof b->log, "%s/broker.log", b->dir);
+    b->port = pick_port();
+    cr_assert(b->port != 0, "harness: cannot pick a free port");
+    cr_assert(write_conf(b, extra_conf), "harness: cannot write %s", b->conf);
+    registry_add(b);
+    start_process(b, extra_conf, true);
+    return b;
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void remove_dir(const char *dir)
+{
+    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int tb_stop(mql_broker *b)
+{
+    if (b == NULL) {
+        return -1;
+    }
+    kill_and_reap(b, SIGTERM, STOP_TIMEOUT_MS);
+    int status = b->status;
+    registry_remove(b);
+    remove_dir(b->dir);
+    free(b);
+    return status;
+}
+
+void tb_kill(mql_broker *b)
+{
+    kill_and_reap(b, SIGKILL, 1000);
+}
+
+void tb_restart(mql_broker *b)
+{
+    kill_and_reap(b, SIGTERM, STOP_TIMEOUT_MS);
+    start_process(b, NULL, false);
+}
+
+bool tb_alive(mql_broker *b)
+{
+    return !reap(b);
+}
+
+uint16_t tb_port(const mql_broker *b)
+{
+    return b->port;
+}
+
+const char *tb_dir(const mql_broker *b)
+{
+    return b->dir;
+}
+
+const char *tb_log_path(const mql_broker *b)
+{
+    return b->log;
+}
+
+static bool file_contains(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return false;
+    }
+    bool found = false;
+    size_t cap = 1 << 16;
+    size_t len = 0;
+    char *buf = malloc(cap + 1);
+    while (buf != NULL) {
+        if (len == cap) {
+            char *nb = realloc(buf, cap * 2 + 1);
+            if (nb == NULL) {
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        if (n == 0) {
+            break;
+        }
+        len += n;
+    }
+    if (buf != NULL) {
+        buf[len] = '\0';
+        found = strstr(buf, needle) != NULL;
+        free(buf);
+    }
+    fclose(f);
+    return found;
+}
+
+bool tb_log_contains(mql_broker *b, const char *needle, int timeout_ms)
+{
+    int64_t deadline = tb_now_ms() + timeout_ms;
+    for (;;) {
+        if (file_contains(b->log, needle)) {
+            return true;
+        }
+        if (tb_now_ms() >= deadline) {
+            return false;
+        }
+        tb_sleep_ms(20);
+    }
+}
+
+void tb_assert_serves_at(const char *file, int line, mql_broker *b)
+{
+    if (!tb_alive(b)) {
+        FAIL_AT(file, line, "broker is not running (exit status %d)", b->status);
+    }
+    tc_client *c = tc_connect_at(file, line, b->port);
+    tc_sendp(c, PK_CONNECT(.client_id = "tb-serves-probe", .clean = true, .keepalive = 30));
+    tc_expectp_at(file, line, c, pk_connack(false, 0), TB_WAIT_MS);
+    tc_ping_at(file, line, c);
+    tc_disconnect(c);
+}
+
+void tb_fini(void)
+{
+    for (int i = 0; i < MAX_BROKERS; i++) {
+        mql_broker *b = registry[i];
+        if (b == NULL) {
+            continue;
+        }
+        bool was_alive = tb_alive(b);
+        kill_and_reap(b, SIGKILL, 1000);
+        fprintf(stderr,
+                "harness: test ended with the broker %s (test failed or tb_stop missing); "
+                "kept %s (mqlite.conf, broker.log)\n",
+                was_alive ? "still running" : "not stopped", b->dir);
+        registry[i] = NULL;
+        free(b);
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Packet builders                                                                       */
+/* ------------------------------------------------------------------------------------ */
+
+static void need(const tb_pkt *p, size_t n)
+{
+    if (p->len + n > TB_PKT_CAP) {
+        cr_fatal("harness: packet larger than TB_PKT_CAP (%d)", TB_PKT_CAP);
+    }
+}
+
+void pk_put_u8(tb_pkt *p, uint8_t v)
+{
+    need(p, 1);
+    p->b[p->len++] = v;
+}
+
+void pk_put_u16(tb_pkt *p, uint16_t v)
+{
+    pk_put_u8(p, (uint8_t)(v >> 8));
+    pk_put_u8(p, (uint8_t)v);
+}
+
+void pk_put_u32(tb_pkt *p, uint32_t v)
+{
+    pk_put_u16(p, (uint16_t)(v >> 16));
+    pk_put_u16(p, (uint16_t)v);
+}
+
+/* Variable Byte Integer into out (at least 4 bytes); returns its length. */
+static size_t varint_encode(uint32_t v, uint8_t *out)
+{
+    size_t n = 0;
+    do {
+        uint8_t d = v % 128;
+        v /= 128;
+        if (v > 0) {
+            d |= 0x80;
+        }
+        out[n++] = d;
+    } while (v > 0 && n < 4);
+    return n;
+}
+
+void pk_put_varint(tb_pkt *p, uint32_t v)
+{
+    uint8_t tmp[4];
+    size_t n = varint_encode(v, tmp);
+    pk_put_bytes(p, tmp, n);
+}
+
+void pk_put_bytes(tb_pkt *p, const void *data, size_t n)
+{
+    need(p, n);
+    if (n > 0) {
+        memcpy(p->b + p->len, data, n);
+    }
+    p->len += n;
+}
+
+void pk_put_bin(tb_pkt *p, const void *data, size_t n)
+{
+    pk_put_u16(p, (uint16_t)n);
+    pk_put_bytes(p, data, n);
+}
+
+void pk_put_str(tb_pkt *p, const char *s)
+{
+    pk_put_bin(p, s, strlen(s));
+}
+
+tb_pkt pk_raw(uint8_t first_byte, const void *body, size_t body_len)
+{
+    tb_pkt p = {0};
+    pk_put_u8(&p, first_byte);
+    pk_put_varint(&p, (uint32_t)body_len);
+    pk_put_bytes(&p, body, body_len);
+    return p;
+}
+
+tb_pkt pk_frame(uint8_t first_byte, const tb_pkt *body)
+{
+    return pk_raw(first_byte, body->b, body->len);
+}
+
+tb_pkt pk_bytes(const void *data, size_t n)
+{
+    tb_pkt p = {0};
+    pk_put_bytes(&p, data, n);
+    return p;
+}
+
+static void put_props(tb_pkt *p, const tb_pkt *props)
+{
+    if (props == NULL) {
+        pk_put_varint(p, 0);
+        return;
+    }
+    pk_put_varint(p, (uint32_t)props->len);
+    pk_put_bytes(p, props->b, props->len);
+}
+
+tb_pkt pk_connect(const pk_connect_opts *o)
+{
+    uint8_t level = o->version ? o->version : 4;
+    uint8_t flags = 0;
+    if (o->clean) {
+        flags |= 0x02;
+    }
+    if (o->will_topic != NULL) {
+        flags |= 0x04 | (uint8_t)((o->will_qos & 3) << 3);
+        if (o->will_retain) {
+            flags |= 0x20;
+        }
+    }
+    if (o->password != NULL) {
+        flags |= 0x40;
+    }
+    if (o->username != NULL) {
+        flags |= 0x80;
+    }
+    tb_pkt body = {0};
+    pk_put_str(&body, o->proto_name ? o->proto_name : "MQTT");
+    pk_put_u8(&body, level);
+    pk_put_u8(&body, flags);
+    pk_put_u16(&body, o->keepalive);
+    if (level == 5) {
+        put_props(&body, o->props);
+    }
+    pk_put_str(&body, o->client_id ? o->client_id : "");
+    if (o->will_topic != NULL) {
+        if (level == 5) {
+            put_props(&body, o->will_props);
+        }
+        pk_put_str(&body, o->will_topic);
+        size_t wl = o->will_payload_len;
+        if (wl == 0 && o->will_payload != NULL) {
+            wl = strlen(o->will_payload);
+        }
+        pk_put_bin(&body, o->will_payload ? o->will_payload : "", wl);
+    }
+    if (o->username != NULL) {
+        pk_put_str(&body, o->username);
+    }
+    if (o->password != NULL) {
+        size_t pl = o->password_len ? o->password_len : strlen(o->password);
+        pk_put_bin(&body, o->password, pl);
+    }
+    return pk_frame(0x10, &body);
+}
+
+tb_pkt pk_connect_raw(const char *proto_name, uint8_t level, uint8_t flags, uint16_t keepalive,
+                      const char *client_id)
+{
+    tb_pkt body = {0};
+    pk_put_str(&body, proto_name);
+    pk_put_u8(&body, level);
+    pk_put_u8(&body, flags);
+    pk_put_u16(&body, keepalive);
+    pk_put_str(&body, client_id);
+    return pk_frame(0x10, &body);
+}
+
+size_t pk_publish_into(uint8_t *out, size_t cap, const pk_publish_opts *o)
+{
+    size_t tl = o->topic_len ? o->topic_len : (o->topic ? strlen(o->topic) : 0);
+    size_t pl = o->payload_len;
+    if (pl == 0 && o->payload != NULL) {
+        pl = strlen(o->payload);
+    }
+    size_t props_len = 0;
+    uint8_t props_hdr[4];
+    size_t props_hdr_len = 0;
+    if (o->v5) {
+        props_len = o->props ? o->props->len : 0;
+        props_hdr_len = varint_encode((uint32_t)props_len, props_hdr);
+    }
+    size_t rl = 2 + tl + (o->qos > 0 ? 2 : 0) + props_hdr_len + props_len + pl;
+    uint8_t rl_bytes[4];
+    size_t rl_len = varint_encode((uint32_t)rl, rl_bytes);
+    if (1 + rl_len + rl > cap) {
+        return 0;
+    }
+    size_t n = 0;
+    out[n++] = (uint8_t)(0x30 | (o->dup ? 0x08 : 0) | ((o->qos & 3) << 1) | (o->retain ? 1 : 0));
+    memcpy(out + n, rl_bytes, rl_len);
+    n += rl_len;
+    out[n++] = (uint8_t)(tl >> 8);
+    out[n++] = (uint8_t)tl;
+    if (tl > 0) {
+        memcpy(out + n, o->topic, tl);
+    }
+    n += tl;
+    if (o->qos > 0) {
+        out[n++] = (uint8_t)(o->id >> 8);
+        out[n++] = (uint8_t)o->id;
+    }
+    if (o->v5) {
+        memcpy(out + n, props_hdr, props_hdr_len);
+        n += props_hdr_len;
+        if (props_len > 0) {
+            memcpy(out + n, o->props->b, props_len);
+        }
+        n += props_len;
+    }
+    if (pl > 0) {
+        memcpy(out + n, o->payload, pl);
+    }
+    n += pl;
+    return n;
+}
+
+tb_pkt pk_publish(const pk_publish_opts *o)
+{
+    tb_pkt p = {0};
+    p.len = pk_publish_into(p.b, sizeof p.b, o);
+    if (p.len == 0) {
+        cr_fatal("harness: PUBLISH larger than TB_PKT_CAP; use pk_publish_into");
+    }
+    return p;
+}
+
+static tb_pkt ack(uint8_t first_byte, uint16_t id)
+{
+    uint8_t body[2] = {(uint8_t)(id >> 8), (uint8_t)id};
+    return pk_raw(first_byte, body, 2);
+}
+
+tb_pkt pk_puback(uint16_t id)
+{
+    return ack(0x40, id);
+}
+
+tb_pkt pk_pubrec(uint16_t id)
+{
+    return ack(0x50, id);
+}
+
+tb_pkt pk_pubrel(uint16_t id)
+{
+    return ack(0x62, id);
+}
+
+tb_pkt pk_pubcomp(uint16_t id)
+{
+    return ack(0x70, id);
+}
+
+tb_pkt pk_unsuback(uint16_t id)
+{
+    return ack(0xB0, id);
+}
+
+tb_pkt pk_subscribe(uint16_t id, size_t n, const pk_sub *subs)
+{
+    tb_pkt body = {0};
+    pk_put_u16(&body, id);
+    for (size_t i = 0; i < n; i++) {
+        pk_put_str(&body, subs[i].filter);
+        pk_put_u8(&body, subs[i].options);
+    }
+    return pk_frame(0x82, &body);
+}
+
+tb_pkt pk_subscribe1(uint16_t id, const char *filter, uint8_t qos)
+{
+    pk_sub s = {filter, qos};
+    return pk_subscribe(id, 1, &s);
+}
+
+tb_pkt pk_suback(uint16_t id, size_t n, const uint8_t *codes)
+{
+    tb_pkt body = {0};
+    pk_put_u16(&body, id);
+    pk_put_bytes(&body, codes, n);
+    return pk_frame(0x90, &body);
+}
+
+tb_pkt pk_unsubscribe(uint16_t id, size_t n, const char *const *filters)
+{
+    tb_pkt body = {0};
+    pk_put_u16(&body, id);
+    for (size_t i = 0; i < n; i++) {
+        pk_put_str(&body, filters[i]);
+    }
+    return pk_frame(0xA2, &body);
+}
+
+tb_pkt pk_unsubscribe1(uint16_t id, const char *filter)
+{
+    return pk_unsubscribe(id, 1, &filter);
+}
+
+tb_pkt pk_connack(bool session_present, uint8_t rc)
+{
+    uint8_t body[2] = {session_present ? 1 : 0, rc};
+    return pk_raw(0x20, body, 2);
+}
+
+tb_pkt pk_pingreq(void)
+{
+    return pk_raw(0xC0, NULL, 0);
+}
+
+tb_pkt pk_pingresp(void)
+{
+    return pk_raw(0xD0, NULL, 0);
+}
+
+tb_pkt pk_disconnect(void)
+{
+    return pk_raw(0xE0, NULL, 0);
+}
+
+void pk_prop_u8(tb_pkt *p, uint8_t id, uint8_t v)
+{
+    pk_put_varint(p, id);
+    pk_put_u8(p, v);
+}
+
+void pk_prop_u16(tb_pkt *p, uint8_t id, uint16_t v)
+{
+    pk_put_varint(p, id);
+    pk_put_u16(p, v);
+}
+
+void pk_prop_u32(tb_pkt *p, uint8_t id, uint32_t v)
+{
+    pk_put_varint(p, id);
+    pk_put_u32(p, v);
+}
+
+void pk_prop_varint(tb_pkt *p, uint8_t id, uint32_t v)
+{
+    pk_put_varint(p, id);
+    pk_put_varint(p, v);
+}
+
+void pk_prop_str(tb_pkt *p, uint8_t id, const char *s)
+{
+    pk_put_varint(p, id);
+    pk_put_str(p, s);
+}
+
+void pk_prop_bin(tb_pkt *p, uint8_t id, const void *data, size_t n)
+{
+    pk_put_varint(p, id);
+    pk_put_bin(p, data, n);
+}
+
+void pk_prop_pair(tb_pkt *p, uint8_t id, const char *k, const char *v)
+{
+    pk_put_varint(p, id);
+    pk_put_str(p, k);
+    pk_put_str(p, v);
+}
+
+tb_pkt pk_disconnect_v5(uint8_t reason, const tb_pkt *props)
+{
+    tb_pkt body = {0};
+    pk_put_u8(&body, reason);
+    put_props(&body, props);
+    return pk_frame(0xE0, &body);
+}
+
+tb_pkt pk_subscribe_v5(uint16_t id, const tb_pkt *props, size_t n, const pk_sub *subs)
+{
+    tb_pkt body = {0};
+    pk_put_u16(&body, id);
+    put_props(&body, props);
+    for (size_t i = 0; i < n; i++) {
+        pk_put_str(&body, subs[i].filter);
+        pk_put_u8(&body, subs[i].options);
+    }
+    return pk_frame(0x82, &body);
+}
+
+tb_pkt pk_unsubscribe_v5(uint16_t id, const tb_pkt *props, size_t n, const char *const *filters)
+{
+    tb_pkt body = {0};
+    pk_put_u16(&body, id);
+    put_props(&body, props);
+    for (size_t i = 0; i < n; i++) {
+        pk_put_str(&body, filters[i]);
+    }
+    return pk_frame(0xA2, &body);
+}
+
+/* Parse fixed header: returns header length (type byte + RL bytes) and sets *rl, 0 if more
+ * bytes are needed, -1 if the Remaining Length is malformed. */
+static int parse_fixed_header(const uint8_t *b, size_t n, uint32_t *rl)
+{
+    uint32_t v = 0;
+    uint32_t mult = 1;
+    for (size_t i = 1; i <= 4; i++) {
+        if (i >= n) {
+            return 0;
+        }
+        v += (uint32_t)(b[i] & 0x7F) * mult;
+        if ((b[i] & 0x80) == 0) {
+            *rl = v;
+            return (int)i + 1;
+        }
+        mult *= 128;
+    }
+    return -1;
+}
+
+bool pk_parse_publish(const uint8_t *b, size_t n, pk_publish_info *out)
+{
+    uint32_t rl;
+    int hl = parse_fixed_header(b, n, &rl);
+    if (hl <= 0 || (size_t)hl + rl != n || (b[0] >> 4) != 3) {
+        return false;
+    }
+    memset(out, 0, sizeof *out);
+    out->dup = (b[0] & 0x08) != 0;
+    out->qos = (b[0] >> 1) & 3;
+    out->retain = (b[0] & 0x01) != 0;
+    if (out->qos == 3) {
+        return false;
+    }
+    size_t pos = (size_t)hl;
+    if (pos + 2 > n) {
+        return false;
+    }
+    out->topic_len = ((size_t)b[pos] << 8) | b[pos + 1];
+    pos += 2;
+    if (pos + out->topic_len > n) {
+        return false;
+    }
+    out->topic = b + pos;
+    pos += out->topic_len;
+    if (out->qos > 0) {
+        if (pos + 2 > n) {
+            return false;
+        }
+        out->id = (uint16_t)((b[pos] << 8) | b[pos + 1]);
+        pos += 2;
+    }
+    out->payload = b + pos;
+    out->payload_len = n - pos;
+    return true;
+}
+
+const char *pk_hex(const uint8_t *b, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && o + 4 < cap; i++) {
+        o += (size_t)snprintf(out + o, cap - o, "%02x ", b[i]);
+    }
+    if (n > 0 && o + 4 >= cap && cap > 4) {
+        snprintf(out + cap - 5, 5, "...");
+    } else if (o > 0) {
+        out[o - 1] = '\0';
+    }
+    return out;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Raw client                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+tc_client *tc_connect_try(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        return NULL;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = false;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        ok = true;
+    } else if (errno == EINPROGRESS) {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        if (poll(&pfd, 1, IO_TIMEOUT_MS) == 1) {
+            int err = 0;
+            socklen_t len = sizeof err;
+            ok = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+        }
+    }
+    int one = 1;
+    int fl = fcntl(fd, F_GETFL);
+    if (!ok || fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) {
+        close(fd);
+        return NULL;
+    }
+    tc_client *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        close(fd);
+        return NULL;
+    }
+    c->fd = fd;
+    c->next_id = 1;
+    return c;
+}
+
+tc_client *tc_connect_at(const char *file, int line, uint16_t port)
+{
+    tc_client *c = tc_connect_try(port);
+    if (c == NULL) {
+        FAIL_AT(file, line, "cannot connect to 127.0.0.1:%u: %s", port, strerror(errno));
+    }
+    return c;
+}
+
+void tc_close(tc_client *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    close(c->fd);
+    free(c->rx);
+    free(c);
+}
+
+void tc_disconnect(tc_client *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    tc_sendp(c, pk_disconnect());
+    tc_close(c);
+}
+
+int tc_fd(const tc_client *c)
+{
+    return c->fd;
+}
+
+int tc_send(tc_client *c, const void *bytes, size_t len)
+{
+    const uint8_t *p = bytes;
+    int64_t deadline = tb_now_ms() + IO_TIMEOUT_MS;
+    while (len > 0) {
+        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+            int left = remaining_ms(deadline);
+            if (left == 0 || poll(&pfd, 1, left) <= 0) {
+                return -1;
+            }
+            continue;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+int tc_sendp(tc_client *c, tb_pkt p)
+{
+    return tc_send(c, p.b, p.len);
+}
+
+/* If the buffer holds a whole packet, return its length; 0 if not; -1 if malformed. */
+static long buffered_packet(const tc_client *c)
+{
+    uint32_t rl;
+    int hl = parse_fixed_header(c->rx, c->rx_len, &rl);
+    if (hl < 0) {
+        return -1;
+    }
+    if (hl == 0 || c->rx_len < (size_t)hl + rl) {
+        return 0;
+    }
+    return (long)hl + (long)rl;
+}
+
+static bool rx_reserve(tc_client *c, size_t extra)
+{
+    if (c->rx_len + extra <= c->rx_cap) {
+        return true;
+    }
+    size_t cap = c->rx_cap ? c->rx_cap : 4096;
+    while (cap < c->rx_len + extra) {
+        cap *= 2;
+    }
+    uint8_t *nb = realloc(c->rx, cap);
+    if (nb == NULL) {
+        return false;
+    }
+    c->rx = nb;
+    c->rx_cap = cap;
+    return true;
+}
+
+int tc_recv_packet(tc_client *c, uint8_t *buf, size_t cap, int timeout_ms)
+{
+    int64_t deadline = tb_now_ms() + timeout_ms;
+    for (;;) {
+        long plen = buffered_packet(c);
+        if (plen < 0) {
+            return TC_ERROR;
+        }
+        if (plen > 0) {
+            if ((size_t)plen > cap) {
+                return TC_TOOBIG;
+            }
+            memcpy(buf, c->rx, (size_t)plen);
+            memmove(c->rx, c->rx + plen, c->rx_len - (size_t)plen);
+            c->rx_len -= (size_t)plen;
+            return (int)plen;
+        }
+        if (c->closed) {
+            return TC_CLOSED;
+        }
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        int r = poll(&pfd, 1, remaining_ms(deadline));
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            return TC_ERROR;
+        }
+        if (r == 0) {
+            return TC_TIMEOUT;
+        }
+        if (!rx_reserve(c, 65536)) {
+            return TC_ERROR;
+        }
+        ssize_t n = recv(c->fd, c->rx + c->rx_len, c->rx_cap - c->rx_len, MSG_DONTWAIT);
+        if (n > 0) {
+            c->rx_len += (size_t)n;
+        } else if (n == 0 || errno == ECONNRESET || errno == EPIPE) {
+            c->closed = true;
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            return TC_ERROR;
+        }
+    }
+}
+
+void tc_unread(tc_client *c, const uint8_t *pkt, size_t len)
+{
+    if (!rx_reserve(c, len)) {
+        cr_fatal("harness: out of memory");
+    }
+    memmove(c->rx + len, c->rx, c->rx_len);
+    memcpy(c->rx, pkt, len);
+    c->rx_len += len;
+}
+
+static const char *result_name(int r)
+{
+    switch (r) {
+    case TC_TIMEOUT:
+        return "timeout (nothing received)";
+    case TC_CLOSED:
+        return "connection closed by the broker";
+    case TC_ERROR:
+        return "socket error or malformed Remaining Length";
+    case TC_TOOBIG:
+        return "packet too big for the receive buffer";
+    default:
+        return "?";
+    }
+}
+
+#define RX_CAP 65536
+#define HEX_CAP 400
+
+void tc_expect_at(const char *file, int line, tc_client *c, const void *bytes, size_t len,
+                  int timeout_ms)
+{
+    static uint8_t got[RX_CAP];
+    char want_hex[HEX_CAP];
+    char got_hex[HEX_CAP];
+    int r = tc_recv_packet(c, got, sizeof got, timeout_ms);
+    pk_hex(bytes, len, want_hex, sizeof want_hex);
+    if (r < 0) {
+        FAIL_AT(file, line, "expected packet [%s], got %s", want_hex, result_name(r));
+    }
+    if ((size_t)r != len || memcmp(got, bytes, len) != 0) {
+        FAIL_AT(file, line, "expected packet [%s]\n      got packet [%s]", want_hex,
+                pk_hex(got, (size_t)r, got_hex, sizeof got_hex));
+    }
+}
+
+void tc_expectp_at(const char *file, int line, tc_client *c, tb_pkt p, int timeout_ms)
+{
+    tc_expect_at(file, line, c, p.b, p.len, timeout_ms);
+}
+
+void tc_expect_closed_at(const char *file, int line, tc_client *c, int timeout_ms)
+{
+    static uint8_t got[RX_CAP];
+    char got_hex[HEX_CAP];
+    int r = tc_recv_packet(c, got, sizeof got, timeout_ms);
+    if (r >= 0) {
+        FAIL_AT(file, line, "expected the broker to close the connection, got packet [%s]",
+                pk_hex(got, (size_t)r, got_hex, sizeof got_hex));
+    }
+    if (r == TC_CLOSED && c->rx_len > 0) {
+        FAIL_AT(file, line, "connection closed, but after %zu bytes of a partial packet [%s]",
+                c->rx_len, pk_hex(c->rx, c->rx_len, got_hex, sizeof got_hex));
+    }
+    if (r != TC_CLOSED) {
+        FAIL_AT(file, line, "expected the broker to close the connection within %d ms, got %s",
+                timeout_ms, result_name(r));
+    }
+}
+
+void tc_expect_nothing_at(const char *file, int line, tc_client *c, int ms)
+{
+    static uint8_t got[RX_CAP];
+    char got_hex[HEX_CAP];
+    int r = tc_recv_packet(c, got, sizeof got, ms);
+    if (r >= 0) {
+        FAIL_AT(file, line, "expected nothing for %d ms, got packet [%s]", ms,
+                pk_hex(got, (size_t)r, got_hex, sizeof got_hex));
+    }
+    if (r != TC_TIMEOUT) {
+        FAIL_AT(file, line, "expected nothing for %d ms, got %s", ms, result_name(r));
+    }
+}
+
+bool tc_recv_publish(tc_client *c, uint8_t *buf, size_t cap, pk_publish_info *info, int timeout_ms)
+{
+    int r = tc_recv_packet(c, buf, cap, timeout_ms);
+    if (r < 0) {
+        return false;
+    }
+    if (!pk_parse_publish(buf, (size_t)r, info)) {
+        tc_unread(c, buf, (size_t)r);
+        return false;
+    }
+    return true;
+}
+
+uint16_t tc_expect_publish_at(const char *file, int line, tc_client *c, int timeout_ms,
+                              const pk_publish_opts *want)
+{
+    static uint8_t got[RX_CAP];
+    char got_hex[HEX_CAP];
+    size_t wtl = want->topic_len ? want->topic_len : strlen(want->topic);
+    size_t wpl = want->payload_len;
+    if (wpl == 0 && want->payload != NULL) {
+        wpl = strlen(want->payload);
+    }
+    const char *wpayload = want->payload ? (const char *)want->payload : "";
+    int r = tc_recv_packet(c, got, sizeof got, timeout_ms);
+    if (r < 0) {
+        FAIL_AT(file, line, "expected PUBLISH '%.*s' '%.*s' qos %u retain %d dup %d, got %s",
+                (int)wtl, want->topic, (int)wpl, wpayload, want->qos, want->retain, want->dup,
+                result_name(r));
+    }
+    pk_publish_info in;
+    pk_hex(got, (size_t)r, got_hex, sizeof got_hex);
+    if (!pk_parse_publish(got, (size_t)r, &in)) {
+        FAIL_AT(file, line, "expected PUBLISH '%.*s' '%.*s', got packet [%s]", (int)wtl,
+                want->topic, (int)wpl, wpayload, got_hex);
+    }
+    bool same =
+        in.topic_len == wtl && memcmp(in.topic, want->topic, wtl) == 0 && in.payload_len == wpl &&
+        (wpl == 0 || memcmp(in.payload, want->payload, wpl) == 0) && in.qos == want->qos &&
+        in.retain == want->retain && in.dup == want->dup && (want->id == 0 || in.id == want->id);
+    if (!same) {
+        FAIL_AT(file, line,
+                "expected PUBLISH '%.*s' '%.*s' qos %u retain %d dup %d id %u\n"
+                "     got PUBLISH '%.*s' '%.*s' qos %u retain %d dup %d id %u [%s]",
+                (int)wtl, want->topic, (int)wpl, wpayload, want->qos, want->retain, want->dup,
+                want->id, (int)in.topic_len, (const char *)in.topic,
+                (int)(in.payload_len > 64 ? 64 : in.payload_len), (const char *)in.payload, in.qos,
+                in.retain, in.dup, in.id, got_hex);
+    }
+    if (want->qos > 0 && in.id == 0) {
+        FAIL_AT(file, line, "PUBLISH with QoS %u has packet id 0 [v3.1.1 MQTT-2.3.1-1]", in.qos);
+    }
+    return in.id;
+}
+
+tc_client *tc_open_at(const char *file, int line, uint16_t port, const char *client_id, bool clean,
+                      uint16_t keepalive, bool session_present)
+{
+    tc_client *c = tc_connect_at(file, line, port);
+    tc_sendp(c, PK_CONNECT(.client_id = client_id, .clean = clean, .keepalive = keepalive));
+    tc_expectp_at(file, line, c, pk_connack(session_present, 0), TB_WAIT_MS);
+    return c;
+}
+
+void tc_subscribe_at(const char *file, int line, tc_client *c, uint16_t id, const char *filter,
+                     uint8_t qos, uint8_t want_granted)
+{
+    static uint8_t got[RX_CAP];
+    char got_hex[HEX_CAP];
+    tb_pkt want = pk_suback(id, 1, &want_granted);
+    tc_sendp(c, pk_subscribe1(id, filter, qos));
+    /* PUBLISH packets may precede the SUBACK: collect them and put them back in order. */
+    uint8_t *early = NULL;
+    size_t early_len = 0;
+    int64_t deadline = tb_now_ms() + TB_WAIT_MS;
+    for (;;) {
+        int r = tc_recv_packet(c, got, sizeof got, remaining_ms(deadline));
+        if (r < 0) {
+            free(early);
+            FAIL_AT(file, line, "SUBSCRIBE '%s': expected SUBACK, got %s", filter, result_name(r));
+        }
+        if ((got[0] >> 4) == 3) {
+            uint8_t *ne = realloc(early, early_len + (size_t)r);
+            cr_assert(ne != NULL);
+            early = ne;
+            memcpy(early + early_len, got, (size_t)r);
+            early_len += (size_t)r;
+            continue;
+        }
+        if ((size_t)r != want.len || memcmp(got, want.b, want.len) != 0) {
+            free(early);
+            FAIL_AT(file, line, "SUBSCRIBE '%s' qos %u: expected SUBACK granting 0x%02x, got [%s]",
+                    filter, qos, want_granted, pk_hex(got, (size_t)r, got_hex, sizeof got_hex));
+        }
+        break;
+    }
+    if (early_len > 0) {
+        tc_unread(c, early, early_len);
+    }
+    free(early);
+}
+
+void tc_publish_at(const char *file, int line, tc_client *c, const char *topic, const char *payload,
+                   uint8_t qos, bool retain)
+{
+    uint16_t id = 0;
+    if (qos > 0) {
+        id = c->next_id++;
+        if (c->next_id == 0) {
+            c->next_id = 1;
+        }
+    }
+    tc_sendp(
+        c, PK_PUBLISH(.topic = topic, .payload = payload, .qos = qos, .retain = retain, .id = id));
+    if (qos == 1) {
+        tc_expectp_at(file, line, c, pk_puback(id), TB_WAIT_MS);
+    } else if (qos == 2) {
+        tc_expectp_at(file, line, c, pk_pubrec(id), TB_WAIT_MS);
+        tc_sendp(c, pk_pubrel(id));
+        tc_expectp_at(file, line, c, pk_pubcomp(id), TB_WAIT_MS);
+    }
+}
+
+void tc_ping_at(const char *file, int line, tc_client *c)
+{
+    tc_sendp(c, pk_pingreq());
+    tc_expectp_at(file, line, c, pk_pingresp(), TB_WAIT_MS);
+}

@@ -1,0 +1,328 @@
+/*
+ * harness.h - black-box integration test harness: run a broker binary, talk raw MQTT to it.
+ *
+ * Three parts, all independent of the broker's own code (no broker header is included, the
+ * codec is never linked), so the tests judge the binary only by the bytes it sends:
+ *
+ *   tb_*  the broker under test: a child process started from $MQLITE_BIN (optionally
+ *         behind $MQLITE_WRAPPER, e.g. "qemu-arm -L /usr/arm-linux-gnueabihf") with a
+ *         generated config in a fresh temp dir, on a free 127.0.0.1 port;
+ *   tc_*  a raw test client over a blocking TCP socket with its own packet framing;
+ *   pk_*  packet builders and a PUBLISH parser, written from the specification.
+ *
+ * Every wait is bounded: no function here blocks longer than the timeout it is given (or a
+ * documented fixed bound), so a misbehaving broker fails a test instead of hanging it.
+ *
+ * Failure handling: the tc_expect* and tb_start functions fail the current Criterion test
+ * with cr_assert (the message names the caller's file:line). Use cr_assert (not cr_expect)
+ * in tests: a test that reaches tb_stop() is treated as passed and its temp dir removed.
+ * Give every suite `.fini = tb_fini`: it kills brokers a failed test left running and keeps
+ * their temp dirs (config + broker log), printing the path. The broker also gets
+ * PR_SET_PDEATHSIG, so it dies with a test process that Criterion kills on timeout.
+ *
+ * Thread safety: tc_* on distinct clients may run in parallel threads, but the asserting
+ * functions (tc_expect*, tc_connect, tb_*) must only be called from the test's main thread;
+ * worker threads use tc_connect_try/tc_send/tc_recv_packet, which never assert.
+ */
+#ifndef MQL_TEST_HARNESS_H
+#define MQL_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------------------ */
+/* Broker under test                                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct mql_broker mql_broker;
+
+/* Default bound for "something should arrive" waits, in milliseconds. */
+#define TB_WAIT_MS 2000
+/* Default bound for "nothing should arrive" waits, in milliseconds. */
+#define TB_QUIET_MS 300
+
+/*
+ * Start a broker: pick a free 127.0.0.1 port, create a temp dir, write mqlite.conf there
+ * with `listener PORT 127.0.0.1`, `allow_anonymous true`, then extra_conf (may be NULL; any
+ * "%DIR%" in it is replaced by the temp dir path) and then $MQLITE_EXTRA_CONF if set
+ * (same substitution), run `[$MQLITE_WRAPPER] $MQLITE_BIN -c FILE` with stdout and stderr
+ * appended to broker.log in the temp dir, and wait (at most 10 s) until the port accepts a
+ * TCP connection. Retries with a new port if the broker exits before that (port race).
+ * Fails the test on error; never returns NULL. The caller owns the result: tb_stop() it.
+ */
+mql_broker *tb_start(const char *extra_conf);
+
+/*
+ * SIGTERM the broker, wait at most 5 s, then SIGKILL; free b and remove its temp dir.
+ * Returns the exit code (0..255) if the broker exited, 128 + signal number if it died from a
+ * signal (137 if it had to be killed), or the status of an earlier tb_kill.
+ */
+int tb_stop(mql_broker *b);
+
+/* SIGKILL the broker and reap it. b stays valid for tb_restart / tb_stop. */
+void tb_kill(mql_broker *b);
+
+/* Stop the broker if it runs (SIGTERM, bounded as tb_stop), then start it again with the same
+ * config file and port, waiting as tb_start does. The log is appended to. Fails the test on
+ * error. */
+void tb_restart(mql_broker *b);
+
+/* True while the broker process is running (it has not exited or been killed). */
+bool tb_alive(mql_broker *b);
+
+uint16_t tb_port(const mql_broker *b);
+const char *tb_dir(const mql_broker *b);
+const char *tb_log_path(const mql_broker *b);
+
+/* Wait at most timeout_ms until the broker log contains needle. Returns whether it did. */
+bool tb_log_contains(mql_broker *b, const char *needle, int timeout_ms);
+
+/* Assert the broker is alive and serves a new client: CONNECT -> CONNACK 0, PINGREQ ->
+ * PINGRESP, DISCONNECT. Used after error cases. */
+#define tb_assert_serves(b) tb_assert_serves_at(__FILE__, __LINE__, (b))
+void tb_assert_serves_at(const char *file, int line, mql_broker *b);
+
+/* Criterion .fini for every integration suite: kills and reports brokers a failed test left
+ * running (their temp dirs are kept and their paths printed). */
+void tb_fini(void);
+
+/* Monotonic milliseconds, and a sleep, for tests that measure time. */
+int64_t tb_now_ms(void);
+void tb_sleep_ms(int ms);
+
+/* ------------------------------------------------------------------------------------ */
+/* Packets                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+/* A whole MQTT control packet (or, for pk_put_*, a body under construction). Passed by
+ * value for convenience; large enough for every packet the tests build. */
+#define TB_PKT_CAP 8192
+typedef struct tb_pkt {
+    size_t len;
+    uint8_t b[TB_PKT_CAP];
+} tb_pkt;
+
+/* Low-level writers (append to p; fail the test on overflow). pk_put_str writes a two-byte
+ * length then the bytes of s; pk_put_bin the same for n raw bytes; pk_put_varint the
+ * Variable Byte Integer encoding (values up to 268435455). */
+void pk_put_u8(tb_pkt *p, uint8_t v);
+void pk_put_u16(tb_pkt *p, uint16_t v);
+void pk_put_u32(tb_pkt *p, uint32_t v);
+void pk_put_varint(tb_pkt *p, uint32_t v);
+void pk_put_bytes(tb_pkt *p, const void *data, size_t n);
+void pk_put_str(tb_pkt *p, const char *s);
+void pk_put_bin(tb_pkt *p, const void *data, size_t n);
+
+/* Fixed header byte + Remaining Length (computed from body) + body. */
+tb_pkt pk_frame(uint8_t first_byte, const tb_pkt *body);
+/* Same for a body given as bytes. */
+tb_pkt pk_raw(uint8_t first_byte, const void *body, size_t body_len);
+/* A packet from literal bytes, taken as they are (no header added). */
+tb_pkt pk_bytes(const void *data, size_t n);
+
+/* CONNECT. Zero-initialised fields give a v3.1.1 CONNECT with ClientID "", clean session 0,
+ * keepalive 0, no will, no credentials. */
+typedef struct pk_connect_opts {
+    const char *client_id;    /* NULL means "" */
+    bool clean;               /* Clean Session (v3.1.1) / Clean Start (v5) */
+    uint16_t keepalive;       /* seconds */
+    uint8_t version;          /* protocol level: 0 means 4 (v3.1.1); 5 adds property blocks */
+    const char *proto_name;   /* NULL means "MQTT" */
+    const char *will_topic;   /* non-NULL sets the Will Flag */
+    const void *will_payload; /* NULL means empty */
+    size_t will_payload_len;  /* 0 with non-NULL will_payload means strlen(will_payload) */
+    uint8_t will_qos;
+    bool will_retain;
+    const char *username;     /* non-NULL sets the User Name Flag */
+    const void *password;     /* non-NULL sets the Password Flag */
+    size_t password_len;      /* 0 with non-NULL password means strlen(password) */
+    const tb_pkt *props;      /* v5 CONNECT properties (body only); NULL means none */
+    const tb_pkt *will_props; /* v5 will properties (body only); NULL means none */
+} pk_connect_opts;
+tb_pkt pk_connect(const pk_connect_opts *o);
+#define PK_CONNECT(...) pk_connect(&(const pk_connect_opts){__VA_ARGS__})
+
+/* CONNECT with an explicit Connect Flags byte and a ClientID, nothing else in the payload:
+ * for flag-validation tests. */
+tb_pkt pk_connect_raw(const char *proto_name, uint8_t level, uint8_t flags, uint16_t keepalive,
+                      const char *client_id);
+
+/* PUBLISH. payload_len 0 with a non-NULL payload means strlen(payload); topic_len likewise
+ * for topic (set it to send topics holding NUL or arbitrary bytes). id is written only when
+ * qos > 0 (qos 3 is written as given, for error tests). */
+typedef struct pk_publish_opts {
+    const char *topic;
+    size_t topic_len;
+    const void *payload;
+    size_t payload_len;
+    uint8_t qos;
+    bool retain;
+    bool dup;
+    uint16_t id;
+    bool v5;             /* write a property block after the packet id */
+    const tb_pkt *props; /* v5 properties (body only); NULL means empty */
+} pk_publish_opts;
+tb_pkt pk_publish(const pk_publish_opts *o);
+#define PK_PUBLISH(...) pk_publish(&(const pk_publish_opts){__VA_ARGS__})
+/* Same, into a caller buffer (for payloads bigger than TB_PKT_CAP). Returns the length, or 0
+ * if cap is too small. */
+size_t pk_publish_into(uint8_t *out, size_t cap, const pk_publish_opts *o);
+
+tb_pkt pk_puback(uint16_t id);
+tb_pkt pk_pubrec(uint16_t id);
+tb_pkt pk_pubrel(uint16_t id);
+tb_pkt pk_pubcomp(uint16_t id);
+
+/* SUBSCRIBE with n filters; options is the Requested QoS byte (v3.1.1) or the Subscription
+ * Options byte (v5). */
+typedef struct pk_sub {
+    const char *filter;
+    uint8_t options;
+} pk_sub;
+tb_pkt pk_subscribe(uint16_t id, size_t n, const pk_sub *subs);
+/* One filter. */
+tb_pkt pk_subscribe1(uint16_t id, const char *filter, uint8_t qos);
+/* SUBACK as the server sends it (v3.1.1). */
+tb_pkt pk_suback(uint16_t id, size_t n, const uint8_t *codes);
+tb_pkt pk_unsubscribe(uint16_t id, size_t n, const char *const *filters);
+tb_pkt pk_unsubscribe1(uint16_t id, const char *filter);
+tb_pkt pk_unsuback(uint16_t id);
+tb_pkt pk_connack(bool session_present, uint8_t rc);
+tb_pkt pk_pingreq(void);
+tb_pkt pk_pingresp(void);
+tb_pkt pk_disconnect(void);
+
+/* v5 helpers: properties are appended to a tb_pkt used as a property-block body. */
+void pk_prop_u8(tb_pkt *p, uint8_t id, uint8_t v);
+void pk_prop_u16(tb_pkt *p, uint8_t id, uint16_t v);
+void pk_prop_u32(tb_pkt *p, uint8_t id, uint32_t v);
+void pk_prop_varint(tb_pkt *p, uint8_t id, uint32_t v);
+void pk_prop_str(tb_pkt *p, uint8_t id, const char *s);
+void pk_prop_bin(tb_pkt *p, uint8_t id, const void *data, size_t n);
+void pk_prop_pair(tb_pkt *p, uint8_t id, const char *k, const char *v);
+/* v5 DISCONNECT with a reason code and optional properties (NULL: none). */
+tb_pkt pk_disconnect_v5(uint8_t reason, const tb_pkt *props);
+/* v5 SUBSCRIBE / UNSUBSCRIBE with a property block (NULL: empty). */
+tb_pkt pk_subscribe_v5(uint16_t id, const tb_pkt *props, size_t n, const pk_sub *subs);
+tb_pkt pk_unsubscribe_v5(uint16_t id, const tb_pkt *props, size_t n, const char *const *filters);
+
+/* A PUBLISH as parsed by pk_parse_publish (v3.1.1 layout). Slices point into the buffer that
+ * was parsed. */
+typedef struct pk_publish_info {
+    uint8_t qos;
+    bool retain;
+    bool dup;
+    uint16_t id; /* 0 for QoS 0 */
+    const uint8_t *topic;
+    size_t topic_len;
+    const uint8_t *payload;
+    size_t payload_len;
+} pk_publish_info;
+/* Parse a whole PUBLISH packet of length n. Returns false if it is not a well-formed v3.1.1
+ * PUBLISH. */
+bool pk_parse_publish(const uint8_t *b, size_t n, pk_publish_info *out);
+
+/* Render a packet as hex for messages: writes at most cap bytes, always NUL-terminated. */
+const char *pk_hex(const uint8_t *b, size_t n, char *out, size_t cap);
+
+/* ------------------------------------------------------------------------------------ */
+/* Raw test client                                                                       */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct tc_client tc_client;
+
+/* tc_recv_packet results other than a length. */
+#define TC_TIMEOUT (-1) /* no whole packet within the timeout */
+#define TC_CLOSED (-2)  /* the peer closed (EOF) or reset the connection */
+#define TC_ERROR (-3)   /* socket error, or a malformed Remaining Length from the peer */
+#define TC_TOOBIG (-4)  /* the packet does not fit into cap (it stays buffered) */
+
+/* Open a TCP connection to 127.0.0.1:port (TCP_NODELAY, bounded 5 s). NULL on failure;
+ * never asserts (usable from worker threads). */
+tc_client *tc_connect_try(uint16_t port);
+/* Same, failing the test if the connection cannot be made. */
+#define tc_connect(port) tc_connect_at(__FILE__, __LINE__, (port))
+tc_client *tc_connect_at(const char *file, int line, uint16_t port);
+
+/* Close the socket (no DISCONNECT is sent) and free c. NULL is ignored. */
+void tc_close(tc_client *c);
+/* Send DISCONNECT, then close and free c. */
+void tc_disconnect(tc_client *c);
+int tc_fd(const tc_client *c);
+
+/* Send bytes, completely (bounded 5 s). Returns 0, or -1 if the connection failed (that is
+ * not an assertion: error tests may send into a closed connection). Never raises SIGPIPE. */
+int tc_send(tc_client *c, const void *bytes, size_t len);
+int tc_sendp(tc_client *c, tb_pkt p);
+
+/*
+ * Receive one whole MQTT packet (fixed header + Remaining Length parsed here), waiting at
+ * most timeout_ms. Returns its length (header included) with the bytes in buf, or TC_TIMEOUT,
+ * TC_CLOSED, TC_ERROR, TC_TOOBIG. Bytes past the packet stay buffered for the next call.
+ */
+int tc_recv_packet(tc_client *c, uint8_t *buf, size_t cap, int timeout_ms);
+
+/* Put a packet back in front of the receive buffer (it is returned by the next receive). */
+void tc_unread(tc_client *c, const uint8_t *pkt, size_t len);
+
+/* Assert the next packet is exactly these bytes. */
+#define tc_expect(c, bytes, len, ms) tc_expect_at(__FILE__, __LINE__, (c), (bytes), (len), (ms))
+void tc_expect_at(const char *file, int line, tc_client *c, const void *bytes, size_t len,
+                  int timeout_ms);
+#define tc_expectp(c, pkt, ms) tc_expectp_at(__FILE__, __LINE__, (c), (pkt), (ms))
+void tc_expectp_at(const char *file, int line, tc_client *c, tb_pkt p, int timeout_ms);
+
+/* Assert the broker closes the connection (EOF or reset) within timeout_ms and sends
+ * nothing before that. */
+#define tc_expect_closed(c, ms) tc_expect_closed_at(__FILE__, __LINE__, (c), (ms))
+void tc_expect_closed_at(const char *file, int line, tc_client *c, int timeout_ms);
+
+/* Assert nothing arrives and the connection stays open for ms milliseconds. */
+#define tc_expect_nothing(c, ms) tc_expect_nothing_at(__FILE__, __LINE__, (c), (ms))
+void tc_expect_nothing_at(const char *file, int line, tc_client *c, int ms);
+
+/*
+ * Assert the next packet is a PUBLISH with exactly want's topic, payload, qos, retain and
+ * dup (and want->id if non-zero). Returns the packet id (0 for QoS 0) so the test can
+ * acknowledge it. The broker chooses ids: tests never assume them.
+ */
+#define tc_expect_publish(c, ms, ...)                                                              \
+    tc_expect_publish_at(__FILE__, __LINE__, (c), (ms), &(const pk_publish_opts){__VA_ARGS__})
+uint16_t tc_expect_publish_at(const char *file, int line, tc_client *c, int timeout_ms,
+                              const pk_publish_opts *want);
+
+/* Receive the next packet and require a PUBLISH; info slices point into buf. Returns false
+ * (without asserting) on timeout, close, or another packet type (which is put back). */
+bool tc_recv_publish(tc_client *c, uint8_t *buf, size_t cap, pk_publish_info *info, int timeout_ms);
+
+/*
+ * Connect and log in: TCP connect, CONNECT (v3.1.1, client_id, clean, keepalive), assert
+ * CONNACK with return code 0 and the given Session Present flag. Returns the client.
+ */
+#define tc_open(port, client_id, clean, keepalive, session_present)                                \
+    tc_open_at(__FILE__, __LINE__, (port), (client_id), (clean), (keepalive), (session_present))
+tc_client *tc_open_at(const char *file, int line, uint16_t port, const char *client_id, bool clean,
+                      uint16_t keepalive, bool session_present);
+
+/* SUBSCRIBE one filter with packet id id and assert SUBACK granting want_granted (0x80 for
+ * failure). PUBLISH packets that arrive before the SUBACK (allowed by 3.8.4) are put back
+ * for the next receive. */
+#define tc_subscribe(c, id, filter, qos, want_granted)                                             \
+    tc_subscribe_at(__FILE__, __LINE__, (c), (id), (filter), (qos), (want_granted))
+void tc_subscribe_at(const char *file, int line, tc_client *c, uint16_t id, const char *filter,
+                     uint8_t qos, uint8_t want_granted);
+
+/* Publish and complete the flow as the sender: QoS 1 waits for PUBACK, QoS 2 for PUBREC,
+ * sends PUBREL, waits for PUBCOMP (exact bytes). Packet ids come from a per-client counter
+ * starting at 1. Use on clients that receive nothing else meanwhile. */
+#define tc_publish(c, topic, payload, qos, retain)                                                 \
+    tc_publish_at(__FILE__, __LINE__, (c), (topic), (payload), (qos), (retain))
+void tc_publish_at(const char *file, int line, tc_client *c, const char *topic, const char *payload,
+                   uint8_t qos, bool retain);
+
+/* PINGREQ and assert PINGRESP: the connection is alive and served. */
+#define tc_ping(c) tc_ping_at(__FILE__, __LINE__, (c))
+void tc_ping_at(const char *file, int line, tc_client *c);
+
+#endif
