@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages mqlite needs, only when something is missing.
+#   bash .ci/deps.sh build   compiler, meson, libraries (enough to build and run mqlite)
+#   bash .ci/deps.sh test    also criterion, clang (fuzzing), mosquitto and its clients,
+#                            python3-paho-mqtt (the test suite's real clients)
+set -euo pipefail
+want=(gcc libc6-dev meson ninja-build pkg-config libnng-dev libsqlite3-dev libmbedtls-dev)
+if [ "${1:-build}" = test ]; then
+  want+=(libcriterion-dev clang clang-format git mosquitto mosquitto-clients python3 python3-paho-mqtt)
+fi
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (README's second command):
+#   1. a -Werror build and every test (unit, fuzz-corpus replay, integration, real clients)
+#   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
+#   3. the decoder fuzzer (clang libFuzzer) for FUZZ_SECONDS (default 60)
+# Ends with one line "N passed, M failed" counting every test case of every run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/deps.sh test || { echo "0 passed, 1 failed"; exit 1; }
+fuzz_seconds=${FUZZ_SECONDS:-60}
+extra=$(mktemp)
+status=0
+
+setup() { # DIR OPTIONS...
+  local dir=$1; shift
+  rm -rf "$dir"
+  meson setup "$dir" -Dwerror=true "$@" >"$dir.setup.log" 2>&1 ||
+    { cat "$dir.setup.log"; return 1; }
+}
+
+run_suite() { # DIR
+  local dir=$1
+  ninja -C "$dir" || { echo "build: $dir FAIL" >>"$extra"; status=1; return; }
+  meson test -C "$dir" --num-processes 2 --print-errorlogs || status=1
+}
+
+echo "== formatting (clang-format, .clang-format)"
+unformatted=$(git ls-files '*.c' '*.h' | while read -r f; do
+  clang-format --dry-run -Werror "$f" >/dev/null 2>&1 || echo "$f"; done)
+if [ -z "$unformatted" ]; then
+  echo "format: clang-format PASS" >>"$extra"
+else
+  echo "not clang-formatted: $unformatted"
+  echo "format: clang-format FAIL" >>"$extra"; status=1
+fi
+
+echo "== build + tests"
+if setup build-ci; then run_suite build-ci; else echo "build: build-ci FAIL" >>"$extra"; status=1; fi
+
+echo "== AddressSanitizer + UndefinedBehaviorSanitizer"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
+  run_suite build-asan
+else
+  echo "build: build-asan FAIL" >>"$extra"; status=1
+fi
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+echo "== fuzz: decoder for ${fuzz_seconds}s"
+if CC=clang setup build-fuzz -Dfuzz=true && ninja -C build-fuzz tests/fuzz/fuzz_decode; then
+  work=$(mktemp -d)
+  cp -r tests/fuzz/corpus/decode "$work/seed"
+  mkdir -p "$work/new"
+  if (cd "$work" && "$OLDPWD/build-fuzz/tests/fuzz/fuzz_decode" -max_total_time="$fuzz_seconds" \
+        -print_final_stats=1 new seed) >"$work/fuzz.log" 2>&1; then
+    echo "fuzz: fuzz_decode PASS" >>"$extra"
+    grep -E 'stat::number_of_executed_units|Done' "$work/fuzz.log" | tail -2
+  else
+    tail -40 "$work/fuzz.log"
+    echo "fuzz: fuzz_decode FAIL" >>"$extra"; status=1
+  fi
+  rm -rf "$work"
+else
+  echo "fuzz: fuzz_decode-build FAIL" >>"$extra"; status=1
+fi
+
+/usr/bin/python3 .ci/summary.py "$extra" build-ci build-asan || status=1
+rm -f "$extra"
+exit $status
