@@ -19,6 +19,7 @@
 #include "internal.h"
 #include "platform/clock.h"
 #include "platform/log.h"
+#include "storage/store.h"
 
 #define TICK_MS 250
 
@@ -167,8 +168,12 @@ void mql_broker_publish_will(mql_broker *b, mql_msg *will)
 {
     mql_debug("broker.will", "publishing will message to \"%.*s\"", (int)will->topic.len,
               will->topic.p);
-    if (will->retain && mql_topics_retain(b->topics, will->topic, will) != MQL_OK)
-        mql_error("broker.nomem", "out of memory storing a retained will message");
+    if (will->retain) {
+        if (mql_topics_retain(b->topics, will->topic, will) != MQL_OK)
+            mql_error("broker.nomem", "out of memory storing a retained will message");
+        else
+            mql_persist_retain(b, will->topic, will);
+    }
     mql_broker_route(b, will, NULL);
 }
 
@@ -213,6 +218,14 @@ static void *ticker_main(void *arg)
         uint64_t now = mql_now_ms();
         mql_conn_tick(b, now);
         mql_session_expire_scan(b, now);
+        if (b->store != NULL) {
+            bool full = mql_store_get_stats(b->store).full;
+            if (!full && b->store_full) {
+                mql_notice("store.full", "store is below store_max_bytes again");
+                b->store_full_logged = false;
+            }
+            b->store_full = full;
+        }
     }
     pthread_mutex_unlock(&b->lock);
     return NULL;
@@ -220,6 +233,9 @@ static void *ticker_main(void *arg)
 
 mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
 {
+    mql_err perr = mql_persist_open(b, errbuf, errlen);
+    if (perr != MQL_OK)
+        return perr;
     for (int i = 0; i < b->cfg.n_listeners; i++) {
         const mql_listener_conf *l = &b->cfg.listeners[i];
         char url[128];
@@ -256,6 +272,7 @@ void mql_broker_shutdown(mql_broker *b)
     }
     if (!mql_net_drain(b->net, MQL_CLOSE_FLUSH_MS))
         mql_warning("broker.shutdown", "some connections did not close in time; aborting them");
+    mql_persist_close(b); /* after the last connection: its session state is queued */
 }
 
 void mql_broker_free(mql_broker *b)

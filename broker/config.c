@@ -164,6 +164,37 @@ static mql_err set_i32(const struct option *opt, struct ctx *c)
     return rc;
 }
 
+static mql_err set_u64(const struct option *opt, struct ctx *c)
+{
+    long long v;
+    mql_err rc = get_number(opt, c, &v);
+    if (rc == MQL_OK)
+        *FIELD(c, opt->off, uint64_t) = (uint64_t)v;
+    return rc;
+}
+
+static mql_err set_path(const struct option *opt, struct ctx *c)
+{
+    char *field = FIELD(c, opt->off, char);
+    if (strlen(c->vals[0]) >= MQL_PATH_MAX)
+        return fail(c, "%s: the path is longer than %d characters", opt->name, MQL_PATH_MAX - 1);
+    snprintf(field, MQL_PATH_MAX, "%s", c->vals[0]);
+    return MQL_OK;
+}
+
+static mql_err set_store_sync(const struct option *opt, struct ctx *c)
+{
+    if (strcmp(c->vals[0], "full") == 0)
+        c->cfg->store_sync = MQL_STORE_SYNC_FULL;
+    else if (strcmp(c->vals[0], "normal") == 0)
+        c->cfg->store_sync = MQL_STORE_SYNC_NORMAL;
+    else if (strcmp(c->vals[0], "off") == 0)
+        c->cfg->store_sync = MQL_STORE_SYNC_OFF;
+    else
+        return bad_value(opt, c, c->vals[0]);
+    return MQL_OK;
+}
+
 static mql_err set_bool(const struct option *opt, struct ctx *c)
 {
     bool *field = FIELD(c, opt->off, bool);
@@ -292,6 +323,13 @@ static const struct option options[] = {
     {"max_session_expiry", 1, 1, "a number of seconds from 0 (never expire) to 4294967295", set_u32,
      0, UINT32_MAX, OFF(max_session_expiry)},
     {"client_id_conflict", 1, 1, "takeover or reject_new", set_client_id_conflict, 0, 0, 0},
+    {"persistence", 1, 1, "true or false", set_bool, 0, 0, OFF(persistence)},
+    {"persistence_location", 1, 1, "a directory", set_path, 0, 0, OFF(persistence_location)},
+    {"store_sync", 1, 1, "full, normal or off", set_store_sync, 0, 0, 0},
+    {"store_commit_window_ms", 1, 1, "a number of milliseconds from 0 to 10000", set_u32, 0, 10000,
+     OFF(store_commit_window_ms)},
+    {"store_max_bytes", 1, 1, "a number of bytes from 0 (no limit) to 9007199254740991", set_u64, 0,
+     9007199254740991LL, OFF(store_max_bytes)},
     {"max_topic_alias", 1, 1, "a number from 0 to 65535", set_u16, 0, 65535, OFF(max_topic_alias)},
     {"max_topic_alias_broker", 1, 1, "a number from 0 to 65535", set_u16, 0, 65535,
      OFF(max_topic_alias_broker)},
@@ -365,9 +403,7 @@ static const char *const mosquitto_only[] = {
     "password",
     "password_file",
     "per_listener_settings",
-    "persistence",
     "persistence_file",
-    "persistence_location",
     "persistent_client_expiration",
     "pid_file",
     "plugin",
@@ -429,6 +465,11 @@ void mql_config_defaults(mql_config *cfg)
     cfg->max_session_expiry = 0;
     cfg->client_id_conflict = MQL_CONFLICT_TAKEOVER;
     cfg->max_topic_alias = 10;
+    cfg->persistence = false;
+    snprintf(cfg->persistence_location, sizeof(cfg->persistence_location), ".");
+    cfg->store_sync = MQL_STORE_SYNC_FULL;
+    cfg->store_commit_window_ms = 20;
+    cfg->store_max_bytes = 0;
     cfg->max_topic_alias_broker = 10;
 }
 

@@ -46,6 +46,12 @@ enum mql_listener_protocol {
     MQL_LISTENER_WEBSOCKETS = 1,
 };
 
+enum mql_store_sync {
+    MQL_STORE_SYNC_FULL = 0,   /* ack after commit, synchronous=FULL: survives power loss */
+    MQL_STORE_SYNC_NORMAL = 1, /* ack after commit, synchronous=NORMAL: survives kill -9 */
+    MQL_STORE_SYNC_OFF = 2,    /* ack at once; the last commit window may be lost */
+};
+
 typedef struct mql_listener_conf {
     uint16_t port;
     char address[64];                    /* bind address; "" means all interfaces (0.0.0.0) */
@@ -72,6 +78,11 @@ typedef struct mql_config {
                                        ones add to the set instead of replacing the default */
     uint32_t max_session_expiry;    /* seconds a v3.1.1 persistent session lasts; 0 = forever */
     enum mql_client_id_conflict client_id_conflict; /* default takeover */
+    bool persistence;                               /* default false */
+    char persistence_location[MQL_PATH_MAX];        /* default "." */
+    enum mql_store_sync store_sync;                 /* default full */
+    uint32_t store_commit_window_ms;                /* default 20 */
+    uint64_t store_max_bytes;                       /* default 0 = no limit */
     uint16_t max_topic_alias;        /* aliases a v5 client may set towards us, default 10 */
     uint16_t max_topic_alias_broker; /* aliases we assign towards a v5 client (bounded by its
                                         Topic Alias Maximum), default 10; 0 = none */

@@ -20,6 +20,7 @@
 #include "internal.h"
 #include "platform/clock.h"
 #include "platform/log.h"
+#include "storage/store.h"
 
 static const char *vname(uint8_t v)
 {
@@ -209,6 +210,7 @@ static void *conn_open(void *arg, mql_link *link, const char *peer)
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     c->created_at = c->last_rx = mql_now_ms();
     c->client_receive_max = 65535;
+    c->refs = 1;
     pthread_mutex_lock(&b->lock);
     if (b->stopping ||
         (b->cfg.max_connections >= 0 && b->nconns >= (uint32_t)b->cfg.max_connections)) {
@@ -393,6 +395,11 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         }
     }
     bool present = false;
+    if (s != NULL && s->conn == NULL && s->expiry == 0) {
+        /* taken over: a session with expiry 0 ended with its connection [MQTT-3.1.2-23] */
+        mql_session_end(b, s);
+        s = NULL;
+    }
     if (s != NULL && cn->clean_start) {
         mql_session_end(b, s); /* [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-6] */
         s = NULL;
@@ -431,6 +438,7 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
     s->conn = c;
     c->session = s;
     c->state = CS_ACTIVE;
+    mql_persist_session(b, s);
     b->stats.connects_total++;
     b->stats.clients_connected++;
     if (b->stats.clients_connected > b->stats.clients_max)
@@ -490,6 +498,111 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
 }
 
 /* ---- PUBLISH and acknowledgements ---- */
+
+/*
+ * Acknowledge a PUBLISH (PUBACK/PUBREC). When handling it queued store operations that must
+ * be durable first (`durable`), the ack waits in c->batch for a store barrier, which
+ * conn_data requests once per batch of packets. Acks are sent in the order of their
+ * PUBLISHes [MQTT-4.6.0-2] [MQTT-4.6.0-3]: once any ack waits, later ones wait behind it.
+ */
+static void queue_packet(mql_conn *c, const mql_packet *pkt, bool durable)
+{
+    if (!durable && c->batch == NULL && c->acks_waiting == 0) {
+        (void)send_packet(c, pkt);
+        return;
+    }
+    size_t n = mql_encode(NULL, 0, pkt, c->version);
+    ack_batch *ab = c->batch;
+    size_t len = ab ? ab->len : 0;
+    if (ab == NULL || len + n > ab->cap) {
+        size_t cap = ab ? ab->cap * 2 : 256;
+        while (cap < len + n)
+            cap *= 2;
+        ack_batch *nb = realloc(ab, sizeof(*nb) + cap);
+        if (n == 0 || nb == NULL) {
+            mql_conn_close(c, MQL_E_NOMEM, "out of memory");
+            return;
+        }
+        if (ab == NULL) {
+            nb->c = c;
+            nb->n = 0;
+            nb->len = 0;
+        }
+        nb->cap = cap;
+        c->batch = ab = nb;
+    }
+    (void)mql_encode(ab->bytes + ab->len, n, pkt, c->version);
+    ab->len += n;
+    ab->n++;
+}
+
+static void queue_ack(mql_conn *c, uint8_t type, uint16_t pid, uint8_t reason, bool durable)
+{
+    mql_packet p;
+    memset(&p, 0, sizeof(p));
+    p.type = type;
+    p.u.ack.packet_id = pid;
+    p.u.ack.reason = reason;
+    queue_packet(c, &p, durable);
+}
+
+/* True when the store got operations since `before` that must be durable before the client
+ * hears that they happened. */
+static bool needs_commit(const mql_broker *b, uint64_t before)
+{
+    return b->store_ops != before && b->cfg.store_sync != MQL_STORE_SYNC_OFF;
+}
+
+static void conn_unref(mql_conn *c);
+
+/* Store barrier callback (store thread): the batch's messages are on disk, or not. */
+static void acks_done(void *arg, mql_err err)
+{
+    ack_batch *ab = arg;
+    mql_conn *c = ab->c;
+    mql_broker *b = c->b;
+    pthread_mutex_lock(&b->lock);
+    c->acks_waiting--;
+    if (!c->link_gone && c->state != CS_CLOSING) {
+        if (err == MQL_OK) {
+            if (mql_link_send(c->link, ab->bytes, ab->len) == MQL_OK)
+                b->stats.bytes_sent += ab->len;
+        } else {
+            /* Not durable: do not acknowledge. The client re-sends after reconnecting. */
+            mql_error("store.commit",
+                      "client \"%s\" (%s): the store could not commit %u "
+                      "acknowledged-on-commit messages; closing so the client re-sends them",
+                      cid(c), c->peer, ab->n);
+            mql_conn_close(c, MQL_E_STORE, "store commit failed");
+        }
+    }
+    conn_unref(c);
+    pthread_mutex_unlock(&b->lock);
+    free(ab);
+}
+
+/* End of a conn_data batch: hand the collected acks to the store. Under broker->lock. */
+static void flush_acks(mql_conn *c)
+{
+    ack_batch *ab = c->batch;
+    if (ab == NULL)
+        return;
+    c->batch = NULL;
+    if (c->b->store == NULL) {
+        if (mql_link_send(c->link, ab->bytes, ab->len) == MQL_OK)
+            c->b->stats.bytes_sent += ab->len;
+        free(ab);
+        return;
+    }
+    c->refs++;
+    c->acks_waiting++;
+    if (mql_store_barrier(c->b->store, acks_done, ab) != MQL_OK) {
+        c->refs--;
+        c->acks_waiting--;
+        free(ab);
+        mql_conn_close(c, MQL_E_NOMEM, "out of memory");
+    }
+}
 
 static mql_err resolve_alias(mql_conn *c, mql_publish *pub, const char **why)
 {
@@ -551,7 +664,7 @@ static void handle_publish(mql_conn *c, mql_publish *pub)
     }
     if (pub->qos == 2 && mql_session_qos2_has(s, pub->packet_id)) {
         /* a re-sent PUBLISH before PUBREL: acknowledge again, deliver once [MQTT-4.3.3-10] */
-        mql_conn_send_ack(c, MQL_PUBREC, pub->packet_id, 0);
+        queue_ack(c, MQL_PUBREC, pub->packet_id, 0, false);
         return;
     }
     if (!payload_ok) {
@@ -563,8 +676,8 @@ static void handle_publish(mql_conn *c, mql_publish *pub)
                        "client \"%s\" (%s): PUBLISH to \"%.*s\" refused: payload is not UTF-8 "
                        "but Payload Format Indicator is 1 [MQTT-3.3.2-4]",
                        s->client_id, c->peer, (int)pub->topic.len, pub->topic.p);
-            mql_conn_send_ack(c, pub->qos == 1 ? MQL_PUBACK : MQL_PUBREC, pub->packet_id,
-                              mql_err_reason(MQL_E_PAYLOAD_FORMAT));
+            queue_ack(c, pub->qos == 1 ? MQL_PUBACK : MQL_PUBREC, pub->packet_id,
+                      mql_err_reason(MQL_E_PAYLOAD_FORMAT), false);
         }
         return;
     }
@@ -580,23 +693,31 @@ static void handle_publish(mql_conn *c, mql_publish *pub)
         mql_conn_close(c, MQL_E_NOMEM, "out of memory");
         return;
     }
+    uint64_t ops_before = b->store_ops;
     if (pub->retain) {
         /* [MQTT-3.3.1-5] store, [MQTT-3.3.1-6]/[MQTT-3.3.1-7] an empty payload clears */
         if (mql_topics_retain(b->topics, pub->topic, msg) != MQL_OK)
             mql_error("broker.nomem", "out of memory storing a retained message");
+        else
+            mql_persist_retain(b, pub->topic, msg);
     }
+    b->route_quota = false;
     mql_broker_route(b, msg, s);
     mql_msg_unref(msg);
-    uint8_t rc = 0;
-    if (pub->qos == 1) {
-        mql_conn_send_ack(c, MQL_PUBACK, pub->packet_id, rc); /* [MQTT-4.3.2-4] */
-    } else if (pub->qos == 2) {
+    /* v5: tell the publisher when a persistent subscriber's quota refused it */
+    uint8_t rc = b->route_quota && c->version == MQL_V5 ? mql_err_reason(MQL_E_QUOTA) : 0;
+    if (pub->qos == 2) {
         if (mql_session_qos2_add(s, pub->packet_id) != MQL_OK) {
             mql_conn_close(c, MQL_E_NOMEM, "out of memory");
             return;
         }
-        mql_conn_send_ack(c, MQL_PUBREC, pub->packet_id, rc); /* [MQTT-4.3.3-9] */
+        mql_persist_qos2(b, s, pub->packet_id, true);
     }
+    bool durable = needs_commit(b, ops_before);
+    if (pub->qos == 1)
+        queue_ack(c, MQL_PUBACK, pub->packet_id, rc, durable); /* [MQTT-4.3.2-4] */
+    else if (pub->qos == 2)
+        queue_ack(c, MQL_PUBREC, pub->packet_id, rc, durable); /* [MQTT-4.3.3-9] */
 }
 
 static void handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack)
@@ -605,6 +726,8 @@ static void handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack)
     mql_session *s = c->session;
     if (type == MQL_PUBREL) {
         bool found = mql_session_qos2_remove(s, ack->packet_id);
+        if (found)
+            mql_persist_qos2(b, s, ack->packet_id, false);
         /* [MQTT-4.3.3-11] */
         mql_conn_send_ack(
             c, MQL_PUBCOMP, ack->packet_id,
@@ -637,6 +760,7 @@ static void handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack)
             break;
         }
         o->state = OUT_PUBREL_SENT; /* [MQTT-4.3.3-3] */
+        mql_persist_out_state(b, s, o);
         mql_conn_send_ack(c, MQL_PUBREL, o->packet_id, 0);
         break;
     case MQL_PUBCOMP:
@@ -701,6 +825,7 @@ static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_i
             s->subs->sprev = sub;
         s->subs = sub;
     }
+    mql_persist_sub(b, s, sub);
     *out_sub = sub;
     return qos;
 }
@@ -724,6 +849,7 @@ static void handle_subscribe(mql_conn *c, const mql_subscribe *sub)
             goto done;
         }
     }
+    uint64_t ops_before = b->store_ops;
     uint32_t sub_id = 0;
     if (c->version == MQL_V5 && (sub->props.present & MQL_PBIT(MQL_PROP_SUBSCRIPTION_ID)))
         sub_id = sub->props.sub_id;
@@ -746,7 +872,7 @@ static void handle_subscribe(mql_conn *c, const mql_subscribe *sub)
     p.u.suback.packet_id = sub->packet_id; /* [MQTT-3.8.4-2] */
     p.u.suback.count = n;                  /* [MQTT-3.8.4-5] one code per filter */
     p.u.suback.codes = codes;
-    (void)send_packet(c, &p);
+    queue_packet(c, &p, needs_commit(b, ops_before)); /* a kept subscription is on disk */
     /* retained messages after the SUBACK [MQTT-3.3.1-9] [MQTT-3.8.4-4] */
     for (uint32_t i = 0; i < n; i++) {
         if (subs[i] == NULL)
@@ -779,6 +905,7 @@ static void handle_unsubscribe(mql_conn *c, const mql_unsubscribe *un)
         mql_conn_close(c, MQL_E_NOMEM, "out of memory");
         return;
     }
+    uint64_t ops_before = b->store_ops;
     uint32_t pos = 0;
     mql_bytes f;
     for (uint32_t i = 0; i < un->count && mql_unsubscribe_next(un, &pos, &f); i++) {
@@ -793,6 +920,7 @@ static void handle_unsubscribe(mql_conn *c, const mql_unsubscribe *un)
             s->subs = sub->snext;
         if (sub->snext)
             sub->snext->sprev = sub->sprev;
+        mql_persist_sub_del(b, s, sub->filter);
         mql_topics_remove(b->topics, sub); /* [MQTT-3.10.4-1] */
         codes[i] = 0;
     }
@@ -802,7 +930,7 @@ static void handle_unsubscribe(mql_conn *c, const mql_unsubscribe *un)
     p.u.suback.packet_id = un->packet_id;
     p.u.suback.count = un->count;
     p.u.suback.codes = codes;
-    (void)send_packet(c, &p);
+    queue_packet(c, &p, needs_commit(b, ops_before));
     if (codes != codes_stack)
         free(codes);
 }
@@ -928,6 +1056,7 @@ static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
         handle_packet(c, &p);
         off += fr.total;
     }
+    flush_acks(c);
     pthread_mutex_unlock(&b->lock);
     return c->state == CS_CLOSING ? len : off;
 }
@@ -949,6 +1078,8 @@ static void conn_closed(void *ctx)
                    ends ? "" : "; session kept");
         if (ends)
             mql_session_end(b, s); /* [MQTT-3.1.2-23] [v3.1.1 MQTT-3.1.2-6] */
+        else
+            mql_persist_session(b, s); /* disconnect time, expiry from DISCONNECT */
     } else if (c->state == CS_NEW) {
         mql_debug("conn.close", "connection from %s closed before CONNECT", c->peer);
     }
@@ -960,8 +1091,20 @@ static void conn_closed(void *ctx)
     if (c->next)
         c->next->prev = c->prev;
     b->nconns--;
+    c->link_gone = true;
+    c->session = NULL;
+    free(c->batch);
+    c->batch = NULL;
+    conn_unref(c);
     pthread_cond_broadcast(&b->tick_cv);
     pthread_mutex_unlock(&b->lock);
+}
+
+/* Drop a reference; the last one frees the connection. Under broker->lock. */
+static void conn_unref(mql_conn *c)
+{
+    if (--c->refs > 0)
+        return;
     if (c->aliases != NULL) {
         for (uint32_t i = 0; i <= c->alias_max; i++)
             free((void *)c->aliases[i].p);

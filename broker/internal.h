@@ -46,6 +46,8 @@ typedef struct out_msg {
     uint8_t qos;
     uint8_t state;
     bool retain;
+    bool stored;  /* a row exists in the store */
+    uint64_t seq; /* per-session order, the row's key in the store */
     uint8_t n_ids;
     uint32_t ids[];
 } out_msg;
@@ -71,7 +73,9 @@ typedef struct mql_session {
     uint16_t next_pid;
     uint16_t *qos2_in; /* inbound QoS 2 packet ids awaiting PUBREL */
     uint32_t n_qos2_in, cap_qos2_in;
-    mql_msg *will; /* v5 delayed will, published at will_at or session end */
+    bool stored;       /* the session (and all it holds) is mirrored in the store */
+    uint64_t next_seq; /* for out_msg.seq */
+    mql_msg *will;     /* v5 delayed will, published at will_at or session end */
     uint64_t will_at;
     bool queue_full_logged;
     /* takeover diagnostics */
@@ -89,9 +93,22 @@ enum conn_state {
     CS_CLOSING, /* close requested; input ignored */
 };
 
+/* Encoded acknowledgements (PUBACK, PUBREC, SUBACK, UNSUBACK) of one connection waiting
+ * for a store commit, in the order they were made. */
+typedef struct ack_batch {
+    struct mql_conn *c;
+    uint32_t n; /* packets */
+    size_t len, cap;
+    uint8_t bytes[];
+} ack_batch;
+
 typedef struct mql_conn {
     mql_broker *b;
     mql_link *link;
+    uint32_t refs;         /* the link (until closed) + each ack batch waiting for the store */
+    bool link_gone;        /* conn_closed ran: link must not be used */
+    uint32_t acks_waiting; /* ack batches handed to the store and not back yet */
+    ack_batch *batch;      /* acks collected during this conn_data call */
     struct mql_conn *next, *prev;
     char peer[64];
     uint8_t state;
@@ -144,6 +161,12 @@ struct mql_broker {
     bool stopping;
     pthread_cond_t tick_cv;
     mql_stats stats;
+    struct mql_store *store; /* NULL without persistence (or after it closed) */
+    uint64_t store_ops;      /* operations queued so far (to see if a packet caused any) */
+    uint64_t next_msg_id;
+    bool store_full;  /* store_max_bytes reached (refreshed every tick) */
+    bool route_quota; /* a delivery of the current publish was refused for quota */
+    bool store_full_logged;
 };
 
 /* session.c (all under broker->lock) */
@@ -170,6 +193,19 @@ void mql_conn_send_ack(mql_conn *c, uint8_t type, uint16_t pid, uint8_t reason);
 void mql_conn_close(mql_conn *c, mql_err reason, const char *why);
 void mql_conn_tick(mql_broker *b, uint64_t now);
 extern const mql_link_ops mql_conn_link_ops;
+
+/* persist.c (all under broker->lock; every function is a no-op without a store) */
+void mql_persist_session(mql_broker *b, mql_session *s);
+void mql_persist_session_del(mql_broker *b, mql_session *s);
+void mql_persist_sub(mql_broker *b, mql_session *s, const mql_sub *sub);
+void mql_persist_sub_del(mql_broker *b, mql_session *s, const char *filter);
+void mql_persist_out(mql_broker *b, mql_session *s, out_msg *o);
+void mql_persist_out_state(mql_broker *b, mql_session *s, out_msg *o);
+void mql_persist_out_del(mql_broker *b, mql_session *s, out_msg *o);
+void mql_persist_qos2(mql_broker *b, mql_session *s, uint16_t pid, bool add);
+void mql_persist_retain(mql_broker *b, mql_bytes topic, mql_msg *msg);
+MQL_MUST_CHECK mql_err mql_persist_open(mql_broker *b, char *errbuf, size_t errlen);
+void mql_persist_close(mql_broker *b);
 
 /* broker.c */
 void mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from);

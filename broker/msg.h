@@ -20,6 +20,7 @@ typedef struct mql_msg {
     uint8_t qos;
     bool retain;
     uint64_t expiry_at; /* monotonic ms when the Message Expiry Interval ends; 0 = never */
+    uint64_t store_id;  /* id of its body in the store; 0 = not stored (broker->lock) */
     /* Forwarded properties: payload format, content type, response topic, correlation data,
      * user properties (user_raw). Their bytes live in this allocation. */
     mql_props props;

@@ -142,6 +142,7 @@ static void out_list_clear(out_list *l)
 
 void mql_session_end(mql_broker *b, mql_session *s)
 {
+    mql_persist_session_del(b, s);
     if (s->will != NULL) {
         /* the session ends before the will delay: publish now [MQTT-3.1.3-9] */
         mql_msg *will = s->will;
@@ -210,9 +211,9 @@ static bool connected(const mql_session *s)
     return s->conn != NULL && s->conn->state == CS_ACTIVE;
 }
 
-/* Put o into the in-flight window and send it; a message too large for the client is
- * discarded as if delivered [MQTT-3.1.2-25]. */
-static void send_first(mql_broker *b, mql_session *s, out_msg *o)
+/* Put o into the in-flight window and send it. A message too large for the client is
+ * discarded as if delivered [MQTT-3.1.2-25]: then o is freed and false returned. */
+static bool send_first(mql_broker *b, mql_session *s, out_msg *o)
 {
     o->packet_id = next_pid(s);
     o->state = OUT_PUBLISH_SENT;
@@ -220,9 +221,11 @@ static void send_first(mql_broker *b, mql_session *s, out_msg *o)
     if (!mql_conn_send_publish(s->conn, o->msg, o->qos, o->retain, false, o->packet_id, o->ids,
                                o->n_ids)) {
         out_unlink(&s->inflight, o);
+        mql_persist_out_del(b, s, o);
         out_free(o);
+        return false;
     }
-    (void)b;
+    return true;
 }
 
 void mql_session_pump(mql_broker *b, mql_session *s)
@@ -232,10 +235,12 @@ void mql_session_pump(mql_broker *b, mql_session *s)
         out_msg *o = s->queue.head;
         out_unlink(&s->queue, o);
         if (mql_msg_expired(o->msg, now)) { /* [MQTT-3.3.2-5] */
+            mql_persist_out_del(b, s, o);
             out_free(o);
             continue;
         }
-        send_first(b, s, o);
+        if (send_first(b, s, o))
+            mql_persist_out_state(b, s, o);
     }
     if (s->queue.count == 0)
         s->queue_full_logged = false;
@@ -253,6 +258,20 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
             return;
         }
         (void)mql_conn_send_publish(s->conn, msg, 0, retain, false, 0, ids, n_ids);
+        return;
+    }
+    if (s->stored && b->store_full) {
+        /* store_max_bytes: no new QoS 1/2 message for a persistent session */
+        b->stats.msgs_dropped++;
+        b->route_quota = true;
+        if (!b->store_full_logged) {
+            b->store_full_logged = true;
+            mql_warning("store.full",
+                        "store reached store_max_bytes: new QoS 1/2 messages for persistent "
+                        "sessions are refused (MQTT 5 publishers get 0x97) until it drains "
+                        "(first: client \"%s\")",
+                        s->client_id);
+        }
         return;
     }
     bool direct = connected(s) && s->queue.count == 0 && s->inflight.count < window(b, s);
@@ -281,13 +300,18 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
     o->retain = retain;
     o->packet_id = 0;
     o->state = OUT_QUEUED;
+    o->stored = false;
+    o->seq = s->next_seq++;
     o->n_ids = n_ids;
     if (n_ids)
         memcpy(o->ids, ids, (size_t)n_ids * sizeof(uint32_t));
-    if (direct)
-        send_first(b, s, o);
-    else
+    if (direct) {
+        if (!send_first(b, s, o))
+            return;
+    } else {
         out_append(&s->queue, o);
+    }
+    mql_persist_out(b, s, o);
 }
 
 void mql_session_resume(mql_broker *b, mql_session *s)
@@ -315,6 +339,7 @@ out_msg *mql_session_inflight_find(mql_session *s, uint16_t pid)
 void mql_session_inflight_done(mql_broker *b, mql_session *s, out_msg *o)
 {
     out_unlink(&s->inflight, o);
+    mql_persist_out_del(b, s, o);
     out_free(o);
     mql_session_pump(b, s);
 }

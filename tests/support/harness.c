@@ -32,6 +32,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -446,6 +447,12 @@ int tb_stop(mql_broker *b)
     remove_dir(b->dir);
     free(b);
     return status;
+}
+
+int tb_halt(mql_broker *b)
+{
+    kill_and_reap(b, SIGTERM, STOP_TIMEOUT_MS);
+    return b->status;
 }
 
 void tb_kill(mql_broker *b)
@@ -1410,4 +1417,781 @@ void tc_ping_at(const char *file, int line, tc_client *c)
 {
     tc_sendp(c, pk_pingreq());
     tc_expectp_at(file, line, c, pk_pingresp(), TB_WAIT_MS);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* MQTT 5: strict parser for packets a server sends, and asserting v5 helpers            */
+/* ------------------------------------------------------------------------------------ */
+
+enum prop_type { PT_NONE, PT_BYTE, PT_U16, PT_U32, PT_VARINT, PT_STR, PT_BIN, PT_PAIR };
+
+/* Packet-type bits for "where may this property appear" (Table 2-4); bit 0 = will props. */
+#define IN(t) (1u << (t))
+#define IN_WILL 1u
+
+typedef struct prop_def {
+    enum prop_type type;
+    unsigned where;
+    uint32_t min; /* smallest valid integer value */
+    uint32_t max; /* largest valid integer value */
+} prop_def;
+
+static prop_def prop_lookup(uint32_t id)
+{
+    const unsigned acks = IN(4) | IN(5) | IN(6) | IN(7);
+    switch (id) {
+    case 0x01:
+        return (prop_def){PT_BYTE, IN(3) | IN_WILL, 0, 1};
+    case 0x02:
+        return (prop_def){PT_U32, IN(3) | IN_WILL, 0, UINT32_MAX};
+    case 0x03:
+    case 0x08:
+        return (prop_def){PT_STR, IN(3) | IN_WILL, 0, 0};
+    case 0x09:
+        return (prop_def){PT_BIN, IN(3) | IN_WILL, 0, 0};
+    case 0x0B:
+        return (prop_def){PT_VARINT, IN(3) | IN(8), 1, 268435455};
+    case 0x11:
+        return (prop_def){PT_U32, IN(1) | IN(2) | IN(14), 0, UINT32_MAX};
+    case 0x12:
+        return (prop_def){PT_STR, IN(2), 0, 0};
+    case 0x13:
+        return (prop_def){PT_U16, IN(2), 0, 65535};
+    case 0x15:
+        return (prop_def){PT_STR, IN(1) | IN(2) | IN(15), 0, 0};
+    case 0x16:
+        return (prop_def){PT_BIN, IN(1) | IN(2) | IN(15), 0, 0};
+    case 0x17:
+    case 0x19:
+        return (prop_def){PT_BYTE, IN(1), 0, 1};
+    case 0x18:
+        return (prop_def){PT_U32, IN_WILL, 0, UINT32_MAX};
+    case 0x1A:
+        return (prop_def){PT_STR, IN(2), 0, 0};
+    case 0x1C:
+        return (prop_def){PT_STR, IN(2) | IN(14), 0, 0};
+    case 0x1F:
+        return (prop_def){PT_STR, IN(2) | acks | IN(9) | IN(11) | IN(14) | IN(15), 0, 0};
+    case 0x21:
+        return (prop_def){PT_U16, IN(1) | IN(2), 1, 65535};
+    case 0x22:
+        return (prop_def){PT_U16, IN(1) | IN(2), 0, 65535};
+    case 0x23:
+        return (prop_def){PT_U16, IN(3), 1, 65535};
+    case 0x24:
+    case 0x25:
+    case 0x28:
+    case 0x29:
+    case 0x2A:
+        return (prop_def){PT_BYTE, IN(2), 0, 1};
+    case 0x26:
+        return (prop_def){PT_PAIR, 0xFFFEu | IN_WILL, 0, 0};
+    case 0x27:
+        return (prop_def){PT_U32, IN(1) | IN(2), 1, UINT32_MAX};
+    default:
+        return (prop_def){PT_NONE, 0, 0, 0};
+    }
+}
+
+/* Variable Byte Integer at b[*pos..n): value into *v. False if truncated or longer than four
+ * bytes. */
+static bool get_varint(const uint8_t *b, size_t n, size_t *pos, uint32_t *v)
+{
+    uint32_t val = 0;
+    uint32_t mult = 1;
+    for (int i = 0; i < 4; i++) {
+        if (*pos >= n) {
+            return false;
+        }
+        uint8_t d = b[(*pos)++];
+        val += (uint32_t)(d & 0x7F) * mult;
+        if ((d & 0x80) == 0) {
+            *v = val;
+            return true;
+        }
+        mult *= 128;
+    }
+    return false;
+}
+
+/* Well-formed UTF-8 without U+0000 and surrogates [MQTT-1.5.4-1] [MQTT-1.5.4-2]. */
+static bool utf8_ok(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        uint32_t cp;
+        size_t len;
+        if (c == 0) {
+            return false;
+        } else if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            cp = c & 0x1F;
+            len = 2;
+        } else if ((c & 0xF0) == 0xE0) {
+            cp = c & 0x0F;
+            len = 3;
+        } else if ((c & 0xF8) == 0xF0) {
+            cp = c & 0x07;
+            len = 4;
+        } else {
+            return false;
+        }
+        if (i + len > n) {
+            return false;
+        }
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+            return false;
+        }
+        i += len;
+    }
+    return true;
+}
+
+/* One property at props[*pos]: id, definition, and the value span [*vstart, *pos). */
+typedef struct prop_it {
+    uint32_t id;
+    prop_def def;
+    size_t start;  /* offset of the identifier */
+    size_t vstart; /* offset of the value */
+    size_t end;    /* offset after the value */
+    uint32_t ival; /* integer value */
+    pk_slice data; /* string / binary value (first string of a pair) */
+} prop_it;
+
+static bool u16_at(const uint8_t *b, size_t n, size_t pos, size_t *out)
+{
+    if (pos + 2 > n) {
+        return false;
+    }
+    *out = ((size_t)b[pos] << 8) | b[pos + 1];
+    return true;
+}
+
+/* Read the property at *pos. False with *why on malformed data. */
+static bool prop_next(pk_slice props, size_t *pos, prop_it *it, const char **why)
+{
+    const uint8_t *b = props.p;
+    size_t n = props.n;
+    memset(it, 0, sizeof *it);
+    it->start = *pos;
+    if (!get_varint(b, n, pos, &it->id)) {
+        *why = "truncated property identifier";
+        return false;
+    }
+    it->def = prop_lookup(it->id);
+    it->vstart = *pos;
+    size_t l1;
+    size_t l2;
+    switch (it->def.type) {
+    case PT_NONE:
+        *why = "unknown property identifier";
+        return false;
+    case PT_BYTE:
+        if (*pos + 1 > n) {
+            goto trunc;
+        }
+        it->ival = b[*pos];
+        *pos += 1;
+        break;
+    case PT_U16:
+        if (!u16_at(b, n, *pos, &l1)) {
+            goto trunc;
+        }
+        it->ival = (uint32_t)l1;
+        *pos += 2;
+        break;
+    case PT_U32:
+        if (*pos + 4 > n) {
+            goto trunc;
+        }
+        it->ival = ((uint32_t)b[*pos] << 24) | ((uint32_t)b[*pos + 1] << 16) |
+                   ((uint32_t)b[*pos + 2] << 8) | b[*pos + 3];
+        *pos += 4;
+        break;
+    case PT_VARINT:
+        if (!get_varint(b, n, pos, &it->ival)) {
+            goto trunc;
+        }
+        break;
+    case PT_STR:
+    case PT_BIN:
+        if (!u16_at(b, n, *pos, &l1) || *pos + 2 + l1 > n) {
+            goto trunc;
+        }
+        it->data = (pk_slice){b + *pos + 2, l1};
+        if (it->def.type == PT_STR && !utf8_ok(it->data.p, l1)) {
+            *why = "property string is not valid UTF-8 [MQTT-1.5.4-1]";
+            return false;
+        }
+        *pos += 2 + l1;
+        break;
+    case PT_PAIR:
+        if (!u16_at(b, n, *pos, &l1) || *pos + 2 + l1 > n) {
+            goto trunc;
+        }
+        it->data = (pk_slice){b + *pos + 2, l1};
+        if (!u16_at(b, n, *pos + 2 + l1, &l2) || *pos + 4 + l1 + l2 > n) {
+            goto trunc;
+        }
+        if (!utf8_ok(b + *pos + 2, l1) || !utf8_ok(b + *pos + 4 + l1, l2)) {
+            *why = "user property is not valid UTF-8 [MQTT-1.5.4-1]";
+            return false;
+        }
+        *pos += 4 + l1 + l2;
+        break;
+    }
+    if (it->def.type == PT_BYTE || it->def.type == PT_U16 || it->def.type == PT_U32 ||
+        it->def.type == PT_VARINT) {
+        if (it->ival < it->def.min || it->ival > it->def.max) {
+            *why = "property value out of its valid range";
+            return false;
+        }
+    }
+    it->end = *pos;
+    return true;
+trunc:
+    *why = "property value runs past the property block";
+    return false;
+}
+
+/* Check every property: well formed, allowed in packet type (0: any), single-use ones not
+ * repeated. */
+static bool props_check_for(pk_slice props, unsigned type, bool allow_multi_sub_id,
+                            const char **why)
+{
+    uint64_t seen = 0;
+    size_t pos = 0;
+    while (pos < props.n) {
+        prop_it it;
+        if (!prop_next(props, &pos, &it, why)) {
+            return false;
+        }
+        if (type != 0 && (it.def.where & IN(type)) == 0) {
+            *why = "property not allowed in this packet type (Table 2-4)";
+            return false;
+        }
+        bool multi =
+            it.id == PK_P_USER_PROPERTY || (it.id == PK_P_SUBSCRIPTION_ID && allow_multi_sub_id);
+        if (!multi && (seen & (1ull << it.id)) != 0) {
+            *why = "property included more than once";
+            return false;
+        }
+        seen |= 1ull << it.id;
+    }
+    return true;
+}
+
+bool pk_props_check(pk_slice props, bool allow_multi_sub_id, const char **why)
+{
+    const char *w = NULL;
+    bool ok = props_check_for(props, 0, allow_multi_sub_id, &w);
+    if (why != NULL) {
+        *why = w;
+    }
+    return ok;
+}
+
+int pk_prop_count(pk_slice props, uint8_t id)
+{
+    int count = 0;
+    size_t pos = 0;
+    const char *why;
+    prop_it it;
+    while (pos < props.n && prop_next(props, &pos, &it, &why)) {
+        if (it.id == id) {
+            count++;
+        }
+    }
+    return count;
+}
+
+bool pk_prop_int(pk_slice props, uint8_t id, uint32_t *out)
+{
+    uint32_t v;
+    if (pk_prop_ints(props, id, &v, 1) == 0) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+size_t pk_prop_ints(pk_slice props, uint8_t id, uint32_t *out, size_t cap)
+{
+    size_t count = 0;
+    size_t pos = 0;
+    const char *why;
+    prop_it it;
+    while (pos < props.n && prop_next(props, &pos, &it, &why)) {
+        if (it.id == id) {
+            if (count < cap) {
+                out[count] = it.ival;
+            }
+            count++;
+        }
+    }
+    return count;
+}
+
+bool pk_prop_data(pk_slice props, uint8_t id, pk_slice *out)
+{
+    size_t pos = 0;
+    const char *why;
+    prop_it it;
+    while (pos < props.n && prop_next(props, &pos, &it, &why)) {
+        if (it.id == id) {
+            *out = it.data;
+            return true;
+        }
+    }
+    return false;
+}
+
+tb_pkt pk_props_select(pk_slice props, uint8_t id)
+{
+    tb_pkt out = {0};
+    size_t pos = 0;
+    const char *why;
+    prop_it it;
+    while (pos < props.n && prop_next(props, &pos, &it, &why)) {
+        if (it.id == id) {
+            pk_put_bytes(&out, props.p + it.start, it.end - it.start);
+        }
+    }
+    return out;
+}
+
+bool pk_slice_eq(pk_slice s, const void *data, size_t n)
+{
+    return s.n == n && (n == 0 || memcmp(s.p, data, n) == 0);
+}
+
+bool pk_slice_eqs(pk_slice s, const char *str)
+{
+    return pk_slice_eq(s, str, strlen(str));
+}
+
+/* Property block at b[*pos..end): length, contents into *props, then check them. */
+static bool take_props(const uint8_t *b, size_t end, size_t *pos, unsigned type, pk_slice *props,
+                       const char **why)
+{
+    uint32_t plen;
+    if (!get_varint(b, end, pos, &plen)) {
+        *why = "truncated or malformed Property Length";
+        return false;
+    }
+    if (*pos + plen > end) {
+        *why = "Property Length runs past the packet";
+        return false;
+    }
+    *props = (pk_slice){b + *pos, plen};
+    *pos += plen;
+    return props_check_for(*props, type, type == 3, why);
+}
+
+static bool v5_parse(const uint8_t *src, size_t n, pk_v5 *out, const char **why)
+{
+    memset(out, 0, offsetof(pk_v5, b));
+    if (n > sizeof out->b) {
+        *why = "packet larger than PK_V5_CAP";
+        return false;
+    }
+    memcpy(out->b, src, n);
+    out->len = n;
+    const uint8_t *b = out->b;
+    uint32_t rl;
+    int hl = parse_fixed_header(b, n, &rl);
+    if (hl <= 0 || (size_t)hl + rl != n) {
+        *why = "bad Remaining Length";
+        return false;
+    }
+    out->type = b[0] >> 4;
+    out->flags = b[0] & 0x0F;
+    size_t pos = (size_t)hl;
+    size_t len;
+    switch (out->type) {
+    case 2: /* CONNACK */
+        if (out->flags != 0 || rl < 3) {
+            *why = "CONNACK: bad flags or too short (v5 CONNACK has a property block)";
+            return false;
+        }
+        if ((b[pos] & 0xFE) != 0) {
+            *why = "CONNACK: reserved acknowledge flags set [MQTT-3.2.2-1]";
+            return false;
+        }
+        out->session_present = b[pos] & 1;
+        out->reason = b[pos + 1];
+        pos += 2;
+        if (!take_props(b, n, &pos, 2, &out->props, why)) {
+            return false;
+        }
+        break;
+    case 3: /* PUBLISH */
+        out->dup = (out->flags & 8) != 0;
+        out->qos = (out->flags >> 1) & 3;
+        out->retain = (out->flags & 1) != 0;
+        if (out->qos == 3) {
+            *why = "PUBLISH with QoS 3 [MQTT-3.3.1-4]";
+            return false;
+        }
+        if (out->qos == 0 && out->dup) {
+            *why = "QoS 0 PUBLISH with DUP 1 [MQTT-3.3.1-2]";
+            return false;
+        }
+        if (!u16_at(b, n, pos, &len) || pos + 2 + len > n) {
+            *why = "PUBLISH: truncated Topic Name";
+            return false;
+        }
+        out->topic = (pk_slice){b + pos + 2, len};
+        if (!utf8_ok(out->topic.p, len) || memchr(out->topic.p, '+', len) != NULL ||
+            memchr(out->topic.p, '#', len) != NULL) {
+            *why = "PUBLISH: Topic Name not valid UTF-8 or has wildcards [MQTT-3.3.2-1/2]";
+            return false;
+        }
+        pos += 2 + len;
+        if (out->qos > 0) {
+            if (!u16_at(b, n, pos, &len) || len == 0) {
+                *why = "PUBLISH: missing or zero Packet Identifier [MQTT-2.2.1-3]";
+                return false;
+            }
+            out->id = (uint16_t)len;
+            pos += 2;
+        }
+        if (!take_props(b, n, &pos, 3, &out->props, why)) {
+            return false;
+        }
+        if (out->topic.n == 0 && pk_prop_count(out->props, PK_P_TOPIC_ALIAS) == 0) {
+            *why = "PUBLISH: empty Topic Name without Topic Alias (3.3.2.1)";
+            return false;
+        }
+        out->payload = (pk_slice){b + pos, n - pos};
+        pos = n;
+        break;
+    case 4: /* PUBACK */
+    case 5: /* PUBREC */
+    case 6: /* PUBREL */
+    case 7: /* PUBCOMP */
+        if (out->flags != (out->type == 6 ? 2 : 0)) {
+            *why = "acknowledgement with wrong fixed header flags (2.1.3)";
+            return false;
+        }
+        if (!u16_at(b, n, pos, &len) || len == 0) {
+            *why = "acknowledgement: missing or zero Packet Identifier";
+            return false;
+        }
+        out->id = (uint16_t)len;
+        pos += 2;
+        if (pos < n) {
+            out->reason = b[pos++];
+        }
+        if (pos < n && !take_props(b, n, &pos, out->type, &out->props, why)) {
+            return false;
+        }
+        break;
+    case 9:  /* SUBACK */
+    case 11: /* UNSUBACK */
+        if (out->flags != 0) {
+            *why = "SUBACK/UNSUBACK with non-zero flags";
+            return false;
+        }
+        if (!u16_at(b, n, pos, &len)) {
+            *why = "SUBACK/UNSUBACK: missing Packet Identifier";
+            return false;
+        }
+        out->id = (uint16_t)len;
+        pos += 2;
+        if (!take_props(b, n, &pos, out->type, &out->props, why)) {
+            return false;
+        }
+        if (pos == n) {
+            *why = "SUBACK/UNSUBACK without reason codes";
+            return false;
+        }
+        out->payload = (pk_slice){b + pos, n - pos};
+        pos = n;
+        break;
+    case 13: /* PINGRESP */
+        if (out->flags != 0 || rl != 0) {
+            *why = "malformed PINGRESP";
+            return false;
+        }
+        break;
+    case 14: /* DISCONNECT */
+    case 15: /* AUTH */
+        if (out->flags != 0) {
+            *why = "DISCONNECT/AUTH with non-zero flags [MQTT-3.14.1-1]";
+            return false;
+        }
+        if (pos < n) {
+            out->reason = b[pos++];
+        }
+        if (pos < n && !take_props(b, n, &pos, out->type, &out->props, why)) {
+            return false;
+        }
+        break;
+    default:
+        *why = "packet type a server never sends";
+        return false;
+    }
+    if (pos != n) {
+        *why = "bytes left over after the packet's fields";
+        return false;
+    }
+    return true;
+}
+
+bool pk_v5_parse(const uint8_t *b, size_t n, pk_v5 *out, const char **why)
+{
+    const char *w = NULL;
+    bool ok = v5_parse(b, n, out, &w);
+    if (why != NULL) {
+        *why = w;
+    }
+    return ok;
+}
+
+tb_pkt pk_ack_v5(uint8_t first_byte, uint16_t id, uint8_t reason, const tb_pkt *props)
+{
+    tb_pkt body = {0};
+    pk_put_u16(&body, id);
+    pk_put_u8(&body, reason);
+    put_props(&body, props);
+    return pk_frame(first_byte, &body);
+}
+
+static const char *type_name(uint8_t t)
+{
+    static const char *names[16] = {"reserved",  "CONNECT",  "CONNACK",     "PUBLISH",
+                                    "PUBACK",    "PUBREC",   "PUBREL",      "PUBCOMP",
+                                    "SUBSCRIBE", "SUBACK",   "UNSUBSCRIBE", "UNSUBACK",
+                                    "PINGREQ",   "PINGRESP", "DISCONNECT",  "AUTH"};
+    return names[t & 15];
+}
+
+int tc_recv_v5_at(const char *file, int line, tc_client *c, pk_v5 *out, int timeout_ms)
+{
+    static uint8_t got[RX_CAP];
+    char hex[HEX_CAP];
+    int r = tc_recv_packet(c, got, sizeof got, timeout_ms);
+    if (r < 0) {
+        out->len = 0;
+        out->type = 0;
+        return r;
+    }
+    const char *why = NULL;
+    if (!pk_v5_parse(got, (size_t)r, out, &why)) {
+        FAIL_AT(file, line, "broker sent a malformed MQTT 5 packet (%s): [%s]", why,
+                pk_hex(got, (size_t)r, hex, sizeof hex));
+    }
+    return r;
+}
+
+void tc_expect_v5_at(const char *file, int line, tc_client *c, pk_v5 *out, uint8_t type,
+                     int timeout_ms)
+{
+    char hex[HEX_CAP];
+    int r = tc_recv_v5_at(file, line, c, out, timeout_ms);
+    if (r < 0) {
+        FAIL_AT(file, line, "expected %s, got %s", type_name(type), result_name(r));
+    }
+    if (out->type != type) {
+        FAIL_AT(file, line, "expected %s, got %s [%s]", type_name(type), type_name(out->type),
+                pk_hex(out->b, out->len, hex, sizeof hex));
+    }
+}
+
+void tc_expect_connack_v5_at(const char *file, int line, tc_client *c, bool session_present,
+                             uint8_t rc, pk_v5 *out)
+{
+    static pk_v5 local;
+    char hex[HEX_CAP];
+    pk_v5 *p = out != NULL ? out : &local;
+    tc_expect_v5_at(file, line, c, p, 2, TB_WAIT_MS);
+    if (p->reason != rc || p->session_present != session_present) {
+        FAIL_AT(file, line,
+                "expected CONNACK session present %d reason 0x%02x, got session present %d "
+                "reason 0x%02x [%s]",
+                session_present, rc, p->session_present, p->reason,
+                pk_hex(p->b, p->len, hex, sizeof hex));
+    }
+    if (rc >= 0x80) {
+        tc_expect_closed_at(file, line, c, TB_WAIT_MS);
+    }
+}
+
+void tc_expect_disconnect_v5_at(const char *file, int line, tc_client *c, uint8_t reason,
+                                int timeout_ms)
+{
+    static pk_v5 p;
+    char hex[HEX_CAP];
+    int64_t deadline = tb_now_ms() + timeout_ms;
+    int r = tc_recv_v5_at(file, line, c, &p, timeout_ms);
+    if (r < 0) {
+        FAIL_AT(file, line, "expected DISCONNECT 0x%02x, got %s", reason, result_name(r));
+    }
+    pk_hex(p.b, p.len, hex, sizeof hex);
+    if (p.type != 14 || p.reason != reason) {
+        FAIL_AT(file, line, "expected DISCONNECT 0x%02x, got %s reason 0x%02x [%s]", reason,
+                type_name(p.type), p.reason, hex);
+    }
+    if (pk_prop_count(p.props, PK_P_SESSION_EXPIRY) != 0) {
+        FAIL_AT(file, line,
+                "server DISCONNECT carries a Session Expiry Interval [%s] "
+                "[MQTT-3.14.2-2]",
+                hex);
+    }
+    tc_expect_closed_at(file, line, c, remaining_ms(deadline) + 500);
+}
+
+void tc_expect_ack_v5_at(const char *file, int line, tc_client *c, uint8_t type, uint16_t id,
+                         uint8_t reason)
+{
+    static pk_v5 p;
+    char hex[HEX_CAP];
+    tc_expect_v5_at(file, line, c, &p, type, TB_WAIT_MS);
+    if (p.id != id || p.reason != reason) {
+        FAIL_AT(file, line, "expected %s id %u reason 0x%02x, got id %u reason 0x%02x [%s]",
+                type_name(type), id, reason, p.id, p.reason, pk_hex(p.b, p.len, hex, sizeof hex));
+    }
+}
+
+tc_client *tc_open_v5_at(const char *file, int line, uint16_t port, bool session_present,
+                         pk_v5 *connack, const pk_connect_opts *o)
+{
+    pk_connect_opts opts = *o;
+    opts.version = 5;
+    tc_client *c = tc_connect_at(file, line, port);
+    tc_sendp(c, pk_connect(&opts));
+    tc_expect_connack_v5_at(file, line, c, session_present, 0, connack);
+    return c;
+}
+
+void tc_subscribe_v5_at(const char *file, int line, tc_client *c, uint16_t id, const tb_pkt *props,
+                        size_t n, const pk_sub *subs, const uint8_t *codes)
+{
+    static pk_v5 p;
+    char hex[HEX_CAP];
+    char want[HEX_CAP];
+    tc_sendp(c, pk_subscribe_v5(id, props, n, subs));
+    uint8_t *early = NULL;
+    size_t early_len = 0;
+    int64_t deadline = tb_now_ms() + TB_WAIT_MS;
+    for (;;) {
+        int r = tc_recv_v5_at(file, line, c, &p, remaining_ms(deadline));
+        if (r < 0) {
+            free(early);
+            FAIL_AT(file, line, "SUBSCRIBE '%s': expected SUBACK, got %s", subs[0].filter,
+                    result_name(r));
+        }
+        if (p.type == 3) {
+            uint8_t *ne = realloc(early, early_len + p.len);
+            cr_assert(ne != NULL);
+            early = ne;
+            memcpy(early + early_len, p.b, p.len);
+            early_len += p.len;
+            continue;
+        }
+        if (p.type != 9 || p.id != id || !pk_slice_eq(p.payload, codes, n)) {
+            free(early);
+            FAIL_AT(file, line, "SUBSCRIBE '%s'...: expected SUBACK id %u codes [%s], got [%s]",
+                    subs[0].filter, id, pk_hex(codes, n, want, sizeof want),
+                    pk_hex(p.b, p.len, hex, sizeof hex));
+        }
+        break;
+    }
+    if (early_len > 0) {
+        tc_unread(c, early, early_len);
+    }
+    free(early);
+}
+
+void tc_sub1_v5_at(const char *file, int line, tc_client *c, uint16_t id, const char *filter,
+                   uint8_t options, uint32_t sub_id, uint8_t code)
+{
+    tb_pkt props = {0};
+    if (sub_id != 0) {
+        pk_prop_varint(&props, PK_P_SUBSCRIPTION_ID, sub_id);
+    }
+    pk_sub s = {filter, options};
+    tc_subscribe_v5_at(file, line, c, id, &props, 1, &s, &code);
+}
+
+uint16_t tc_next_id(tc_client *c)
+{
+    uint16_t id = c->next_id++;
+    if (c->next_id == 0) {
+        c->next_id = 1;
+    }
+    return id;
+}
+
+void tc_publish_v5_at(const char *file, int line, tc_client *c, const char *topic,
+                      const char *payload, uint8_t qos, bool retain, const tb_pkt *props)
+{
+    static pk_v5 p;
+    char hex[HEX_CAP];
+    uint16_t id = qos > 0 ? tc_next_id(c) : 0;
+    tc_sendp(c, PK_PUBLISH(.topic = topic, .payload = payload, .qos = qos, .retain = retain,
+                           .id = id, .v5 = true, .props = props));
+    if (qos == 0) {
+        return;
+    }
+    uint8_t type = qos == 1 ? 4 : 5;
+    tc_expect_v5_at(file, line, c, &p, type, TB_WAIT_MS);
+    if (p.id != id || (p.reason != 0x00 && p.reason != 0x10)) {
+        FAIL_AT(file, line, "PUBLISH '%s' qos %u: expected %s id %u reason 0x00/0x10, got [%s]",
+                topic, qos, type_name(type), id, pk_hex(p.b, p.len, hex, sizeof hex));
+    }
+    if (qos == 2) {
+        tc_sendp(c, pk_pubrel(id));
+        tc_expect_ack_v5_at(file, line, c, 7, id, 0);
+    }
+}
+
+void tc_expect_pub_v5_at(const char *file, int line, tc_client *c, pk_v5 *out, const char *topic,
+                         const char *payload, uint8_t qos, bool retain)
+{
+    char hex[HEX_CAP];
+    int r = tc_recv_v5_at(file, line, c, out, TB_WAIT_MS);
+    if (r < 0) {
+        FAIL_AT(file, line, "expected PUBLISH '%s' '%s' qos %u retain %d, got %s", topic, payload,
+                qos, retain, result_name(r));
+    }
+    pk_hex(out->b, out->len, hex, sizeof hex);
+    if (out->type != 3) {
+        FAIL_AT(file, line, "expected PUBLISH '%s' '%s', got %s [%s]", topic, payload,
+                type_name(out->type), hex);
+    }
+    if (!pk_slice_eqs(out->topic, topic) || !pk_slice_eqs(out->payload, payload) ||
+        out->qos != qos || out->retain != retain) {
+        FAIL_AT(file, line,
+                "expected PUBLISH '%s' '%s' qos %u retain %d\n"
+                "     got PUBLISH '%.*s' '%.*s' qos %u retain %d [%s]",
+                topic, payload, qos, retain, (int)out->topic.n, (const char *)out->topic.p,
+                (int)(out->payload.n > 64 ? 64 : out->payload.n), (const char *)out->payload.p,
+                out->qos, out->retain, hex);
+    }
+    if (out->dup) {
+        FAIL_AT(file, line, "first delivery of a PUBLISH has DUP 1 [MQTT-3.3.1-3] [%s]", hex);
+    }
+}
+
+void tc_ack_v5_at(const char *file, int line, tc_client *c, const pk_v5 *pub)
+{
+    if (pub->qos == 1) {
+        tc_sendp(c, pk_puback(pub->id));
+    } else if (pub->qos == 2) {
+        tc_sendp(c, pk_pubrec(pub->id));
+        tc_expect_ack_v5_at(file, line, c, 6, pub->id, 0);
+        tc_sendp(c, pk_pubcomp(pub->id));
+    }
 }

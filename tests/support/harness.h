@@ -62,6 +62,9 @@ int tb_stop(mql_broker *b);
 
 /* SIGKILL the broker and reap it. b stays valid for tb_restart / tb_stop. */
 void tb_kill(mql_broker *b);
+/* SIGTERM and wait like tb_stop, but keep b (its directory and port) for tb_restart: to test
+ * what happens while the broker is down. Returns the exit status. */
+int tb_halt(mql_broker *b);
 
 /* Stop the broker if it runs (SIGTERM, bounded as tb_stop), then start it again with the same
  * config file and port, waiting as tb_start does. The log is appended to. Fails the test on
@@ -324,5 +327,191 @@ void tc_publish_at(const char *file, int line, tc_client *c, const char *topic, 
 /* PINGREQ and assert PINGRESP: the connection is alive and served. */
 #define tc_ping(c) tc_ping_at(__FILE__, __LINE__, (c))
 void tc_ping_at(const char *file, int line, tc_client *c);
+
+/* ------------------------------------------------------------------------------------ */
+/* MQTT 5: property ids, a strict parser for every packet a server sends, v5 helpers      */
+/* ------------------------------------------------------------------------------------ */
+
+/* Property identifiers (MQTT 5.0 section 2.2.2.2, Table 2-4). */
+#define PK_P_PAYLOAD_FORMAT 0x01
+#define PK_P_MESSAGE_EXPIRY 0x02
+#define PK_P_CONTENT_TYPE 0x03
+#define PK_P_RESPONSE_TOPIC 0x08
+#define PK_P_CORRELATION_DATA 0x09
+#define PK_P_SUBSCRIPTION_ID 0x0B
+#define PK_P_SESSION_EXPIRY 0x11
+#define PK_P_ASSIGNED_CLIENT_ID 0x12
+#define PK_P_SERVER_KEEP_ALIVE 0x13
+#define PK_P_AUTH_METHOD 0x15
+#define PK_P_AUTH_DATA 0x16
+#define PK_P_REQUEST_PROBLEM_INFO 0x17
+#define PK_P_WILL_DELAY 0x18
+#define PK_P_REQUEST_RESPONSE_INFO 0x19
+#define PK_P_RESPONSE_INFO 0x1A
+#define PK_P_SERVER_REFERENCE 0x1C
+#define PK_P_REASON_STRING 0x1F
+#define PK_P_RECEIVE_MAXIMUM 0x21
+#define PK_P_TOPIC_ALIAS_MAXIMUM 0x22
+#define PK_P_TOPIC_ALIAS 0x23
+#define PK_P_MAXIMUM_QOS 0x24
+#define PK_P_RETAIN_AVAILABLE 0x25
+#define PK_P_USER_PROPERTY 0x26
+#define PK_P_MAXIMUM_PACKET_SIZE 0x27
+#define PK_P_WILDCARD_SUB_AVAILABLE 0x28
+#define PK_P_SUB_ID_AVAILABLE 0x29
+#define PK_P_SHARED_SUB_AVAILABLE 0x2A
+
+/* Subscription Options bits (section 3.8.3.1). */
+#define PK_SUB_NO_LOCAL 0x04
+#define PK_SUB_RAP 0x08
+#define PK_SUB_RH(n) ((uint8_t)((n) << 4))
+
+/* A slice of bytes inside a parsed packet. */
+typedef struct pk_slice {
+    const uint8_t *p;
+    size_t n;
+} pk_slice;
+
+/*
+ * One MQTT 5 control packet as sent by a server, parsed strictly: the fixed header flags
+ * are those section 2.1.3 requires, every property block is well formed (known ids, values
+ * of the right type and range, nothing repeated that may appear once), and no byte is left
+ * over. The slices point into b, the struct's own copy of the packet: do not copy a pk_v5
+ * by value (the slices would still point into the original).
+ */
+#define PK_V5_CAP 65536
+typedef struct pk_v5 {
+    uint8_t type;         /* control packet type, 1..15 */
+    uint8_t flags;        /* low nibble of the first byte */
+    uint8_t qos;          /* PUBLISH */
+    bool retain;          /* PUBLISH */
+    bool dup;             /* PUBLISH */
+    bool session_present; /* CONNACK */
+    uint8_t reason;       /* CONNACK, PUBACK..PUBCOMP, DISCONNECT, AUTH (0 when omitted) */
+    uint16_t id;          /* PUBLISH QoS > 0, PUBACK..PUBCOMP, SUBACK, UNSUBACK */
+    pk_slice topic;       /* PUBLISH Topic Name (may be empty with a Topic Alias) */
+    pk_slice props;       /* property block contents, without its length */
+    pk_slice payload;     /* PUBLISH payload; SUBACK / UNSUBACK reason codes */
+    size_t len;           /* whole packet */
+    uint8_t b[PK_V5_CAP];
+} pk_v5;
+
+/* Parse a whole packet of length n into out. Returns false, with a reason in *why (static
+ * text; why may be NULL), if it is not a well-formed MQTT 5 packet of a type a server sends
+ * (CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, PINGRESP, DISCONNECT,
+ * AUTH). */
+bool pk_v5_parse(const uint8_t *b, size_t n, pk_v5 *out, const char **why);
+
+/* Check a property block (contents only). Multiple = the ids allowed more than once here
+ * (User Property always; Subscription Identifier when allow_multi_sub_id). */
+bool pk_props_check(pk_slice props, bool allow_multi_sub_id, const char **why);
+/* How many times property id occurs in props. */
+int pk_prop_count(pk_slice props, uint8_t id);
+/* Value of the first occurrence of a Byte / Two Byte / Four Byte / Variable Byte Integer
+ * property. Returns false if absent. */
+bool pk_prop_int(pk_slice props, uint8_t id, uint32_t *out);
+/* Every value of an integer property, in order; returns how many there are (at most cap
+ * are written). */
+size_t pk_prop_ints(pk_slice props, uint8_t id, uint32_t *out, size_t cap);
+/* Value (without its length prefix) of the first occurrence of a UTF-8 string or Binary
+ * Data property. Returns false if absent. */
+bool pk_prop_data(pk_slice props, uint8_t id, pk_slice *out);
+/* Every occurrence of property id, re-encoded exactly as it appeared (identifier + value),
+ * concatenated in order: compare with a block built by pk_prop_* to check values and order
+ * byte for byte. */
+tb_pkt pk_props_select(pk_slice props, uint8_t id);
+/* Whether a slice holds exactly the bytes of s / of data. */
+bool pk_slice_eq(pk_slice s, const void *data, size_t n);
+bool pk_slice_eqs(pk_slice s, const char *str);
+
+/* PUBACK / PUBREC / PUBREL / PUBCOMP with a reason code and optional properties (v5). */
+tb_pkt pk_ack_v5(uint8_t first_byte, uint16_t id, uint8_t reason, const tb_pkt *props);
+
+/*
+ * Receive the next packet and parse it as MQTT 5. Returns the tc_recv_packet result (the
+ * length, or TC_TIMEOUT / TC_CLOSED / ...); a packet that does not parse fails the test.
+ */
+#define tc_recv_v5(c, out, ms) tc_recv_v5_at(__FILE__, __LINE__, (c), (out), (ms))
+int tc_recv_v5_at(const char *file, int line, tc_client *c, pk_v5 *out, int timeout_ms);
+
+/* Assert the next packet is a well-formed MQTT 5 packet of this type (1..15). */
+#define tc_expect_v5(c, out, type, ms) tc_expect_v5_at(__FILE__, __LINE__, (c), (out), (type), (ms))
+void tc_expect_v5_at(const char *file, int line, tc_client *c, pk_v5 *out, uint8_t type,
+                     int timeout_ms);
+
+/* Assert the next packet is a CONNACK with this Session Present flag and reason code (any
+ * well-formed properties); out may be NULL. A reason of 0x80 or more also asserts the
+ * connection is then closed [MQTT-3.2.2-7]. */
+#define tc_expect_connack_v5(c, sp, rc, out)                                                       \
+    tc_expect_connack_v5_at(__FILE__, __LINE__, (c), (sp), (rc), (out))
+void tc_expect_connack_v5_at(const char *file, int line, tc_client *c, bool session_present,
+                             uint8_t rc, pk_v5 *out);
+
+/* Assert the next packet is a DISCONNECT with this reason code (any well-formed properties,
+ * but never a Session Expiry Interval [MQTT-3.14.2-2]) and that the broker then closes the
+ * connection [MQTT-3.14.4-2]; both within timeout_ms. */
+#define tc_expect_disconnect_v5(c, reason, ms)                                                     \
+    tc_expect_disconnect_v5_at(__FILE__, __LINE__, (c), (reason), (ms))
+void tc_expect_disconnect_v5_at(const char *file, int line, tc_client *c, uint8_t reason,
+                                int timeout_ms);
+
+/* Assert the next packet is PUBACK/PUBREC/PUBREL/PUBCOMP (type 4..7) for id with this
+ * reason (an omitted reason counts as 0x00). */
+#define tc_expect_ack_v5(c, type, id, reason)                                                      \
+    tc_expect_ack_v5_at(__FILE__, __LINE__, (c), (type), (id), (reason))
+void tc_expect_ack_v5_at(const char *file, int line, tc_client *c, uint8_t type, uint16_t id,
+                         uint8_t reason);
+
+/*
+ * Connect with MQTT 5: o is used with its version forced to 5; assert CONNACK reason 0x00
+ * with the given Session Present flag. connack may be NULL. Returns the client.
+ */
+#define tc_open_v5(port, session_present, connack, ...)                                            \
+    tc_open_v5_at(__FILE__, __LINE__, (port), (session_present), (connack),                        \
+                  &(const pk_connect_opts){__VA_ARGS__})
+tc_client *tc_open_v5_at(const char *file, int line, uint16_t port, bool session_present,
+                         pk_v5 *connack, const pk_connect_opts *o);
+
+/* SUBSCRIBE (v5) and assert a SUBACK with exactly these n reason codes. PUBLISH packets
+ * that arrive first are put back for the next receive. */
+#define tc_subscribe_v5(c, id, props, n, subs, codes)                                              \
+    tc_subscribe_v5_at(__FILE__, __LINE__, (c), (id), (props), (n), (subs), (codes))
+void tc_subscribe_v5_at(const char *file, int line, tc_client *c, uint16_t id, const tb_pkt *props,
+                        size_t n, const pk_sub *subs, const uint8_t *codes);
+/* One filter with these options, no properties except an optional Subscription Identifier
+ * (0: none); asserts the given reason code. */
+#define tc_sub1_v5(c, id, filter, options, sub_id, code)                                           \
+    tc_sub1_v5_at(__FILE__, __LINE__, (c), (id), (filter), (options), (sub_id), (code))
+void tc_sub1_v5_at(const char *file, int line, tc_client *c, uint16_t id, const char *filter,
+                   uint8_t options, uint32_t sub_id, uint8_t code);
+
+/*
+ * Publish as a v5 client and complete the sender's flow: QoS 1 waits for PUBACK, QoS 2 for
+ * PUBREC, sends PUBREL, waits for PUBCOMP. The acknowledgements must carry reason 0x00 or
+ * 0x10 (No matching subscribers). Packet ids come from the client's counter. props may be
+ * NULL. Use on clients that receive nothing else meanwhile.
+ */
+#define tc_publish_v5(c, topic, payload, qos, retain, props)                                       \
+    tc_publish_v5_at(__FILE__, __LINE__, (c), (topic), (payload), (qos), (retain), (props))
+void tc_publish_v5_at(const char *file, int line, tc_client *c, const char *topic,
+                      const char *payload, uint8_t qos, bool retain, const tb_pkt *props);
+
+/* Next packet id from the client's counter (never 0). */
+uint16_t tc_next_id(tc_client *c);
+
+/*
+ * Assert the next packet is a v5 PUBLISH with this topic (an empty topic is not resolved
+ * here), payload, qos and retain flag; it is left in out for property checks. QoS 1/2
+ * messages are not acknowledged: use tc_ack_v5.
+ */
+#define tc_expect_pub_v5(c, out, topic, payload, qos, retain)                                      \
+    tc_expect_pub_v5_at(__FILE__, __LINE__, (c), (out), (topic), (payload), (qos), (retain))
+void tc_expect_pub_v5_at(const char *file, int line, tc_client *c, pk_v5 *out, const char *topic,
+                         const char *payload, uint8_t qos, bool retain);
+
+/* Complete the receiver's side for a PUBLISH received from the broker: QoS 1 sends PUBACK,
+ * QoS 2 sends PUBREC, expects PUBREL, sends PUBCOMP; QoS 0 does nothing. */
+#define tc_ack_v5(c, pub) tc_ack_v5_at(__FILE__, __LINE__, (c), (pub))
+void tc_ack_v5_at(const char *file, int line, tc_client *c, const pk_v5 *pub);
 
 #endif

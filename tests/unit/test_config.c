@@ -161,8 +161,8 @@ Test(config, unknown_option)
 
 Test(config, mosquitto_options_not_supported)
 {
-    const char *keys[] = {"persistence true",
-                          "persistence_location /var/lib/mqlite/",
+    const char *keys[] = {"autosave_interval 1800",
+                          "persistence_file mqlite.db",
                           "password_file /etc/pw",
                           "acl_file /etc/acl",
                           "certfile /etc/c.pem",
@@ -183,9 +183,42 @@ Test(config, mosquitto_options_not_supported)
         snprintf(want, sizeof(want), "option '%s' is not supported by this version of mqlite", key);
         BAD(keys[i], want);
     }
-    parse("persistence true");
-    cr_assert_str_eq(err, "t.conf:7: option 'persistence' is not supported by this version of "
+    parse("password_file /etc/pw");
+    cr_assert_str_eq(err, "t.conf:7: option 'password_file' is not supported by this version of "
                           "mqlite");
+}
+
+/* ---- persistence ------------------------------------------------------------------- */
+
+Test(config, persistence_keys)
+{
+    cr_assert_eq(cfg.persistence, false);
+    cr_assert_str_eq(cfg.persistence_location, ".");
+    cr_assert_eq(cfg.store_sync, MQL_STORE_SYNC_FULL);
+    cr_assert_eq(cfg.store_commit_window_ms, 20);
+    cr_assert_eq(cfg.store_max_bytes, 0);
+    cr_assert_eq(parse("persistence true"), MQL_OK);
+    cr_assert_eq(cfg.persistence, true);
+    cr_assert_eq(parse("persistence_location /var/lib/mqlite"), MQL_OK);
+    cr_assert_str_eq(cfg.persistence_location, "/var/lib/mqlite");
+    cr_assert_eq(parse("store_sync normal"), MQL_OK);
+    cr_assert_eq(cfg.store_sync, MQL_STORE_SYNC_NORMAL);
+    cr_assert_eq(parse("store_sync off"), MQL_OK);
+    cr_assert_eq(cfg.store_sync, MQL_STORE_SYNC_OFF);
+    cr_assert_eq(parse("store_commit_window_ms 50"), MQL_OK);
+    cr_assert_eq(cfg.store_commit_window_ms, 50);
+    cr_assert_eq(parse("store_max_bytes 10000000"), MQL_OK);
+    cr_assert_eq(cfg.store_max_bytes, 10000000);
+    cr_assert_eq(parse("store_sync always"), MQL_E_CONFIG);
+    cr_assert(strstr(err, "t.conf:7: store_sync") == err, "%s", err);
+    cr_assert_eq(parse("store_commit_window_ms 10001"), MQL_E_CONFIG);
+    cr_assert(strstr(err, "store_commit_window_ms") != NULL, "%s", err);
+    cr_assert_eq(parse("store_max_bytes -1"), MQL_E_CONFIG);
+    cr_assert_eq(parse("persistence yes"), MQL_E_CONFIG);
+    cr_assert_eq(parse("max_topic_alias 5"), MQL_OK);
+    cr_assert_eq(cfg.max_topic_alias, 5);
+    cr_assert_eq(parse("max_topic_alias_broker 0"), MQL_OK);
+    cr_assert_eq(cfg.max_topic_alias_broker, 0);
 }
 
 /* ---- arity ------------------------------------------------------------------------ */

@@ -1,0 +1,490 @@
+/*
+ * persist.c - mirroring persistent sessions and retained messages into the store.
+ *
+ * The broker keeps all state in memory and the store is a write-behind mirror of what must
+ * survive a restart: sessions that outlive their connection (MQTT 5 Session Expiry > 0, or
+ * MQTT 3.1.1 clean session 0), their subscriptions, queued and in-flight QoS 1/2 messages
+ * and inbound QoS 2 packet ids, and every retained message. Clean sessions cause no store
+ * writes at all.
+ *
+ * Every change is queued with the store (no disk I/O here) and b->store_ops counts them, so
+ * a PUBLISH handler can tell whether it made anything that must be durable before it
+ * acknowledges (conn.c waits for a store barrier then).
+ *
+ * Time: the store keeps wall-clock seconds (they must mean something after a reboot), the
+ * broker monotonic milliseconds; conversions happen here, at the boundary.
+ *
+ * Locking: every function runs under broker->lock, except mql_persist_open (before the
+ * broker starts) and mql_persist_close (after every connection has gone).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "platform/clock.h"
+#include "platform/log.h"
+#include "storage/store.h"
+
+static void op_result(mql_broker *b, mql_err err, const char *what)
+{
+    b->store_ops++;
+    if (err != MQL_OK)
+        mql_error("store.queue", "cannot queue %s for the store: %s", what, mql_err_str(err));
+}
+
+static int64_t wall_of(uint64_t mono_ms, uint64_t now_mono, int64_t now_wall)
+{
+    if (mono_ms == 0)
+        return 0;
+    int64_t delta = (int64_t)mono_ms - (int64_t)now_mono;
+    return now_wall + delta / 1000;
+}
+
+static uint64_t mono_of(int64_t wall, uint64_t now_mono, int64_t now_wall)
+{
+    if (wall == 0)
+        return 0;
+    int64_t delta_ms = (wall - now_wall) * 1000;
+    if (delta_ms <= -(int64_t)now_mono)
+        return 1; /* long past: still "expired", never 0 (which means "no expiry") */
+    return (uint64_t)((int64_t)now_mono + delta_ms);
+}
+
+static void put_msg_body(mql_broker *b, mql_msg *m)
+{
+    if (m->store_id != 0)
+        return;
+    m->store_id = ++b->next_msg_id;
+    uint8_t stack[256];
+    size_t plen = mql_props_encode(NULL, 0, &m->props);
+    uint8_t *props = plen <= sizeof(stack) ? stack : malloc(plen);
+    if (props == NULL) {
+        op_result(b, MQL_E_NOMEM, "a message");
+        return;
+    }
+    if (plen)
+        (void)mql_props_encode(props, plen, &m->props);
+    mql_store_msg sm = {
+        .msg_id = m->store_id,
+        .topic = (const char *)m->topic.p,
+        .topic_len = m->topic.len,
+        .payload = m->payload.p,
+        .payload_len = m->payload.len,
+        .props = props,
+        .props_len = (uint32_t)plen,
+        .qos = m->qos,
+        .retain = m->retain,
+        .expiry_wall = wall_of(m->expiry_at, mql_now_ms(), mql_wall_s()),
+    };
+    op_result(b, mql_store_msg_put(b->store, &sm), "a message");
+    if (props != stack)
+        free(props);
+}
+
+static void put_session_row(mql_broker *b, mql_session *s)
+{
+    mql_store_session ss = {
+        .client_id = s->client_id,
+        .version = s->version,
+        .expiry = s->expiry,
+        .disconnected_at =
+            s->conn != NULL ? 0 : wall_of(s->disconnected_at, mql_now_ms(), mql_wall_s()),
+    };
+    if (s->conn == NULL && ss.disconnected_at == 0)
+        ss.disconnected_at = mql_wall_s();
+    op_result(b, mql_store_session_put(b->store, &ss), "a session");
+}
+
+static uint8_t sub_options(const mql_sub *sub)
+{
+    return (uint8_t)((sub->no_local ? 1 : 0) | (sub->retain_as_published ? 2 : 0) |
+                     (sub->retain_handling << 2));
+}
+
+void mql_persist_sub(mql_broker *b, mql_session *s, const mql_sub *sub)
+{
+    if (b->store == NULL || !s->stored)
+        return;
+    mql_store_sub ss = {
+        .client_id = s->client_id,
+        .filter = sub->filter,
+        .qos = sub->qos,
+        .options = sub_options(sub),
+        .sub_id = sub->sub_id,
+    };
+    op_result(b, mql_store_sub_put(b->store, &ss), "a subscription");
+}
+
+void mql_persist_sub_del(mql_broker *b, mql_session *s, const char *filter)
+{
+    if (b->store == NULL || !s->stored)
+        return;
+    op_result(b, mql_store_sub_del(b->store, s->client_id, filter), "a subscription removal");
+}
+
+static void put_out_row(mql_broker *b, mql_session *s, out_msg *o)
+{
+    put_msg_body(b, o->msg);
+    mql_store_out so = {
+        .client_id = s->client_id,
+        .seq = o->seq,
+        .msg_id = o->msg->store_id,
+        .qos = o->qos,
+        .retain = o->retain,
+        .state = o->state,
+        .packet_id = o->packet_id,
+        .sub_id = o->n_ids ? o->ids[0] : 0,
+    };
+    op_result(b, mql_store_out_put(b->store, &so), "a queued message");
+    o->stored = true;
+}
+
+void mql_persist_session(mql_broker *b, mql_session *s)
+{
+    if (b->store == NULL)
+        return;
+    if (s->expiry == 0) {
+        if (s->stored)
+            mql_persist_session_del(b, s); /* no longer outlives its connection */
+        return;
+    }
+    put_session_row(b, s);
+    if (s->stored)
+        return;
+    /* First time in the store: write everything the session already holds. */
+    s->stored = true;
+    for (mql_sub *sub = s->subs; sub != NULL; sub = sub->snext)
+        mql_persist_sub(b, s, sub);
+    for (out_msg *o = s->inflight.head; o != NULL; o = o->next)
+        put_out_row(b, s, o);
+    for (out_msg *o = s->queue.head; o != NULL; o = o->next)
+        put_out_row(b, s, o);
+    for (uint32_t i = 0; i < s->n_qos2_in; i++)
+        mql_persist_qos2(b, s, s->qos2_in[i], true);
+}
+
+void mql_persist_session_del(mql_broker *b, mql_session *s)
+{
+    if (b->store == NULL || !s->stored)
+        return;
+    s->stored = false;
+    for (out_msg *o = s->inflight.head; o != NULL; o = o->next)
+        o->stored = false;
+    for (out_msg *o = s->queue.head; o != NULL; o = o->next)
+        o->stored = false;
+    op_result(b, mql_store_session_del(b->store, s->client_id), "a session removal");
+}
+
+void mql_persist_out(mql_broker *b, mql_session *s, out_msg *o)
+{
+    if (b->store == NULL || !s->stored)
+        return;
+    put_out_row(b, s, o);
+}
+
+void mql_persist_out_state(mql_broker *b, mql_session *s, out_msg *o)
+{
+    if (b->store == NULL || !o->stored)
+        return;
+    op_result(b, mql_store_out_update(b->store, s->client_id, o->seq, o->state, o->packet_id),
+              "a message state");
+}
+
+void mql_persist_out_del(mql_broker *b, mql_session *s, out_msg *o)
+{
+    if (b->store == NULL || !o->stored)
+        return;
+    o->stored = false;
+    op_result(b, mql_store_out_del(b->store, s->client_id, o->seq), "a delivered message");
+}
+
+void mql_persist_qos2(mql_broker *b, mql_session *s, uint16_t pid, bool add)
+{
+    if (b->store == NULL || !s->stored)
+        return;
+    op_result(b,
+              add ? mql_store_qos2_put(b->store, s->client_id, pid)
+                  : mql_store_qos2_del(b->store, s->client_id, pid),
+              "a QoS 2 packet id");
+}
+
+void mql_persist_retain(mql_broker *b, mql_bytes topic, mql_msg *msg)
+{
+    if (b->store == NULL)
+        return;
+    if (msg == NULL || msg->payload.len == 0) {
+        op_result(b, mql_store_retain_del(b->store, (const char *)topic.p, topic.len),
+                  "a retained message removal");
+        return;
+    }
+    put_msg_body(b, msg);
+    op_result(b, mql_store_retain_put(b->store, (const char *)topic.p, topic.len, msg->store_id),
+              "a retained message");
+}
+
+/* ---- loading ---- */
+
+/* Message bodies by id while loading: open addressing, ids are never 0. */
+struct load_ctx {
+    mql_broker *b;
+    mql_msg **slots;
+    uint32_t cap, n;
+    uint64_t now_mono;
+    int64_t now_wall;
+    uint32_t sessions, expired, subs, outs, retained, skipped;
+};
+
+static bool map_put(struct load_ctx *lc, mql_msg *m)
+{
+    if ((lc->n + 1) * 2 > lc->cap) {
+        uint32_t cap = lc->cap ? lc->cap * 2 : 256;
+        mql_msg **slots = calloc(cap, sizeof(*slots));
+        if (slots == NULL)
+            return false;
+        for (uint32_t i = 0; i < lc->cap; i++) {
+            mql_msg *x = lc->slots[i];
+            if (x == NULL)
+                continue;
+            uint32_t j = (uint32_t)(x->store_id * 0x9E3779B97F4A7C15u >> 32) & (cap - 1);
+            while (slots[j] != NULL)
+                j = (j + 1) & (cap - 1);
+            slots[j] = x;
+        }
+        free(lc->slots);
+        lc->slots = slots;
+        lc->cap = cap;
+    }
+    uint32_t j = (uint32_t)(m->store_id * 0x9E3779B97F4A7C15u >> 32) & (lc->cap - 1);
+    while (lc->slots[j] != NULL)
+        j = (j + 1) & (lc->cap - 1);
+    lc->slots[j] = m;
+    lc->n++;
+    return true;
+}
+
+static mql_msg *map_get(const struct load_ctx *lc, uint64_t id)
+{
+    if (lc->cap == 0)
+        return NULL;
+    uint32_t j = (uint32_t)(id * 0x9E3779B97F4A7C15u >> 32) & (lc->cap - 1);
+    while (lc->slots[j] != NULL) {
+        if (lc->slots[j]->store_id == id)
+            return lc->slots[j];
+        j = (j + 1) & (lc->cap - 1);
+    }
+    return NULL;
+}
+
+static mql_err load_msg(void *arg, const mql_store_msg *sm)
+{
+    struct load_ctx *lc = arg;
+    mql_props props;
+    const char *why = NULL;
+    bool has_props = sm->props_len > 0;
+    if (has_props && mql_props_decode(sm->props, sm->props_len, &props, &why) != MQL_OK) {
+        mql_warning("store.bad_row",
+                    "message %" PRIu64 " has unreadable properties (%s); "
+                    "loading it without them",
+                    sm->msg_id, why ? why : "?");
+        has_props = false;
+    }
+    mql_bytes topic = {(const uint8_t *)sm->topic, sm->topic_len};
+    mql_bytes payload = {sm->payload, sm->payload_len};
+    if (has_props)
+        props.present &= ~MQL_PBIT(MQL_PROP_MESSAGE_EXPIRY); /* from expiry_wall instead */
+    mql_msg *m =
+        mql_msg_new(topic, payload, sm->qos, sm->retain, has_props ? &props : NULL, lc->now_mono);
+    if (m == NULL)
+        return MQL_E_NOMEM;
+    m->store_id = sm->msg_id;
+    m->expiry_at = mono_of(sm->expiry_wall, lc->now_mono, lc->now_wall);
+    if (!map_put(lc, m)) {
+        mql_msg_unref(m);
+        return MQL_E_NOMEM;
+    }
+    return MQL_OK;
+}
+
+static mql_err load_session(void *arg, const mql_store_session *ss)
+{
+    struct load_ctx *lc = arg;
+    mql_broker *b = lc->b;
+    uint32_t len = (uint32_t)strlen(ss->client_id);
+    int64_t gone = ss->disconnected_at != 0 ? ss->disconnected_at : lc->now_wall;
+    if (ss->expiry != MQL_SESSION_NEVER && lc->now_wall - gone >= (int64_t)ss->expiry) {
+        /* expired while the broker was down [MQTT-3.1.2-23] */
+        lc->expired++;
+        return mql_store_session_del(b->store, ss->client_id);
+    }
+    mql_session *s = mql_session_new(b, (const uint8_t *)ss->client_id, len);
+    if (s == NULL)
+        return MQL_E_NOMEM;
+    s->version = ss->version;
+    s->expiry = ss->expiry;
+    s->stored = true;
+    s->disconnected_at = mono_of(gone, lc->now_mono, lc->now_wall);
+    if (s->disconnected_at == 0)
+        s->disconnected_at = 1;
+    lc->sessions++;
+    return MQL_OK;
+}
+
+static mql_session *find(struct load_ctx *lc, const char *client_id)
+{
+    return mql_session_find(lc->b, (const uint8_t *)client_id, (uint32_t)strlen(client_id));
+}
+
+static mql_err load_sub(void *arg, const mql_store_sub *ss)
+{
+    struct load_ctx *lc = arg;
+    mql_session *s = find(lc, ss->client_id);
+    if (s == NULL) {
+        lc->skipped++;
+        return MQL_OK;
+    }
+    mql_sub tmpl;
+    memset(&tmpl, 0, sizeof(tmpl));
+    tmpl.session = s;
+    tmpl.qos = ss->qos;
+    tmpl.no_local = ss->options & 1;
+    tmpl.retain_as_published = (ss->options & 2) != 0;
+    tmpl.retain_handling = (ss->options >> 2) & 3;
+    tmpl.sub_id = ss->sub_id;
+    bool existed;
+    mql_bytes f = {(const uint8_t *)ss->filter, (uint32_t)strlen(ss->filter)};
+    if (!mql_topic_filter_valid(f)) {
+        lc->skipped++;
+        return MQL_OK;
+    }
+    mql_sub *sub = mql_topics_subscribe(lc->b->topics, f, &tmpl, &existed);
+    if (sub == NULL)
+        return MQL_E_NOMEM;
+    if (!existed) {
+        sub->snext = s->subs;
+        if (s->subs)
+            s->subs->sprev = sub;
+        s->subs = sub;
+    }
+    lc->subs++;
+    return MQL_OK;
+}
+
+static mql_err load_out(void *arg, const mql_store_out *so)
+{
+    struct load_ctx *lc = arg;
+    mql_session *s = find(lc, so->client_id);
+    mql_msg *m = map_get(lc, so->msg_id);
+    if (s == NULL || m == NULL) {
+        lc->skipped++;
+        return MQL_OK;
+    }
+    out_msg *o = calloc(1, sizeof(*o) + (so->sub_id ? sizeof(uint32_t) : 0));
+    if (o == NULL)
+        return MQL_E_NOMEM;
+    o->msg = mql_msg_ref(m);
+    o->qos = so->qos;
+    o->retain = so->retain;
+    o->state = so->state;
+    o->packet_id = so->packet_id;
+    o->seq = so->seq;
+    o->stored = true;
+    if (so->sub_id) {
+        o->ids[0] = so->sub_id;
+        o->n_ids = 1;
+    }
+    if (o->seq >= s->next_seq)
+        s->next_seq = o->seq + 1;
+    out_list *l = o->state == MQL_STORE_OUT_QUEUED ? &s->queue : &s->inflight;
+    o->prev = l->tail;
+    if (l->tail)
+        l->tail->next = o;
+    else
+        l->head = o;
+    l->tail = o;
+    l->count++;
+    lc->outs++;
+    return MQL_OK;
+}
+
+static mql_err load_qos2(void *arg, const char *client_id, uint16_t pid)
+{
+    struct load_ctx *lc = arg;
+    mql_session *s = find(lc, client_id);
+    if (s == NULL)
+        return MQL_OK;
+    return mql_session_qos2_add(s, pid);
+}
+
+static mql_err load_retained(void *arg, const char *topic, uint64_t msg_id)
+{
+    struct load_ctx *lc = arg;
+    mql_msg *m = map_get(lc, msg_id);
+    if (m == NULL) {
+        lc->skipped++;
+        return MQL_OK;
+    }
+    m->retain = true;
+    lc->retained++;
+    return mql_topics_retain(lc->b->topics,
+                             (mql_bytes){(const uint8_t *)topic, (uint32_t)strlen(topic)}, m);
+}
+
+mql_err mql_persist_open(mql_broker *b, char *errbuf, size_t errlen)
+{
+    if (!b->cfg.persistence)
+        return MQL_OK;
+    mql_store_opts opts = {
+        .dir = b->cfg.persistence_location,
+        .commit_window_ms = b->cfg.store_commit_window_ms,
+        .sync_full = b->cfg.store_sync == MQL_STORE_SYNC_FULL,
+        .max_bytes = b->cfg.store_max_bytes,
+    };
+    mql_err err = mql_store_open(&b->store, &opts, errbuf, errlen);
+    if (err != MQL_OK)
+        return err;
+    struct load_ctx lc = {.b = b, .now_mono = mql_now_ms(), .now_wall = mql_wall_s()};
+    mql_store_loader ld = {
+        .arg = &lc,
+        .msg = load_msg,
+        .session = load_session,
+        .sub = load_sub,
+        .out = load_out,
+        .qos2_in = load_qos2,
+        .retained = load_retained,
+    };
+    uint64_t max_id = 0;
+    err = mql_store_load(b->store, &ld, &max_id);
+    for (uint32_t i = 0; i < lc.cap; i++)
+        mql_msg_unref(lc.slots[i]); /* holders took their own references */
+    free(lc.slots);
+    if (err != MQL_OK) {
+        snprintf(errbuf, errlen, "cannot load the store in %s: %s", opts.dir, mql_err_str(err));
+        mql_store_close(b->store);
+        b->store = NULL;
+        return err;
+    }
+    b->next_msg_id = max_id;
+    mql_notice("store.loaded",
+               "store %s/mqlite.db: %u sessions (%u expired while down), %u subscriptions, "
+               "%u queued messages, %u retained",
+               opts.dir, lc.sessions, lc.expired, lc.subs, lc.outs, lc.retained);
+    if (lc.skipped)
+        mql_warning("store.bad_row",
+                    "%u store rows referred to missing sessions or messages "
+                    "and were skipped",
+                    lc.skipped);
+    return MQL_OK;
+}
+
+void mql_persist_close(mql_broker *b)
+{
+    if (b->store == NULL)
+        return;
+    pthread_mutex_lock(&b->lock);
+    mql_store *st = b->store;
+    b->store = NULL; /* from now on nothing is mirrored (sessions freed at exit stay stored) */
+    pthread_mutex_unlock(&b->lock);
+    mql_store_close(st); /* commits what is queued; pending ack callbacks run */
+}

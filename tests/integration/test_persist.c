@@ -1,0 +1,295 @@
+/*
+ * test_persist.c - persistent sessions and retained messages across restarts, kill -9 and
+ * a corrupt store, against the real binary with `persistence true`.
+ *
+ * The kill -9 test is the durability promise: every QoS 1 message the publisher got a
+ * PUBACK for is delivered after any number of SIGKILLs, in order. It prints its counts.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+
+#define PERSIST "persistence true\npersistence_location %DIR%\nmax_queued_messages 0\n"
+
+TestSuite(persist, .fini = tb_fini, .timeout = 120);
+
+/* A persistent session with a subscription and queued QoS 1 messages survives a clean
+ * restart (SIGTERM, start again on the same port); so does a retained message.
+ * [v3.1.1 MQTT-4.1.0-1] [v3.1.1 MQTT-3.2.2-2] [v3.1.1 MQTT-3.3.1-5] */
+Test(persist, restart_keeps_session_queue_and_retained)
+{
+    mql_broker *b = tb_start(PERSIST);
+    tc_client *s = tc_open(tb_port(b), "restart-sub", false, 60, false);
+    tc_subscribe(s, 1, "rs/t", 1, 1);
+    tc_disconnect(s);
+    tc_client *p = tc_open(tb_port(b), "restart-pub", true, 60, false);
+    tc_publish(p, "rs/t", "kept1", 1, false);
+    tc_publish(p, "rs/t", "kept2", 1, false);
+    tc_publish(p, "rs/r", "retained", 1, true);
+    tc_disconnect(p);
+    tb_restart(b);
+    s = tc_open(tb_port(b), "restart-sub", false, 60, true);
+    uint16_t id = tc_expect_publish(s, TB_WAIT_MS, .topic = "rs/t", .payload = "kept1", .qos = 1);
+    tc_sendp(s, pk_puback(id));
+    id = tc_expect_publish(s, TB_WAIT_MS, .topic = "rs/t", .payload = "kept2", .qos = 1);
+    tc_sendp(s, pk_puback(id));
+    tc_disconnect(s);
+    tc_client *r = tc_open(tb_port(b), "restart-ret", true, 60, false);
+    tc_subscribe(r, 1, "rs/r", 0, 0);
+    tc_expect_publish(r, TB_WAIT_MS, .topic = "rs/r", .payload = "retained", .qos = 0,
+                      .retain = true);
+    tc_disconnect(r);
+    /* acknowledged messages are gone from the store too */
+    tb_restart(b);
+    s = tc_open(tb_port(b), "restart-sub", false, 60, true);
+    tc_expect_nothing(s, TB_QUIET_MS);
+    tc_disconnect(s);
+    cr_assert_eq(tb_stop(b), 0);
+}
+
+/* The subscription of a restored session matches new messages without resubscribing. */
+Test(persist, restored_subscription_routes_new_messages)
+{
+    mql_broker *b = tb_start(PERSIST);
+    tc_client *s = tc_open(tb_port(b), "route-sub", false, 60, false);
+    tc_subscribe(s, 1, "rt/+", 1, 1);
+    tc_disconnect(s);
+    tb_restart(b);
+    s = tc_open(tb_port(b), "route-sub", false, 60, true);
+    tc_client *p = tc_open(tb_port(b), "route-pub", true, 60, false);
+    tc_publish(p, "rt/x", "after", 1, false);
+    uint16_t id = tc_expect_publish(s, TB_WAIT_MS, .topic = "rt/x", .payload = "after", .qos = 1);
+    tc_sendp(s, pk_puback(id));
+    tc_disconnect(p);
+    tc_disconnect(s);
+    cr_assert_eq(tb_stop(b), 0);
+}
+
+/* Clean sessions are not kept across a restart [v3.1.1 MQTT-3.1.2-6]. */
+Test(persist, clean_session_not_kept)
+{
+    mql_broker *b = tb_start(PERSIST);
+    tc_client *s = tc_open(tb_port(b), "clean-sub", true, 60, false);
+    tc_subscribe(s, 1, "cs/t", 1, 1);
+    tc_disconnect(s);
+    tb_restart(b);
+    s = tc_open(tb_port(b), "clean-sub", false, 60, false);
+    tc_disconnect(s);
+    cr_assert_eq(tb_stop(b), 0);
+}
+
+static uint16_t parse_puback(const uint8_t *buf, int n)
+{
+    if (n == 4 && buf[0] == 0x40 && buf[1] == 2)
+        return (uint16_t)(buf[2] << 8 | buf[3]);
+    return 0;
+}
+
+/*
+ * kill -9 under load: a publisher streams QoS 1 messages to an offline persistent subscriber
+ * and the broker is SIGKILLed at random points, 20 times. Afterwards every message whose
+ * PUBACK reached the publisher is delivered, in publish order.
+ */
+Test(persist, kill9_loses_nothing_acknowledged)
+{
+    enum { CYCLES = 20, PER_CYCLE_MAX = 400, MAXMSG = CYCLES * PER_CYCLE_MAX };
+    static bool acked[MAXMSG + 1];
+    static bool got[MAXMSG + 1];
+    uint32_t pid_seq[65536];
+    memset(acked, 0, sizeof(acked));
+    memset(got, 0, sizeof(got));
+    srand((unsigned)tb_now_ms());
+
+    mql_broker *b = tb_start(PERSIST);
+    tc_client *s = tc_open(tb_port(b), "k9-sub", false, 60, false);
+    tc_subscribe(s, 1, "k9/t", 1, 1);
+    tc_disconnect(s);
+
+    uint32_t seq = 0, n_acked = 0;
+    uint16_t pid = 0;
+    for (int cycle = 0; cycle < CYCLES; cycle++) {
+        tc_client *p = tc_open(tb_port(b), "k9-pub", true, 60, false);
+        int64_t stop_at = tb_now_ms() + 2 + rand() % 40; /* often mid-commit */
+        int sent = 0;
+        uint8_t buf[64];
+        while (tb_now_ms() < stop_at) {
+            if (sent >= PER_CYCLE_MAX) { /* keep collecting PUBACKs until the kill */
+                int n = tc_recv_packet(p, buf, sizeof(buf), 5);
+                uint16_t a = n > 0 ? parse_puback(buf, n) : 0;
+                if (a && !acked[pid_seq[a]]) {
+                    acked[pid_seq[a]] = true;
+                    n_acked++;
+                }
+                continue;
+            }
+            char payload[16];
+            seq++;
+            pid = (uint16_t)(pid % 65535 + 1);
+            pid_seq[pid] = seq;
+            snprintf(payload, sizeof(payload), "%08u", seq);
+            tc_sendp(p, PK_PUBLISH(.topic = "k9/t", .payload = payload, .qos = 1, .id = pid));
+            sent++;
+            int n;
+            while ((n = tc_recv_packet(p, buf, sizeof(buf), 0)) > 0) {
+                uint16_t a = parse_puback(buf, n);
+                if (a && !acked[pid_seq[a]]) {
+                    acked[pid_seq[a]] = true;
+                    n_acked++;
+                }
+            }
+        }
+        tb_kill(b);
+        /* PUBACKs the broker wrote before it died count too */
+        int n;
+        while ((n = tc_recv_packet(p, buf, sizeof(buf), 200)) > 0) {
+            uint16_t a = parse_puback(buf, n);
+            if (a && !acked[pid_seq[a]]) {
+                acked[pid_seq[a]] = true;
+                n_acked++;
+            }
+        }
+        tc_close(p);
+        tb_restart(b);
+    }
+
+    s = tc_open(tb_port(b), "k9-sub", false, 60, true);
+    uint32_t n_got = 0, last = 0, dups = 0;
+    uint8_t buf[256];
+    pk_publish_info info;
+    while (tc_recv_publish(s, buf, sizeof(buf), &info, 1500)) {
+        char tmp[16] = {0};
+        memcpy(tmp, info.payload, info.payload_len < 15 ? info.payload_len : 15);
+        uint32_t v = (uint32_t)strtoul(tmp, NULL, 10);
+        cr_assert(v >= 1 && v <= seq, "unexpected payload %s", tmp);
+        if (got[v]) {
+            dups++;
+        } else {
+            cr_assert_gt(v, last, "message %u delivered after %u: out of order", v, last);
+            got[v] = true;
+            n_got++;
+            last = v;
+        }
+        tc_sendp(s, pk_puback(info.id));
+    }
+    uint32_t lost = 0;
+    for (uint32_t i = 1; i <= seq; i++)
+        if (acked[i] && !got[i])
+            lost++;
+    fprintf(stderr,
+            "kill9: %d SIGKILLs, %u published, %u acknowledged, %u delivered, %u duplicates, "
+            "%u acknowledged but lost\n",
+            CYCLES, seq, n_acked, n_got, dups, lost);
+    cr_assert_eq(lost, 0, "%u acknowledged messages were lost", lost);
+    cr_assert_gt(n_acked, 0, "the publisher never got a PUBACK: the test proved nothing");
+    tc_disconnect(s);
+    cr_assert_eq(tb_stop(b), 0);
+}
+
+static tb_pkt props_u32(uint8_t id, uint32_t v)
+{
+    tb_pkt p = {0};
+    pk_prop_u32(&p, id, v);
+    return p;
+}
+
+/* CONNECT v5 with a Session Expiry Interval; returns the Session Present flag. */
+static bool connect_v5(tc_client *c, const char *id, bool clean, uint32_t expiry)
+{
+    tb_pkt props = props_u32(0x11, expiry);
+    tc_sendp(c, PK_CONNECT(.client_id = id, .clean = clean, .keepalive = 60, .version = 5,
+                           .props = &props));
+    uint8_t buf[256];
+    int n = tc_recv_packet(c, buf, sizeof(buf), TB_WAIT_MS);
+    cr_assert(n >= 4 && buf[0] == 0x20, "no CONNACK");
+    cr_assert_eq(buf[3], 0, "CONNACK reason 0x%02x", buf[3]);
+    return (buf[2] & 1) != 0;
+}
+
+/* Session Expiry counts the time the broker was down: a 2 s session is gone after a 3 s
+ * outage, a 0xFFFFFFFF one is not, and a 3.1.1 clean-session-0 one is kept.
+ * [MQTT-3.1.2-23] [MQTT-3.2.2-3] */
+Test(persist, session_expiry_counts_downtime)
+{
+    mql_broker *b = tb_start(PERSIST);
+    tc_client *c = tc_connect(tb_port(b));
+    cr_assert(!connect_v5(c, "exp-short", false, 2));
+    tc_close(c);
+    c = tc_connect(tb_port(b));
+    cr_assert(!connect_v5(c, "exp-never", false, 0xFFFFFFFFu));
+    tc_close(c);
+    tc_client *v3 = tc_open(tb_port(b), "exp-v311", false, 60, false);
+    tc_disconnect(v3);
+    cr_assert_eq(tb_halt(b), 0);
+    tb_sleep_ms(3000);
+    tb_restart(b);
+    c = tc_connect(tb_port(b));
+    cr_assert(!connect_v5(c, "exp-short", false, 2), "expired session was resumed");
+    tc_close(c);
+    c = tc_connect(tb_port(b));
+    cr_assert(connect_v5(c, "exp-never", false, 0xFFFFFFFFu), "non-expiring session lost");
+    tc_close(c);
+    v3 = tc_open(tb_port(b), "exp-v311", false, 60, true);
+    tc_disconnect(v3);
+    cr_assert_eq(tb_stop(b), 0);
+}
+
+/* A store file that is not a database: the broker says so, moves it aside and starts. */
+Test(persist, corrupt_store_is_moved_aside)
+{
+    mql_broker *b = tb_start(PERSIST);
+    tc_client *s = tc_open(tb_port(b), "corrupt-sub", false, 60, false);
+    tc_disconnect(s);
+    cr_assert_eq(tb_halt(b), 0);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/mqlite.db", tb_dir(b));
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 8192; i++)
+        fputc(rand() & 0xff, f);
+    fclose(f);
+    tb_restart(b);
+    cr_assert(tb_log_contains(b, "corrupt", TB_WAIT_MS), "no log line about the corrupt store");
+    tb_assert_serves(b);
+    DIR *d = opendir(tb_dir(b));
+    cr_assert_not_null(d);
+    bool aside = false;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, "mqlite.db.corrupt-", 18) == 0)
+            aside = true;
+    closedir(d);
+    cr_assert(aside, "the corrupt file was not kept aside");
+    cr_assert_eq(tb_stop(b), 0);
+}
+
+/* A persistence_location that does not exist stops the broker with a clear error. */
+Test(persist, missing_directory_is_a_clear_error)
+{
+    const char *bin = getenv("MQLITE_BIN");
+    cr_assert_not_null(bin);
+    char dir[] = "/tmp/mqlite-persist-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char conf[600], cmd[1400];
+    snprintf(conf, sizeof(conf), "%s/m.conf", dir);
+    FILE *f = fopen(conf, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "listener 1 127.0.0.1\npersistence true\npersistence_location %s/nowhere\n", dir);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), "timeout 10 %s -c %s 2>&1", bin, conf);
+    FILE *out = popen(cmd, "r");
+    cr_assert_not_null(out);
+    char text[4096] = {0};
+    size_t n = fread(text, 1, sizeof(text) - 1, out);
+    text[n] = '\0';
+    int status = pclose(out);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "exit status %d; output: %s", status,
+              text);
+    cr_assert(strstr(text, "nowhere") != NULL, "the message does not name the path: %s", text);
+    unlink(conf);
+    rmdir(dir);
+}
