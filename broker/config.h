@@ -70,6 +70,7 @@ typedef struct mql_config {
     uint32_t max_inflight_messages; /* outbound QoS 1/2 window per client, default 20;
                                        0 = no limit (as mosquitto); the file accepts 0..65535 */
     uint32_t max_queued_messages;   /* per session, default 1000; 0 = no limit */
+    uint64_t max_queued_bytes;      /* payload bytes queued per session, default 0 = no limit */
     int32_t max_connections;        /* default -1 = no limit */
     bool retain_available;          /* default true */
     uint8_t max_qos;                /* default 2 */

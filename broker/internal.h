@@ -70,6 +70,7 @@ typedef struct mql_session {
     mql_sub *subs;            /* via snext/sprev */
     out_list inflight;        /* in send order */
     out_list queue;
+    uint64_t queued_bytes; /* payload bytes in `queue` */
     uint16_t next_pid;
     uint16_t *qos2_in; /* inbound QoS 2 packet ids awaiting PUBREL */
     uint32_t n_qos2_in, cap_qos2_in;

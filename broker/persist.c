@@ -397,6 +397,8 @@ static mql_err load_out(void *arg, const mql_store_out *so)
     if (o->seq >= s->next_seq)
         s->next_seq = o->seq + 1;
     out_list *l = o->state == MQL_STORE_OUT_QUEUED ? &s->queue : &s->inflight;
+    if (l == &s->queue)
+        s->queued_bytes += m->payload.len;
     o->prev = l->tail;
     if (l->tail)
         l->tail->next = o;

@@ -234,6 +234,7 @@ void mql_session_pump(mql_broker *b, mql_session *s)
     while (s->queue.head != NULL && connected(s) && s->inflight.count < window(b, s)) {
         out_msg *o = s->queue.head;
         out_unlink(&s->queue, o);
+        s->queued_bytes -= o->msg->payload.len;
         if (mql_msg_expired(o->msg, now)) { /* [MQTT-3.3.2-5] */
             mql_persist_out_del(b, s, o);
             out_free(o);
@@ -275,15 +276,18 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
         return;
     }
     bool direct = connected(s) && s->queue.count == 0 && s->inflight.count < window(b, s);
-    if (!direct && b->cfg.max_queued_messages != 0 &&
-        s->queue.count >= b->cfg.max_queued_messages) {
+    if (!direct &&
+        ((b->cfg.max_queued_messages != 0 && s->queue.count >= b->cfg.max_queued_messages) ||
+         (b->cfg.max_queued_bytes != 0 &&
+          s->queued_bytes + msg->payload.len > b->cfg.max_queued_bytes))) {
         b->stats.msgs_dropped++;
         if (!s->queue_full_logged) {
             s->queue_full_logged = true;
             mql_warning("session.queue_full",
-                        "client \"%s\": queue full (%u messages, max_queued_messages), "
-                        "dropping new messages until it drains",
-                        s->client_id, s->queue.count);
+                        "client \"%s\": queue full (%u messages, %llu bytes; "
+                        "max_queued_messages / max_queued_bytes), dropping new messages until "
+                        "it drains",
+                        s->client_id, s->queue.count, (unsigned long long)s->queued_bytes);
         }
         return;
     }
@@ -310,6 +314,7 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
             return;
     } else {
         out_append(&s->queue, o);
+        s->queued_bytes += msg->payload.len;
     }
     mql_persist_out(b, s, o);
 }
@@ -377,12 +382,32 @@ bool mql_session_qos2_remove(mql_session *s, uint16_t pid)
     return false;
 }
 
+/* Drop queued messages whose Message Expiry Interval has passed while nobody could take
+ * them [MQTT-3.3.2-5]; at most *budget messages are looked at. */
+static void purge_expired(mql_broker *b, mql_session *s, uint64_t now, uint32_t *budget)
+{
+    out_msg *o = s->queue.head;
+    while (o != NULL && *budget > 0) {
+        out_msg *next = o->next;
+        (*budget)--;
+        if (mql_msg_expired(o->msg, now)) {
+            out_unlink(&s->queue, o);
+            s->queued_bytes -= o->msg->payload.len;
+            mql_persist_out_del(b, s, o);
+            out_free(o);
+        }
+        o = next;
+    }
+}
+
 void mql_session_expire_scan(mql_broker *b, uint64_t now)
 {
+    uint32_t budget = 4096; /* incremental: bounded work per tick */
     mql_session *s = b->sessions;
     while (s != NULL) {
         mql_session *next = s->next;
         if (s->conn == NULL) {
+            purge_expired(b, s, now, &budget);
             if (s->will != NULL && now >= s->will_at) {
                 mql_msg *will = s->will;
                 s->will = NULL;

@@ -215,6 +215,10 @@ Test(config, persistence_keys)
     cr_assert(strstr(err, "store_commit_window_ms") != NULL, "%s", err);
     cr_assert_eq(parse("store_max_bytes -1"), MQL_E_CONFIG);
     cr_assert_eq(parse("persistence yes"), MQL_E_CONFIG);
+    cr_assert_eq(cfg.max_queued_bytes, 0);
+    cr_assert_eq(parse("max_queued_bytes 1048576"), MQL_OK);
+    cr_assert_eq(cfg.max_queued_bytes, 1048576);
+    cr_assert_eq(parse("max_queued_bytes 1k"), MQL_E_CONFIG);
     cr_assert_eq(parse("max_topic_alias 5"), MQL_OK);
     cr_assert_eq(cfg.max_topic_alias, 5);
     cr_assert_eq(parse("max_topic_alias_broker 0"), MQL_OK);
