@@ -244,7 +244,8 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
             snprintf(url, sizeof(url), "tcp://[%s]:%u", addr, l->port);
         else
             snprintf(url, sizeof(url), "tcp://%s:%u", addr, l->port);
-        mql_err err = mql_net_listen(b->net, url, errbuf, errlen);
+        mql_listen_opts lo = {.url = url};
+        mql_err err = mql_net_listen(b->net, &lo, errbuf, errlen);
         if (err != MQL_OK)
             return err;
         mql_notice("broker.listen", "listening on %s (mqtt)", url);

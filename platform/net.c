@@ -19,7 +19,11 @@
 #include "net.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <nng/nng.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/x509_crt.h>
+#include <nng/supplemental/tls/tls.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +39,7 @@
 typedef struct listener {
     mql_net *net;
     nng_stream_listener *l;
+    nng_tls_config *tls;
     nng_aio *aio;
     struct listener *next;
     char url[128];
@@ -57,6 +62,8 @@ struct mql_link {
     bool closing; /* no more input is delivered, no more output accepted */
     bool flush;   /* close once the output is written */
     bool shut;    /* nng_stream_close was called: never start another receive */
+    bool tls;     /* a TLS listener's link (for handshake failure messages) */
+    bool got_data;
     struct mql_link *prev, *next;
     struct mql_link *reap_next;
     char peer[64];
@@ -161,24 +168,171 @@ mql_err mql_net_alloc(mql_net **out, const mql_link_ops *ops, void *arg)
     return MQL_OK;
 }
 
-mql_err mql_net_listen(mql_net *net, const char *url, char *errbuf, size_t errlen)
+/* Read a whole (small) text file; NULL with errno set on failure. */
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    while (buf != NULL) {
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (len < cap - 1)
+            break;
+        char *nb = realloc(buf, cap * 2);
+        if (nb == NULL) {
+            free(buf);
+            buf = NULL;
+            errno = ENOMEM;
+            break;
+        }
+        buf = nb;
+        cap *= 2;
+    }
+    if (buf != NULL) {
+        if (ferror(f)) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf[len] = '\0';
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+/* mbedtls checks that nng's own_cert does not do: the key decrypts and matches the
+ * certificate. Writes the reason into errbuf. */
+static bool cert_key_match(const mql_listen_opts *o, const char *cert, const char *key,
+                           char *errbuf, size_t errlen)
+{
+    mbedtls_x509_crt crt;
+    mbedtls_pk_context pk;
+    bool ok = false;
+    int rv;
+    mbedtls_x509_crt_init(&crt);
+    mbedtls_pk_init(&pk);
+    if ((rv = mbedtls_x509_crt_parse(&crt, (const unsigned char *)cert, strlen(cert) + 1)) != 0) {
+        snprintf(errbuf, errlen, "certfile %s: not a PEM certificate (mbedtls -0x%04x)",
+                 o->certfile, (unsigned)-rv);
+        goto done;
+    }
+    const char *pass = o->keypass ? o->keypass : "";
+    rv = mbedtls_pk_parse_key(&pk, (const unsigned char *)key, strlen(key) + 1,
+                              (const unsigned char *)pass, strlen(pass));
+    if (rv != 0) {
+        snprintf(errbuf, errlen, "keyfile %s: %s (mbedtls -0x%04x)", o->keyfile,
+                 rv == MBEDTLS_ERR_PK_PASSWORD_REQUIRED   ? "encrypted: set keyfile_password"
+                 : rv == MBEDTLS_ERR_PK_PASSWORD_MISMATCH ? "wrong key password"
+                                                          : "not a PEM private key",
+                 (unsigned)-rv);
+        goto done;
+    }
+    if ((rv = mbedtls_pk_check_pair(&crt.pk, &pk)) != 0) {
+        snprintf(errbuf, errlen, "keyfile %s does not match certfile %s", o->keyfile, o->certfile);
+        goto done;
+    }
+    ok = true;
+done:
+    mbedtls_x509_crt_free(&crt);
+    mbedtls_pk_free(&pk);
+    return ok;
+}
+
+static mql_err tls_setup(listener *ln, const mql_listen_opts *o, char *errbuf, size_t errlen)
+{
+    int rv;
+    char *cert = NULL, *key = NULL;
+    mql_err err = MQL_E_CONFIG;
+    if (o->certfile == NULL || o->keyfile == NULL) {
+        snprintf(errbuf, errlen, "%s: TLS needs both certfile and keyfile", o->url);
+        return MQL_E_CONFIG;
+    }
+    if ((cert = read_file(o->certfile)) == NULL) {
+        snprintf(errbuf, errlen, "certfile %s: %s", o->certfile, strerror(errno));
+        goto fail;
+    }
+    if ((key = read_file(o->keyfile)) == NULL) {
+        snprintf(errbuf, errlen, "keyfile %s: %s", o->keyfile, strerror(errno));
+        goto fail;
+    }
+    if (!cert_key_match(o, cert, key, errbuf, errlen))
+        goto fail;
+    if ((rv = nng_tls_config_alloc(&ln->tls, NNG_TLS_MODE_SERVER)) != 0) {
+        snprintf(errbuf, errlen, "%s: TLS: %s", o->url, nng_strerror(rv));
+        goto fail;
+    }
+    /* TLS 1.2 at least */
+    if ((rv = nng_tls_config_version(ln->tls, NNG_TLS_1_2, NNG_TLS_1_3)) != 0 &&
+        (rv = nng_tls_config_version(ln->tls, NNG_TLS_1_2, NNG_TLS_1_2)) != 0) {
+        snprintf(errbuf, errlen, "%s: TLS version: %s", o->url, nng_strerror(rv));
+        goto fail;
+    }
+    if ((rv = nng_tls_config_own_cert(ln->tls, cert, key, o->keypass)) != 0) {
+        snprintf(errbuf, errlen,
+                 "certfile %s / keyfile %s: %s (not PEM, a wrong key password, or the key does "
+                 "not match the certificate)",
+                 o->certfile, o->keyfile, nng_strerror(rv));
+        goto fail;
+    }
+    if (o->cafile != NULL && (rv = nng_tls_config_ca_file(ln->tls, o->cafile)) != 0) {
+        snprintf(errbuf, errlen, "cafile %s: %s", o->cafile, nng_strerror(rv));
+        goto fail;
+    }
+    if (o->require_certificate && o->cafile == NULL) {
+        snprintf(errbuf, errlen, "%s: require_certificate needs a cafile", o->url);
+        goto fail;
+    }
+    rv = nng_tls_config_auth_mode(ln->tls, o->require_certificate ? NNG_TLS_AUTH_MODE_REQUIRED
+                                                                  : NNG_TLS_AUTH_MODE_NONE);
+    if (rv != 0) {
+        snprintf(errbuf, errlen, "%s: TLS: %s", o->url, nng_strerror(rv));
+        goto fail;
+    }
+    if ((rv = nng_stream_listener_set_ptr(ln->l, NNG_OPT_TLS_CONFIG, ln->tls)) != 0) {
+        snprintf(errbuf, errlen, "%s: TLS: %s", o->url, nng_strerror(rv));
+        goto fail;
+    }
+    err = MQL_OK;
+fail:
+    free(cert);
+    if (key != NULL) {
+        memset(key, 0, strlen(key)); /* private key material */
+        free(key);
+    }
+    return err;
+}
+
+mql_err mql_net_listen(mql_net *net, const mql_listen_opts *o, char *errbuf, size_t errlen)
 {
     listener *ln = calloc(1, sizeof(*ln));
     int rv;
+    mql_err err = MQL_E_IO;
     if (ln == NULL)
         return MQL_E_NOMEM;
     ln->net = net;
-    snprintf(ln->url, sizeof(ln->url), "%s", url);
-    if ((rv = nng_stream_listener_alloc(&ln->l, url)) != 0) {
-        snprintf(errbuf, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
+    snprintf(ln->url, sizeof(ln->url), "%s", o->url);
+    if ((rv = nng_stream_listener_alloc(&ln->l, o->url)) != 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", o->url, nng_strerror(rv));
+        goto fail;
+    }
+    bool tls = strncmp(o->url, "tls+", 4) == 0 || strncmp(o->url, "wss://", 6) == 0;
+    if (tls && (err = tls_setup(ln, o, errbuf, errlen)) != MQL_OK)
+        goto fail;
+    err = MQL_E_IO;
+    if (strncmp(o->url, "ws", 2) == 0 &&
+        (rv = nng_stream_listener_set_string(ln->l, NNG_OPT_WS_PROTOCOL, "mqtt")) != 0) {
+        snprintf(errbuf, errlen, "%s: websocket subprotocol: %s", o->url, nng_strerror(rv));
         goto fail;
     }
     if ((rv = nng_stream_listener_listen(ln->l)) != 0) {
-        snprintf(errbuf, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", o->url, nng_strerror(rv));
         goto fail;
     }
     if ((rv = nng_aio_alloc(&ln->aio, accept_cb, ln)) != 0) {
-        snprintf(errbuf, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", o->url, nng_strerror(rv));
         goto fail;
     }
     pthread_mutex_lock(&net->mtx);
@@ -190,8 +344,10 @@ mql_err mql_net_listen(mql_net *net, const char *url, char *errbuf, size_t errle
 fail:
     if (ln->l)
         nng_stream_listener_free(ln->l);
+    if (ln->tls)
+        nng_tls_config_free(ln->tls);
     free(ln);
-    return MQL_E_IO;
+    return err;
 }
 
 static void format_peer(nng_stream *s, char *buf, size_t len)
@@ -258,6 +414,7 @@ static void accept_cb(void *arg)
     }
     (void)nng_stream_set_bool(s, NNG_OPT_TCP_NODELAY, true);
     format_peer(s, link->peer, sizeof(link->peer));
+    link->tls = ln->tls != NULL;
 
     pthread_mutex_lock(&net->mtx);
     link->next = net->links;
@@ -309,10 +466,17 @@ static bool grow_rbuf(mql_link *link, size_t want)
 static void rx_cb(void *arg)
 {
     mql_link *link = arg;
-    if (nng_aio_result(link->rx) != 0) {
+    int rv = nng_aio_result(link->rx);
+    if (rv != 0) {
+        if (link->tls && !link->got_data && rv != NNG_ECLOSED)
+            mql_notice("net.tls",
+                       "TLS connection from %s failed before any data: %s "
+                       "(handshake: certificate, protocol version or cipher)",
+                       link->peer, nng_strerror(rv));
         link_dead(link);
         return;
     }
+    link->got_data = true;
     size_t n = nng_aio_count(link->rx);
     bool filled = (link->rlen + n == link->rcap);
     link->rlen += n;
@@ -478,6 +642,8 @@ void mql_net_close_listeners(mql_net *net)
         nng_aio_stop(ln->aio);
         nng_aio_free(ln->aio);
         nng_stream_listener_free(ln->l);
+        if (ln->tls)
+            nng_tls_config_free(ln->tls);
         free(ln);
         ln = next;
     }

@@ -38,9 +38,23 @@ typedef struct mql_link_ops {
 /* Create the network layer. ops/arg are used for every link of every listener. */
 MQL_MUST_CHECK mql_err mql_net_alloc(mql_net **out, const mql_link_ops *ops, void *arg);
 
-/* Start listening on url ("tcp://127.0.0.1:1883", "tcp://0.0.0.0:1883"). On failure writes
- * the reason into errbuf. */
-MQL_MUST_CHECK mql_err mql_net_listen(mql_net *net, const char *url, char *errbuf, size_t errlen);
+/* What one listener serves. */
+typedef struct mql_listen_opts {
+    /* "tcp://ADDR:PORT", "tls+tcp://ADDR:PORT", "ws://ADDR:PORT/PATH", "wss://ADDR:PORT/PATH" */
+    const char *url;
+    /* TLS (tls+tcp and wss): PEM files; keypass decrypts an encrypted key (may be NULL). */
+    const char *certfile;
+    const char *keyfile;
+    const char *keypass;
+    const char *cafile;       /* CA chain for client certificates (may be NULL) */
+    bool require_certificate; /* mutual TLS: a client without a valid certificate is refused */
+} mql_listen_opts;
+
+/* Start listening. TLS files are read and checked here, so a missing, unreadable or
+ * mismatched certificate or key is a startup error naming the file. On failure writes the
+ * reason into errbuf. WebSocket listeners negotiate the "mqtt" subprotocol. */
+MQL_MUST_CHECK mql_err mql_net_listen(mql_net *net, const mql_listen_opts *opts, char *errbuf,
+                                      size_t errlen);
 
 /* Stop accepting on every listener (existing links stay). */
 void mql_net_close_listeners(mql_net *net);
