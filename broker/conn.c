@@ -640,6 +640,12 @@ static void handle_publish(mql_conn *c, mql_publish *pub)
     const char *why = NULL;
     mql_err err = MQL_OK;
 
+    if (c->version == MQL_V5 && (pub->props.present & MQL_PBIT(MQL_PROP_SUBSCRIPTION_ID))) {
+        violation(c, MQL_E_PROTOCOL,
+                  "a PUBLISH from a client must not carry a Subscription Identifier "
+                  "[MQTT-3.3.4-6]");
+        return;
+    }
     if (c->version == MQL_V5 && (err = resolve_alias(c, pub, &why)) != MQL_OK) {
         violation(c, err, why);
         return;
@@ -1039,7 +1045,8 @@ static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
         err = mql_decode(buf + off, fr.total, c->state == CS_NEW ? 0 : c->version, &p, &why);
         if (err != MQL_OK) {
             if (c->state == CS_NEW && fr.type == MQL_CONNECT) {
-                c->version = p.u.connect.version == MQL_V5 ? MQL_V5 : MQL_V311;
+                /* a level above 5 is answered in the v5 format (0x84), below in 3.1.1's */
+                c->version = p.u.connect.version >= MQL_V5 ? MQL_V5 : MQL_V311;
                 if (err == MQL_E_BAD_VERSION && c->version != MQL_V5) {
                     /* [v3.1.1 MQTT-3.1.2-2] */
                     mql_notice("client.refused", "connection from %s refused: %s", c->peer,
