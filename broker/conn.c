@@ -342,7 +342,9 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         return;
     }
     uint16_t keepalive = cn->keep_alive;
-    if (b->cfg.max_keepalive != 0 && (keepalive > b->cfg.max_keepalive || keepalive == 0)) {
+    /* keepalive 0 ("no keep alive") is overridden only when the operator set a limit */
+    if (b->cfg.max_keepalive != 0 &&
+        (keepalive > b->cfg.max_keepalive || (keepalive == 0 && b->cfg.max_keepalive < 65535))) {
         if (cn->version == MQL_V5) {
             keepalive = b->cfg.max_keepalive; /* Server Keep Alive [MQTT-3.2.2-21] */
             ack.present |= MQL_PBIT(MQL_PROP_SERVER_KEEP_ALIVE);
