@@ -289,6 +289,7 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
 {
     mql_broker *b = c->b;
     char gen[32];
+    char respinfo[160];
     mql_bytes id = cn->client_id;
     bool assigned = false;
     uint64_t now = mql_now_ms();
@@ -479,6 +480,15 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         if (assigned) {
             ack.present |= MQL_PBIT(MQL_PROP_ASSIGNED_CLIENT_ID); /* [MQTT-3.2.2-16] */
             ack.assigned_client_id = id;
+        }
+        if ((cn->props.present & MQL_PBIT(MQL_PROP_REQUEST_RESPONSE_INFO)) &&
+            cn->props.request_response_info == 1) {
+            /* a topic prefix of the client's own for Response Topics (section 4.10) */
+            int n = snprintf(respinfo, sizeof(respinfo), "response/%s", s->client_id);
+            if (n > 0 && (size_t)n < sizeof(respinfo)) {
+                ack.present |= MQL_PBIT(MQL_PROP_RESPONSE_INFO);
+                ack.response_info = (mql_bytes){(const uint8_t *)respinfo, (uint32_t)n};
+            }
         }
         c->aliases = calloc((size_t)c->alias_max + 1, sizeof(mql_bytes));
         if (c->aliases == NULL)

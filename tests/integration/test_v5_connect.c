@@ -395,3 +395,26 @@ Test(v5_connect, takeover_disconnect_0x8e)
     tc_disconnect(c);
     tb_stop(b);
 }
+
+/*
+ * Request Response Information 1: the CONNACK carries Response Information, a topic prefix
+ * of the client's own ("response/CLIENTID"), that it can use to build Response Topics
+ * (section 4.10). [MQTT-3.1.2-28]
+ */
+Test(v5_connect, response_information_when_requested)
+{
+    mql_broker *b = tb_start(NULL);
+    tb_pkt props = {0};
+    pk_prop_u8(&props, PK_P_REQUEST_RESPONSE_INFO, 1);
+    pk_v5 ack;
+    tc_client *c = tc_open_v5(tb_port(b), false, &ack, .client_id = "asker", .clean = true,
+                              .keepalive = 60, .props = &props);
+    pk_slice ri;
+    cr_assert(pk_prop_data(ack.props, PK_P_RESPONSE_INFO, &ri), "no Response Information");
+    cr_assert(ri.n == 14 && memcmp(ri.p, "response/asker", 14) == 0, "Response Information '%.*s'",
+              (int)ri.n, (const char *)ri.p);
+    tc_sendp(c, pk_disconnect_v5(0, NULL));
+    tc_expect_closed(c, TB_WAIT_MS);
+    tc_close(c);
+    tb_stop(b);
+}
