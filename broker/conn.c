@@ -1057,8 +1057,9 @@ static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
         err = mql_decode(buf + off, fr.total, c->state == CS_NEW ? 0 : c->version, &p, &why);
         if (err != MQL_OK) {
             if (c->state == CS_NEW && fr.type == MQL_CONNECT) {
-                /* a level above 5 is answered in the v5 format (0x84), below in 3.1.1's */
-                c->version = p.u.connect.version >= MQL_V5 ? MQL_V5 : MQL_V311;
+                /* an unknown level gets 3.1.1's CONNACK 0x01: its rule is a MUST
+                 * [v3.1.1 MQTT-3.1.2-2], MQTT 5's 0x84 a MAY [MQTT-3.1.2-2] */
+                c->version = p.u.connect.version == MQL_V5 ? MQL_V5 : MQL_V311;
                 if (err == MQL_E_BAD_VERSION && c->version != MQL_V5) {
                     /* [v3.1.1 MQTT-3.1.2-2] */
                     mql_notice("client.refused", "connection from %s refused: %s", c->peer,
