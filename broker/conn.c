@@ -381,6 +381,7 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
             return;
         }
         takeover_diagnostics(b, s, old, c);
+        b->stats.clients_connected--; /* the old connection no longer counts */
         s->conn = NULL;
         old->session = NULL;
         s->disconnected_at = now;
