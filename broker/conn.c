@@ -1030,6 +1030,7 @@ static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
     mql_conn *c = ctx;
     mql_broker *b = c->b;
     size_t off = 0;
+    mql_net_defer_begin(); /* the writes start after the broker lock is released */
     pthread_mutex_lock(&b->lock);
     c->last_rx = mql_now_ms();
     b->stats.bytes_received += len;
@@ -1078,8 +1079,10 @@ static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
         off += fr.total;
     }
     flush_acks(c);
+    bool closing = c->state == CS_CLOSING;
     pthread_mutex_unlock(&b->lock);
-    return c->state == CS_CLOSING ? len : off;
+    mql_net_defer_end();
+    return closing ? len : off;
 }
 
 static void conn_closed(void *ctx)

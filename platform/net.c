@@ -25,6 +25,8 @@
 #include <mbedtls/x509_crt.h>
 #include <nng/supplemental/tls/tls.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +68,8 @@ struct mql_link {
     bool got_data;
     struct mql_link *prev, *next;
     struct mql_link *reap_next;
+    atomic_uint pins;  /* deferred-send lists holding the link (reaper waits for 0) */
+    bool kick_pending; /* on a deferred-send list, its send not started yet */
     char peer[64];
 };
 
@@ -141,6 +145,8 @@ static void *reaper_main(void *arg)
             link->next->prev = link->prev;
         net->nlinks--;
         pthread_mutex_unlock(&net->mtx);
+        while (atomic_load(&link->pins) != 0)
+            sched_yield(); /* a deferred-send flush is about to let go of it */
         link_free(link);
         pthread_mutex_lock(&net->mtx);
         pthread_cond_broadcast(&net->cv);
@@ -572,6 +578,62 @@ done:
         nng_stream_close(link->s);
 }
 
+/*
+ * Deferred sends. While a thread is inside mql_net_defer_begin/end, mql_link_send only
+ * appends to the link's buffer and remembers the link; the writes (system calls) start at
+ * mql_net_defer_end, after the caller released its own lock. One publish to many
+ * subscribers then costs one buffer append each under the broker lock, not one sendmsg.
+ */
+static _Thread_local struct {
+    bool on;
+    uint32_t n, cap;
+    mql_link **links;
+} deferred;
+
+void mql_net_defer_begin(void)
+{
+    deferred.on = true;
+}
+
+void mql_net_defer_end(void)
+{
+    deferred.on = false;
+    for (uint32_t i = 0; i < deferred.n; i++) {
+        mql_link *link = deferred.links[i];
+        pthread_mutex_lock(&link->mtx);
+        link->kick_pending = false;
+        if (!link->tx_busy && link->olen > 0 && !link->shut)
+            start_tx(link);
+        pthread_mutex_unlock(&link->mtx);
+        atomic_fetch_sub(&link->pins, 1);
+    }
+    deferred.n = 0;
+    if (deferred.cap > 1024) {
+        free(deferred.links);
+        deferred.links = NULL;
+        deferred.cap = 0;
+    }
+}
+
+/* Remember link for mql_net_defer_end. Caller holds link->mtx. False: send now instead. */
+static bool defer_kick(mql_link *link)
+{
+    if (link->kick_pending)
+        return true;
+    if (deferred.n == deferred.cap) {
+        uint32_t cap = deferred.cap ? deferred.cap * 2 : 64;
+        mql_link **p = realloc(deferred.links, cap * sizeof(*p));
+        if (p == NULL)
+            return false;
+        deferred.links = p;
+        deferred.cap = cap;
+    }
+    atomic_fetch_add(&link->pins, 1);
+    link->kick_pending = true;
+    deferred.links[deferred.n++] = link;
+    return true;
+}
+
 mql_err mql_link_send(mql_link *link, const void *buf, size_t len)
 {
     mql_err err = MQL_OK;
@@ -594,7 +656,7 @@ mql_err mql_link_send(mql_link *link, const void *buf, size_t len)
     }
     memcpy(link->out + link->olen, buf, len);
     link->olen += len;
-    if (!link->tx_busy)
+    if (!link->tx_busy && !(deferred.on && defer_kick(link)))
         start_tx(link);
 done:
     pthread_mutex_unlock(&link->mtx);
@@ -621,6 +683,8 @@ void mql_link_close(mql_link *link, bool flush)
     } else {
         link->closing = true;
         link->flush = flush;
+        if (flush && !link->tx_busy && link->olen > 0 && !link->shut)
+            start_tx(link); /* output of a deferred send: write it, then close */
         close_now = !flush || !link->tx_busy;
     }
     if (close_now)

@@ -70,6 +70,12 @@ void mql_net_free(mql_net *net);
  * in one batch when it completes. Returns MQL_E_CLOSED once the link is closing. */
 MQL_MUST_CHECK mql_err mql_link_send(mql_link *link, const void *buf, size_t len);
 
+/* Between these two calls (on one thread), mql_link_send only queues: the writes start at
+ * mql_net_defer_end. Use it around a section that holds a lock while sending to many links,
+ * and call end after releasing the lock. */
+void mql_net_defer_begin(void);
+void mql_net_defer_end(void);
+
 /* Bytes queued and not yet written to the socket (for back-pressure decisions). */
 size_t mql_link_backlog(mql_link *link);
 
