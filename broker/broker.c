@@ -11,6 +11,8 @@
  * timeouts, delayed wills and session expiry.
  */
 #include <errno.h>
+#include <stdarg.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,6 +188,9 @@ mql_err mql_broker_alloc(mql_broker **out, const mql_config *cfg)
     b->cfg = *cfg;
     pthread_mutex_init(&b->lock, NULL);
     pthread_cond_init(&b->tick_cv, NULL);
+    pthread_rwlock_init(&b->auth_lock, NULL);
+    if ((err = mql_ratelimit_alloc(&b->ratelimit, NULL)) != MQL_OK)
+        goto fail;
     if ((err = mql_topics_alloc(&b->topics)) != MQL_OK)
         goto fail;
     if ((err = mql_net_alloc(&b->net, &mql_conn_link_ops, b)) != MQL_OK)
@@ -193,11 +198,87 @@ mql_err mql_broker_alloc(mql_broker **out, const mql_config *cfg)
     *out = b;
     return MQL_OK;
 fail:
+    mql_ratelimit_free(b->ratelimit);
+    pthread_rwlock_destroy(&b->auth_lock);
     mql_topics_free(b->topics);
     pthread_mutex_destroy(&b->lock);
     pthread_cond_destroy(&b->tick_cv);
     free(b);
     return err;
+}
+
+/* ---- $SYS ---- */
+
+static void sys_put(mql_broker *b, const char *topic, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Publish one retained $SYS value (QoS 0). $SYS values are kept in the retained tree for
+ * new subscribers but never written to the store: they would wear the flash every
+ * sys_interval for nothing. */
+static void sys_put(mql_broker *b, const char *topic, const char *fmt, ...)
+{
+    char val[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(val, sizeof(val), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    mql_bytes t = {(const uint8_t *)topic, (uint32_t)strlen(topic)};
+    mql_bytes v = {(const uint8_t *)val,
+                   (uint32_t)(n < (int)sizeof(val) ? n : (int)sizeof(val) - 1)};
+    mql_msg *m = mql_msg_new(t, v, 0, true, NULL, mql_now_ms());
+    if (m == NULL)
+        return;
+    if (mql_topics_retain(b->topics, t, m) == MQL_OK)
+        mql_broker_route(b, m, NULL);
+    mql_msg_unref(m);
+}
+
+static uint64_t rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, rss = 0;
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%lu %lu", &size, &rss) != 2)
+        rss = 0;
+    fclose(f);
+    return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE) / 1024u;
+}
+
+/* The mosquitto-compatible $SYS/broker/... tree, plus mqlite's own counters. */
+static void sys_publish(mql_broker *b, uint64_t now)
+{
+    const mql_stats *st = &b->stats;
+    uint32_t total = b->nsessions;
+    sys_put(b, "$SYS/broker/version", "mqlite %s", MQL_VERSION);
+    sys_put(b, "$SYS/broker/uptime", "%llu seconds",
+            (unsigned long long)((now - b->started_at) / 1000u));
+    sys_put(b, "$SYS/broker/clients/connected", "%u", st->clients_connected);
+    sys_put(b, "$SYS/broker/clients/active", "%u", st->clients_connected);
+    sys_put(b, "$SYS/broker/clients/disconnected", "%u", total - st->clients_connected);
+    sys_put(b, "$SYS/broker/clients/inactive", "%u", total - st->clients_connected);
+    sys_put(b, "$SYS/broker/clients/total", "%u", total);
+    sys_put(b, "$SYS/broker/clients/maximum", "%u", st->clients_max);
+    sys_put(b, "$SYS/broker/clients/takeovers", "%llu", (unsigned long long)st->takeovers);
+    sys_put(b, "$SYS/broker/messages/received", "%llu", (unsigned long long)st->msgs_received);
+    sys_put(b, "$SYS/broker/messages/sent", "%llu", (unsigned long long)st->msgs_sent);
+    sys_put(b, "$SYS/broker/publish/messages/dropped", "%llu",
+            (unsigned long long)st->msgs_dropped);
+    sys_put(b, "$SYS/broker/bytes/received", "%llu", (unsigned long long)st->bytes_received);
+    sys_put(b, "$SYS/broker/bytes/sent", "%llu", (unsigned long long)st->bytes_sent);
+    sys_put(b, "$SYS/broker/subscriptions/count", "%zu", mql_topics_sub_count(b->topics));
+    sys_put(b, "$SYS/broker/retained messages/count", "%zu", mql_topics_retained_count(b->topics));
+    sys_put(b, "$SYS/broker/heap/current", "%llu", (unsigned long long)rss_kib() * 1024u);
+    if (b->store != NULL) {
+        mql_store_stats ss = mql_store_get_stats(b->store);
+        sys_put(b, "$SYS/broker/store/bytes", "%llu", (unsigned long long)ss.file_bytes);
+        sys_put(b, "$SYS/broker/store/transactions", "%llu", (unsigned long long)ss.transactions);
+        sys_put(b, "$SYS/broker/store/fsyncs", "%llu", (unsigned long long)ss.fsyncs);
+        sys_put(b, "$SYS/broker/store/bytes_written", "%llu", (unsigned long long)ss.bytes_written);
+        sys_put(b, "$SYS/broker/store/errors", "%llu", (unsigned long long)ss.errors);
+    }
 }
 
 static void *ticker_main(void *arg)
@@ -218,6 +299,10 @@ static void *ticker_main(void *arg)
         uint64_t now = mql_now_ms();
         mql_conn_tick(b, now);
         mql_session_expire_scan(b, now);
+        if (b->cfg.sys_interval != 0 && now >= b->sys_next) {
+            sys_publish(b, now);
+            b->sys_next = now + (uint64_t)b->cfg.sys_interval * 1000u;
+        }
         if (b->store != NULL) {
             bool full = mql_store_get_stats(b->store).full;
             if (!full && b->store_full) {
@@ -236,25 +321,48 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
     mql_err perr = mql_persist_open(b, errbuf, errlen);
     if (perr != MQL_OK)
         return perr;
+    perr = mql_broker_load_auth(b, b->cfg.password_file, b->cfg.acl_file, errbuf, errlen);
+    if (perr != MQL_OK)
+        return perr;
     for (int i = 0; i < b->cfg.n_listeners; i++) {
         const mql_listener_conf *l = &b->cfg.listeners[i];
-        char url[128];
+        char url[512];
         const char *addr = l->address[0] ? l->address : "0.0.0.0";
+        bool tls = l->certfile[0] != '\0';
+        bool ws = l->protocol == MQL_LISTENER_WEBSOCKETS;
+        const char *scheme = ws ? (tls ? "wss" : "ws") : (tls ? "tls+tcp" : "tcp");
+        const char *path = ws ? (l->websockets_path[0] ? l->websockets_path : "/mqtt") : "";
         if (strchr(addr, ':') != NULL)
-            snprintf(url, sizeof(url), "tcp://[%s]:%u", addr, l->port);
+            snprintf(url, sizeof(url), "%s://[%s]:%u%s", scheme, addr, l->port, path);
         else
-            snprintf(url, sizeof(url), "tcp://%s:%u", addr, l->port);
-        mql_listen_opts lo = {.url = url};
+            snprintf(url, sizeof(url), "%s://%s:%u%s", scheme, addr, l->port, path);
+        mql_listen_opts lo = {
+            .url = url,
+            .certfile = tls ? l->certfile : NULL,
+            .keyfile = l->keyfile[0] ? l->keyfile : NULL,
+            .keypass = l->keyfile_password[0] ? l->keyfile_password : NULL,
+            .cafile = l->cafile[0] ? l->cafile : NULL,
+            .require_certificate = l->require_certificate,
+        };
+        if (!tls && (l->keyfile[0] || l->cafile[0] || l->require_certificate)) {
+            snprintf(errbuf, errlen,
+                     "listener %u (line %d): keyfile/cafile/require_certificate need certfile",
+                     l->port, l->line);
+            return MQL_E_CONFIG;
+        }
         mql_err err = mql_net_listen(b->net, &lo, errbuf, errlen);
         if (err != MQL_OK)
             return err;
-        mql_notice("broker.listen", "listening on %s (mqtt)", url);
+        mql_notice("broker.listen", "listening on %s (%s%s)", url, ws ? "websockets" : "mqtt",
+                   tls ? (l->require_certificate ? ", TLS, client certificate required" : ", TLS")
+                       : "");
     }
     if (pthread_create(&b->ticker, NULL, ticker_main, b) != 0) {
         snprintf(errbuf, errlen, "cannot start the housekeeping thread");
         return MQL_E_NOMEM;
     }
     b->ticker_started = true;
+    b->started_at = mql_now_ms();
     return MQL_OK;
 }
 
@@ -288,11 +396,47 @@ void mql_broker_free(mql_broker *b)
         mql_session_end(b, s);
     }
     mql_topics_free(b->topics);
+    mql_passwd_free(b->passwd);
+    mql_acl_free(b->acl);
+    mql_ratelimit_free(b->ratelimit);
+    pthread_rwlock_destroy(&b->auth_lock);
     free(b->slots);
     free(b->route);
     pthread_mutex_destroy(&b->lock);
     pthread_cond_destroy(&b->tick_cv);
     free(b);
+}
+
+mql_err mql_broker_load_auth(mql_broker *b, const char *passwd_path, const char *acl_path,
+                             char *errbuf, size_t errlen)
+{
+    mql_passwd *pw = NULL;
+    mql_acl *acl = NULL;
+    mql_err err;
+    if (passwd_path != NULL && passwd_path[0] != '\0' &&
+        (err = mql_passwd_load(&pw, passwd_path, errbuf, errlen)) != MQL_OK)
+        return err;
+    if (acl_path != NULL && acl_path[0] != '\0' &&
+        (err = mql_acl_load(&acl, acl_path, errbuf, errlen)) != MQL_OK) {
+        mql_passwd_free(pw);
+        return err;
+    }
+    /* swap: the broker lock for ACL readers, auth_lock for password checks in flight */
+    pthread_mutex_lock(&b->lock);
+    pthread_rwlock_wrlock(&b->auth_lock);
+    mql_passwd *old_pw = b->passwd;
+    mql_acl *old_acl = b->acl;
+    b->passwd = pw;
+    b->acl = acl;
+    pthread_rwlock_unlock(&b->auth_lock);
+    pthread_mutex_unlock(&b->lock);
+    mql_passwd_free(old_pw);
+    mql_acl_free(old_acl);
+    if (pw != NULL)
+        mql_notice("auth.load", "password file %s: %zu users", passwd_path, mql_passwd_count(pw));
+    if (acl != NULL)
+        mql_notice("auth.load", "ACL file %s: %zu rules", acl_path, mql_acl_rule_count(acl));
+    return MQL_OK;
 }
 
 mql_stats mql_broker_stats(mql_broker *b)

@@ -36,6 +36,12 @@ MQL_MUST_CHECK mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errl
  * every connection and wait (bounded) for them to go. */
 void mql_broker_shutdown(mql_broker *b);
 
+/* Load (at start) or reload (SIGHUP) the password and ACL files; "" or NULL means none. On
+ * error nothing changes (the running files stay) and errbuf says FILE:LINE and why. New
+ * connections use the new files at once; ACL checks of existing connections too. */
+MQL_MUST_CHECK mql_err mql_broker_load_auth(mql_broker *b, const char *passwd_path,
+                                            const char *acl_path, char *errbuf, size_t errlen);
+
 /* Free everything. Call after mql_broker_shutdown. */
 void mql_broker_free(mql_broker *b);
 

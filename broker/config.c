@@ -16,7 +16,11 @@
  *   negative values, no '+', no spaces, no trailing junk, no overflow.
  * - `log_type` follows mosquitto: the first occurrence replaces the default set, later ones
  *   add to it; `none` and `all` replace the whole set. cfg->log_types_set carries the
- *   "seen already" state between lines.
+ *   "seen already" state between lines. `log_dest` works the same way (cfg->log_dests_set):
+ *   the first line replaces the default (stderr), later ones add destinations.
+ * - `include_dir DIR` is the only key that needs I/O: mql_config_line records DIR in
+ *   cfg->include_dir and mql_config_load reads DIR's *.conf files right after that line,
+ *   in byte order of their names (as mosquitto), so the line parser stays free of I/O.
  *
  * Threading: none; the functions touch only the cfg they are given. Performance is not a
  * concern (a few dozen lines read once at start or on SIGHUP).
@@ -29,6 +33,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <string.h>
 #include <sys/types.h>
 
@@ -182,6 +187,91 @@ static mql_err set_path(const struct option *opt, struct ctx *c)
     return MQL_OK;
 }
 
+/* `log_dest stderr|stdout|syslog|none` or `log_dest file PATH` (mosquitto syntax). The
+ * first log_dest line replaces the default (stderr); `none` replaces every destination. */
+static mql_err set_log_dest(const struct option *opt, struct ctx *c)
+{
+    mql_config *cfg = c->cfg;
+    const char *v = c->vals[0];
+    uint32_t bit = 0;
+
+    if (strcmp(v, "file") != 0 && c->nvals > 1)
+        return fail(c, "%s: unexpected extra value '%s' (only 'file' takes a path)", opt->name,
+                    c->vals[1]);
+    if (strcmp(v, "stderr") == 0)
+        bit = MQL_LOGD_STDERR;
+    else if (strcmp(v, "stdout") == 0)
+        bit = MQL_LOGD_STDOUT;
+    else if (strcmp(v, "syslog") == 0)
+        bit = MQL_LOGD_SYSLOG;
+    else if (strcmp(v, "topic") == 0 || strcmp(v, "dlt") == 0)
+        return fail(c, "%s: '%s' is not supported by this version of mqlite (expected %s)",
+                    opt->name, v, opt->expect);
+    else if (strcmp(v, "none") != 0 && strcmp(v, "file") != 0)
+        return bad_value(opt, c, v);
+
+    if (strcmp(v, "file") == 0) {
+        if (c->nvals < 2)
+            return fail(c, "%s: file: missing path (expected log_dest file PATH)", opt->name);
+        const char *path = c->vals[1];
+        if (strlen(path) >= MQL_PATH_MAX)
+            return fail(c, "%s: the path is longer than %d characters", opt->name,
+                        MQL_PATH_MAX - 1);
+        int n = cfg->log_dests_set ? cfg->n_log_files : 0;
+        for (int i = 0; i < n; i++) {
+            if (strcmp(cfg->log_files[i].path, path) == 0)
+                return fail(c, "%s: file '%s' is already a destination (%s)", opt->name, path,
+                            cfg->log_files[i].where);
+        }
+        if (n >= MQL_MAX_LOG_FILES)
+            return fail(c, "%s: too many log files (at most %d)", opt->name, MQL_MAX_LOG_FILES);
+        mql_log_file_conf *f = &cfg->log_files[n];
+        snprintf(f->path, sizeof(f->path), "%s", path);
+        snprintf(f->where, sizeof(f->where), "%s:%d", c->file, c->line);
+        if (!cfg->log_dests_set)
+            cfg->log_dests = 0;
+        cfg->n_log_files = n + 1;
+    } else if (bit == 0 || !cfg->log_dests_set) { /* none, or the first log_dest line */
+        cfg->log_dests = bit;
+        cfg->n_log_files = 0;
+    } else {
+        cfg->log_dests |= bit;
+    }
+    cfg->log_dests_set = true;
+    return MQL_OK;
+}
+
+/* `user NAME`: a portable user name (letters, digits, '.', '_', '-', not starting with '-';
+ * a final '$' as some systems allow). Whether it exists is checked when the broker drops
+ * root privileges, on the machine it runs on. */
+static mql_err set_user(const struct option *opt, struct ctx *c)
+{
+    const char *v = c->vals[0];
+    size_t len = strlen(v);
+
+    if (len >= MQL_USER_MAX)
+        return fail(c, "%s: '%s' is longer than %d characters", opt->name, v, MQL_USER_MAX - 1);
+    for (size_t i = 0; i < len; i++) {
+        char ch = v[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || (ch == '-' && i > 0) ||
+                  (ch == '$' && i == len - 1);
+        if (!ok)
+            return bad_value(opt, c, v);
+    }
+    memcpy(c->cfg->user, v, len + 1);
+    return MQL_OK;
+}
+
+/* `include_dir DIR`: only recorded here; mql_config_load reads the directory. */
+static mql_err set_include_dir(const struct option *opt, struct ctx *c)
+{
+    if (strlen(c->vals[0]) >= MQL_PATH_MAX)
+        return fail(c, "%s: the path is longer than %d characters", opt->name, MQL_PATH_MAX - 1);
+    snprintf(c->cfg->include_dir, sizeof(c->cfg->include_dir), "%s", c->vals[0]);
+    return MQL_OK;
+}
+
 static mql_err set_store_sync(const struct option *opt, struct ctx *c)
 {
     if (strcmp(c->vals[0], "full") == 0)
@@ -246,11 +336,42 @@ static mql_err set_protocol(const struct option *opt, struct ctx *c)
         return fail(c, "%s: must follow a 'listener' line (it applies to the listener above it)",
                     opt->name);
     if (strcmp(c->vals[0], "websockets") == 0)
-        return fail(c, "%s: '%s' is not supported by this version of mqlite (only mqtt)", opt->name,
-                    c->vals[0]);
-    if (strcmp(c->vals[0], "mqtt") != 0)
+        cfg->listeners[cfg->n_listeners - 1].protocol = MQL_LISTENER_WEBSOCKETS;
+    else if (strcmp(c->vals[0], "mqtt") == 0)
+        cfg->listeners[cfg->n_listeners - 1].protocol = MQL_LISTENER_MQTT;
+    else
         return bad_value(opt, c, c->vals[0]);
-    cfg->listeners[cfg->n_listeners - 1].protocol = MQL_LISTENER_MQTT;
+    return MQL_OK;
+}
+
+/* A per-listener string option (opt->off is the offset in mql_listener_conf, opt->hi the
+ * field's size). */
+static mql_err set_listener_str(const struct option *opt, struct ctx *c)
+{
+    mql_config *cfg = c->cfg;
+    if (cfg->n_listeners == 0)
+        return fail(c, "%s: must follow a 'listener' line (it applies to the listener above it)",
+                    opt->name);
+    if (strlen(c->vals[0]) >= (size_t)opt->hi)
+        return fail(c, "%s: longer than %lld characters", opt->name, opt->hi - 1);
+    char *field = (char *)&cfg->listeners[cfg->n_listeners - 1] + opt->off;
+    snprintf(field, (size_t)opt->hi, "%s", c->vals[0]);
+    return MQL_OK;
+}
+
+static mql_err set_require_certificate(const struct option *opt, struct ctx *c)
+{
+    mql_config *cfg = c->cfg;
+    if (cfg->n_listeners == 0)
+        return fail(c, "%s: must follow a 'listener' line (it applies to the listener above it)",
+                    opt->name);
+    bool *field = &cfg->listeners[cfg->n_listeners - 1].require_certificate;
+    if (strcmp(c->vals[0], "true") == 0)
+        *field = true;
+    else if (strcmp(c->vals[0], "false") == 0)
+        *field = false;
+    else
+        return bad_value(opt, c, c->vals[0]);
     return MQL_OK;
 }
 
@@ -306,6 +427,22 @@ static mql_err set_client_id_conflict(const struct option *opt, struct ctx *c)
 static const struct option options[] = {
     {"listener", 1, 2, "PORT [ADDRESS] with PORT from 1 to 65535", set_listener, 0, 0, 0},
     {"protocol", 1, 1, "mqtt or websockets", set_protocol, 0, 0, 0},
+    {"certfile", 1, 1, "a PEM certificate (chain) file", set_listener_str, 0, MQL_PATH_MAX,
+     offsetof(mql_listener_conf, certfile)},
+    {"keyfile", 1, 1, "a PEM private key file", set_listener_str, 0, MQL_PATH_MAX,
+     offsetof(mql_listener_conf, keyfile)},
+    {"keyfile_password", 1, 1, "the password of an encrypted keyfile", set_listener_str, 0, 128,
+     offsetof(mql_listener_conf, keyfile_password)},
+    {"cafile", 1, 1, "a PEM CA file", set_listener_str, 0, MQL_PATH_MAX,
+     offsetof(mql_listener_conf, cafile)},
+    {"require_certificate", 1, 1, "true or false", set_require_certificate, 0, 0, 0},
+    {"websockets_path", 1, 1, "a URL path such as /mqtt", set_listener_str, 0, 128,
+     offsetof(mql_listener_conf, websockets_path)},
+    {"password_file", 1, 1, "a password file written by mqlite-passwd", set_path, 0, 0,
+     OFF(password_file)},
+    {"acl_file", 1, 1, "an ACL file", set_path, 0, 0, OFF(acl_file)},
+    {"sys_interval", 1, 1, "a number of seconds from 0 (off) to 86400", set_u32, 0, 86400,
+     OFF(sys_interval)},
     {"allow_anonymous", 1, 1, "true or false", set_bool, 0, 0, OFF(allow_anonymous)},
     {"max_keepalive", 1, 1, "a number from 0 to 65535", set_u16, 0, 65535, OFF(max_keepalive)},
     {"max_packet_size", 1, 1, "a number of bytes from 20 to 268435460", set_u32, 20,
@@ -335,11 +472,14 @@ static const struct option options[] = {
     {"max_topic_alias", 1, 1, "a number from 0 to 65535", set_u16, 0, 65535, OFF(max_topic_alias)},
     {"max_topic_alias_broker", 1, 1, "a number from 0 to 65535", set_u16, 0, 65535,
      OFF(max_topic_alias_broker)},
+    {"log_dest", 1, 2, "stderr, stdout, syslog, file PATH or none", set_log_dest, 0, 0, 0},
+    {"pid_file", 1, 1, "a file path", set_path, 0, 0, OFF(pid_file)},
+    {"user", 1, 1, "a user name (letters, digits, '.', '_', '-')", set_user, 0, 0, 0},
+    {"include_dir", 1, 1, "a directory", set_include_dir, 0, 0, 0},
 };
 
 /* Options of mosquitto 2.0 that this version does not implement (yet). */
 static const char *const mosquitto_only[] = {
-    "acl_file",
     "address",
     "addresses",
     "allow_duplicate_messages",
@@ -368,9 +508,7 @@ static const char *const mosquitto_only[] = {
     "bridge_psk",
     "bridge_require_ocsp",
     "bridge_tls_version",
-    "cafile",
     "capath",
-    "certfile",
     "check_retain_source",
     "ciphers",
     "ciphers_tls1.3",
@@ -383,14 +521,11 @@ static const char *const mosquitto_only[] = {
     "dhparamfile",
     "http_dir",
     "idle_timeout",
-    "include_dir",
     "keepalive_interval",
-    "keyfile",
     "local_cleansession",
     "local_clientid",
     "local_password",
     "local_username",
-    "log_dest",
     "log_facility",
     "log_timestamp",
     "log_timestamp_format",
@@ -402,11 +537,9 @@ static const char *const mosquitto_only[] = {
     "notifications",
     "notifications_local_only",
     "password",
-    "password_file",
     "per_listener_settings",
     "persistence_file",
     "persistent_client_expiration",
-    "pid_file",
     "plugin",
     "port",
     "psk_file",
@@ -415,13 +548,11 @@ static const char *const mosquitto_only[] = {
     "remote_clientid",
     "remote_password",
     "remote_username",
-    "require_certificate",
     "restart_timeout",
     "round_robin",
     "set_tcp_nodelay",
     "socket_domain",
     "start_type",
-    "sys_interval",
     "threshold",
     "tls_engine",
     "tls_engine_kpass_sha1",
@@ -433,7 +564,6 @@ static const char *const mosquitto_only[] = {
     "use_identity_as_username",
     "use_subject_as_username",
     "use_username_as_clientid",
-    "user",
     "username",
     "websockets_headers_size",
     "websockets_log_level",
@@ -466,12 +596,19 @@ void mql_config_defaults(mql_config *cfg)
     cfg->max_session_expiry = 0;
     cfg->client_id_conflict = MQL_CONFLICT_TAKEOVER;
     cfg->max_topic_alias = 10;
+    cfg->sys_interval = 10;
     cfg->persistence = false;
     snprintf(cfg->persistence_location, sizeof(cfg->persistence_location), ".");
     cfg->store_sync = MQL_STORE_SYNC_FULL;
     cfg->store_commit_window_ms = 20;
     cfg->store_max_bytes = 0;
     cfg->max_topic_alias_broker = 10;
+    cfg->log_dests = MQL_LOGD_STDERR;
+    cfg->n_log_files = 0;
+    cfg->log_dests_set = false;
+    cfg->pid_file[0] = '\0';
+    cfg->user[0] = '\0';
+    cfg->include_dir[0] = '\0';
 }
 
 mql_err mql_config_line(mql_config *cfg, const char *text, const char *file, int line, char *errbuf,
@@ -538,30 +675,121 @@ mql_err mql_config_line(mql_config *cfg, const char *text, const char *file, int
     return opt->set(opt, &c);
 }
 
-mql_err mql_config_load(mql_config *cfg, const char *path, char *errbuf, size_t errlen)
+/* Write "PREFIX: " + the formatted text, like fail(), for errors that are not about one
+ * line's content (I/O); returns rc. prefix is "FILE" or "FILE:LINE". */
+static mql_err fail_at(mql_err rc, char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static mql_err fail_at(mql_err rc, char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (errbuf != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errbuf, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+/* Append " (included from FILE:LINE)" to a message about an included file, if it fits. */
+static void note_included_from(char *errbuf, size_t errlen, const char *file, int line)
+{
+    if (errbuf == NULL || errlen == 0)
+        return;
+    size_t n = strlen(errbuf);
+    if (n < errlen)
+        snprintf(errbuf + n, errlen - n, " (included from %s:%d)", file, line);
+}
+
+static int conf_name_filter(const struct dirent *d)
+{
+    size_t n = strlen(d->d_name);
+    return n > 5 && strcmp(d->d_name + n - 5, ".conf") == 0;
+}
+
+/* Byte order of the names, whatever the locale (alphasort uses strcoll). */
+static int conf_name_order(const struct dirent **a, const struct dirent **b)
+{
+    return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static mql_err load_file(mql_config *cfg, const char *path, const char *from_file, int from_line,
+                         int depth, char *errbuf, size_t errlen);
+
+/*
+ * Read the *.conf files of cfg->include_dir (named by line `line` of `file`, at include
+ * depth `depth`), in order, and clear cfg->include_dir. An unreadable directory or file is
+ * an error naming it and the include_dir line.
+ */
+static mql_err load_include_dir(mql_config *cfg, const char *file, int line, int depth,
+                                char *errbuf, size_t errlen)
+{
+    char dir[MQL_PATH_MAX];
+    struct dirent **names = NULL;
+    mql_err rc = MQL_OK;
+
+    memcpy(dir, cfg->include_dir, sizeof(dir));
+    cfg->include_dir[0] = '\0';
+    if (depth >= MQL_INCLUDE_DEPTH)
+        return fail_at(MQL_E_CONFIG, errbuf, errlen,
+                       "%s:%d: include_dir: '%s' is nested too deeply (at most %d levels of "
+                       "include_dir; does a directory include itself?)",
+                       file, line, dir, MQL_INCLUDE_DEPTH);
+    errno = 0;
+    int n = scandir(dir, &names, conf_name_filter, conf_name_order);
+    if (n < 0) {
+        int e = errno ? errno : EIO;
+        return fail_at(e == ENOMEM ? MQL_E_NOMEM : MQL_E_IO, errbuf, errlen,
+                       "%s:%d: include_dir: cannot read directory '%s': %s", file, line, dir,
+                       strerror(e));
+    }
+    for (int i = 0; i < n; i++) {
+        char sub[2 * MQL_PATH_MAX];
+        if (rc == MQL_OK) {
+            const char *sep = dir[0] != '\0' && dir[strlen(dir) - 1] == '/' ? "" : "/";
+            int len = snprintf(sub, sizeof(sub), "%s%s%s", dir, sep, names[i]->d_name);
+            if (len < 0 || (size_t)len >= sizeof(sub))
+                rc = fail_at(MQL_E_CONFIG, errbuf, errlen,
+                             "%s:%d: include_dir: the path of '%s' in '%s' is too long", file, line,
+                             names[i]->d_name, dir);
+            else
+                rc = load_file(cfg, sub, file, line, depth + 1, errbuf, errlen);
+        }
+        free(names[i]);
+    }
+    free(names);
+    return rc;
+}
+
+/*
+ * Parse one file (top-level when from_file is NULL, else included by from_file:from_line).
+ * Messages name the file and line; those about an included file also name the include_dir
+ * line.
+ */
+static mql_err load_file(mql_config *cfg, const char *path, const char *from_file, int from_line,
+                         int depth, char *errbuf, size_t errlen)
 {
     mql_err rc = MQL_OK;
     char *text = NULL;
     size_t cap = 0;
     int line = 0;
 
-    if (errbuf != NULL && errlen > 0)
-        errbuf[0] = '\0';
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        if (errbuf != NULL && errlen > 0)
-            snprintf(errbuf, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return MQL_E_IO;
+        int e = errno;
+        if (from_file != NULL)
+            return fail_at(MQL_E_IO, errbuf, errlen, "%s:%d: include_dir: cannot open '%s': %s",
+                           from_file, from_line, path, strerror(e));
+        return fail_at(MQL_E_IO, errbuf, errlen, "%s: cannot open: %s", path, strerror(e));
     }
     for (;;) {
         errno = 0;
         ssize_t n = getline(&text, &cap, f);
         if (n < 0) {
             if (ferror(f)) {
-                if (errbuf != NULL && errlen > 0)
-                    snprintf(errbuf, errlen, "%s:%d: cannot read: %s", path, line + 1,
-                             strerror(errno ? errno : EIO));
-                rc = errno == ENOMEM ? MQL_E_NOMEM : MQL_E_IO;
+                int e = errno ? errno : EIO;
+                rc = fail_at(e == ENOMEM ? MQL_E_NOMEM : MQL_E_IO, errbuf, errlen,
+                             "%s:%d: cannot read: %s", path, line + 1, strerror(e));
             }
             break;
         }
@@ -577,10 +805,23 @@ mql_err mql_config_load(mql_config *cfg, const char *path, char *errbuf, size_t 
         if (line == 1 && strncmp(start, "\xEF\xBB\xBF", 3) == 0)
             start += 3; /* a UTF-8 byte order mark left by some editors */
         rc = mql_config_line(cfg, start, path, line, errbuf, errlen);
+        if (rc == MQL_OK && cfg->include_dir[0] != '\0')
+            rc = load_include_dir(cfg, path, line, depth, errbuf, errlen);
         if (rc != MQL_OK)
             break;
     }
     free(text);
     fclose(f);
+    if (rc != MQL_OK && from_file != NULL && errbuf != NULL && errlen > 0 &&
+        strncmp(errbuf, path, strlen(path)) == 0)
+        note_included_from(errbuf, errlen, from_file, from_line);
     return rc;
+}
+
+mql_err mql_config_load(mql_config *cfg, const char *path, char *errbuf, size_t errlen)
+{
+    if (errbuf != NULL && errlen > 0)
+        errbuf[0] = '\0';
+    cfg->include_dir[0] = '\0';
+    return load_file(cfg, path, NULL, 0, 0, errbuf, errlen);
 }

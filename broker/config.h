@@ -18,6 +18,14 @@
 
 #define MQL_MAX_LISTENERS 16
 #define MQL_PATH_MAX 256
+#define MQL_MAX_LOG_FILES 4 /* `log_dest file PATH` lines */
+#define MQL_USER_MAX 64     /* `user NAME`, with its NUL */
+#define MQL_INCLUDE_DEPTH 4 /* `include_dir` nesting: a file included by an included file ... */
+
+/* `log_dest` destinations other than files, as a bitmask (mosquitto names). */
+#define MQL_LOGD_STDERR 0x1u
+#define MQL_LOGD_STDOUT 0x2u
+#define MQL_LOGD_SYSLOG 0x4u
 
 enum mql_log_level {
     MQL_LOG_ERROR = 0,
@@ -39,8 +47,8 @@ enum mql_client_id_conflict {
     MQL_CONFLICT_REJECT_NEW = 1, /* the newcomer is refused while the old one is live */
 };
 
-/* What a listener speaks (`protocol` key). The parser accepts only mqtt for now: `protocol
- * websockets` is refused as not supported by this version. */
+/* What a listener speaks (`protocol` key): MQTT over TCP, or MQTT over WebSocket. Either
+ * runs over TLS when the listener has a certfile. */
 enum mql_listener_protocol {
     MQL_LISTENER_MQTT = 0,
     MQL_LISTENER_WEBSOCKETS = 1,
@@ -57,7 +65,19 @@ typedef struct mql_listener_conf {
     char address[64];                    /* bind address; "" means all interfaces (0.0.0.0) */
     int line;                            /* line of the `listener` key, for messages */
     enum mql_listener_protocol protocol; /* default MQL_LISTENER_MQTT */
+    char certfile[MQL_PATH_MAX];         /* TLS when set (with keyfile) */
+    char keyfile[MQL_PATH_MAX];
+    char keyfile_password[128]; /* for an encrypted keyfile */
+    char cafile[MQL_PATH_MAX];  /* CA for client certificates */
+    bool require_certificate;   /* mutual TLS */
+    char websockets_path[128];  /* default "/mqtt" */
 } mql_listener_conf;
+
+/* One `log_dest file PATH` line. */
+typedef struct mql_log_file_conf {
+    char path[MQL_PATH_MAX];
+    char where[MQL_PATH_MAX + 16]; /* "FILE:LINE" of the log_dest line, for messages */
+} mql_log_file_conf;
 
 typedef struct mql_config {
     mql_listener_conf listeners[MQL_MAX_LISTENERS];
@@ -84,16 +104,32 @@ typedef struct mql_config {
     enum mql_store_sync store_sync;                 /* default full */
     uint32_t store_commit_window_ms;                /* default 20 */
     uint64_t store_max_bytes;                       /* default 0 = no limit */
+    char password_file[MQL_PATH_MAX];               /* "" = none */
+    char acl_file[MQL_PATH_MAX];                    /* "" = none */
+    uint32_t sys_interval;           /* seconds between $SYS updates, default 10; 0 = off */
     uint16_t max_topic_alias;        /* aliases a v5 client may set towards us, default 10 */
     uint16_t max_topic_alias_broker; /* aliases we assign towards a v5 client (bounded by its
                                         Topic Alias Maximum), default 10; 0 = none */
+    uint32_t log_dests; /* MQL_LOGD_* bits, default MQL_LOGD_STDERR; `log_dest none` = 0 */
+    mql_log_file_conf log_files[MQL_MAX_LOG_FILES]; /* `log_dest file PATH` */
+    int n_log_files;
+    bool log_dests_set;             /* parser state: a `log_dest` line was seen, so the next
+                                       ones add destinations instead of replacing stderr */
+    char pid_file[MQL_PATH_MAX];    /* `pid_file PATH`, default "" = none */
+    char user[MQL_USER_MAX];        /* `user NAME`: drop root to NAME after start; "" = stay */
+    char include_dir[MQL_PATH_MAX]; /* parser state: the directory of an `include_dir` line
+                                       that mql_config_load has yet to read ("" = none) */
 } mql_config;
 
 /* Fill cfg with the defaults above and no listeners. */
 void mql_config_defaults(mql_config *cfg);
 
 /*
- * Parse the file at path into cfg (which should hold defaults). On error returns
+ * Parse the file at path into cfg (which should hold defaults). `include_dir DIR` lines read
+ * every file of DIR whose name ends in ".conf", in byte order of their names, at the point
+ * of the line (included files may use include_dir again, MQL_INCLUDE_DEPTH levels deep).
+ * Relative paths are taken relative to the current directory, as mosquitto does.
+ * On error returns
  * MQL_E_CONFIG (bad content) or MQL_E_IO (cannot read) and writes one line into errbuf
  * such as "etc/mqlite.conf:12: unknown option 'lisener'" or
  * "etc/mqlite.conf:3: max_keepalive: '70000' is not a number from 0 to 65535".
@@ -103,7 +139,9 @@ MQL_MUST_CHECK mql_err mql_config_load(mql_config *cfg, const char *path, char *
                                        size_t errlen);
 
 /* Parse one line (without the newline), as the file parser does; `file` and `line` are only
- * used in messages. Exposed for tests. */
+ * used in messages. An `include_dir` line is only checked and recorded in cfg->include_dir:
+ * reading the directory is left to mql_config_load (this function does no I/O). Exposed for
+ * tests. */
 MQL_MUST_CHECK mql_err mql_config_line(mql_config *cfg, const char *text, const char *file,
                                        int line, char *errbuf, size_t errlen);
 

@@ -328,19 +328,44 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         id.len = (uint32_t)strlen(gen);
         assigned = true;
     }
-    if (!b->cfg.allow_anonymous) {
-        /* No password file support in this build: nobody can authenticate. */
-        mql_notice("client.refused",
-                   "client \"%.*s\" (%s) refused: not authorized (allow_anonymous false)",
-                   (int)id.len, id.p, c->peer);
+    mql_err refuse = MQL_OK;
+    const char *refuse_why = NULL;
+    if (cn->has_username && b->passwd != NULL) {
+        if (c->auth == AUTH_BLOCKED) {
+            refuse = MQL_E_NOT_AUTHORIZED;
+            refuse_why = "too many failed logins from this address (rate limited)";
+        } else if (c->auth != AUTH_OK) {
+            refuse = MQL_E_BAD_USER_PASS;
+            refuse_why = "wrong user name or password";
+        }
+    } else if (!cn->has_username && !b->cfg.allow_anonymous) {
+        refuse = MQL_E_NOT_AUTHORIZED;
+        refuse_why = "no user name and allow_anonymous is false";
+    } else if (cn->has_username && !b->cfg.allow_anonymous) {
+        refuse = MQL_E_BAD_USER_PASS;
+        refuse_why = "allow_anonymous is false and there is no password_file to check against";
+    }
+    if (refuse != MQL_OK) {
+        mql_notice("client.refused", "client \"%.*s\" (%s) user \"%.*s\" refused: %s", (int)id.len,
+                   id.p, c->peer, (int)cn->username.len,
+                   cn->username.p ? (const char *)cn->username.p : "", refuse_why);
         if (cn->version == MQL_V5) {
-            mql_conn_close(c, MQL_E_NOT_AUTHORIZED, NULL);
+            mql_conn_close(c, refuse, refuse_why); /* CONNACK 0x86 / 0x87 */
         } else {
             c->state = CS_CLOSING;
-            send_connack(c, false, mql_err_reason_v3(MQL_E_NOT_AUTHORIZED), NULL);
+            send_connack(c, false, mql_err_reason_v3(refuse), NULL); /* 0x04 / 0x05 */
             mql_link_close(c->link, true);
         }
         return;
+    }
+    if (cn->has_username) {
+        c->username = malloc((size_t)cn->username.len + 1);
+        if (c->username == NULL) {
+            mql_conn_close(c, MQL_E_NOMEM, "out of memory");
+            return;
+        }
+        memcpy(c->username, cn->username.p, cn->username.len);
+        c->username[cn->username.len] = '\0';
     }
     uint16_t keepalive = cn->keep_alive;
     /* keepalive 0 ("no keep alive") is overridden only when the operator set a limit */
@@ -442,6 +467,8 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
     s->conn = c;
     c->session = s;
     c->state = CS_ACTIVE;
+    free(s->username);
+    s->username = c->username ? strdup(c->username) : NULL;
     mql_persist_session(b, s);
     b->stats.connects_total++;
     b->stats.clients_connected++;
@@ -676,6 +703,20 @@ static void handle_publish(mql_conn *c, mql_publish *pub)
         return;
     }
     b->stats.msgs_received++;
+    if (b->acl != NULL && !mql_acl_can_write(b->acl, c->username, s->client_id, pub->topic)) {
+        /* not routed, not retained; QoS 0 is dropped silently as the spec allows */
+        mql_notice("client.acl",
+                   "client \"%s\" (%s) user \"%s\": PUBLISH to \"%.*s\" denied "
+                   "by the ACL",
+                   s->client_id, c->peer, c->username ? c->username : "", (int)pub->topic.len,
+                   pub->topic.p);
+        uint8_t rc = c->version == MQL_V5 ? mql_err_reason(MQL_E_NOT_AUTHORIZED) : 0;
+        if (pub->qos == 1)
+            queue_ack(c, MQL_PUBACK, pub->packet_id, rc, false);
+        else if (pub->qos == 2)
+            queue_ack(c, MQL_PUBREC, pub->packet_id, rc, false);
+        return;
+    }
     bool payload_ok = true;
     if (c->version == MQL_V5 && (pub->props.present & MQL_PBIT(MQL_PROP_PAYLOAD_FORMAT)) &&
         pub->props.payload_format == 1 && !mql_utf8_valid(pub->payload.p, pub->payload.len)) {
@@ -822,6 +863,14 @@ static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_i
                    "[MQTT-4.7.1-1] [MQTT-4.7.1-2]",
                    s->client_id, c->peer, (int)e->filter.len, e->filter.p);
         return mql_err_reason(MQL_E_TOPIC_FILTER_INVALID);
+    }
+    if (b->acl != NULL && !mql_acl_can_subscribe(b->acl, c->username, s->client_id, e->filter)) {
+        mql_notice("client.acl",
+                   "client \"%s\" (%s) user \"%s\": SUBSCRIBE to \"%.*s\" denied "
+                   "by the ACL",
+                   s->client_id, c->peer, c->username ? c->username : "", (int)e->filter.len,
+                   e->filter.p);
+        return v5 ? mql_err_reason(MQL_E_NOT_AUTHORIZED) : 0x80;
     }
     uint8_t qos = e->qos < b->cfg.max_qos ? e->qos : b->cfg.max_qos; /* [MQTT-3.8.4-6] */
     mql_sub tmpl;
@@ -1025,11 +1074,85 @@ static void handle_packet(mql_conn *c, mql_packet *p)
     }
 }
 
+/* The peer address without its port ("10.0.0.8", "::1"), for the login rate limiter. */
+static void peer_host(const char *peer, char *out, size_t cap)
+{
+    const char *colon = strrchr(peer, ':');
+    size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+    if (n >= 2 && peer[0] == '[' && peer[n - 1] == ']') {
+        peer++;
+        n -= 2;
+    }
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, peer, n);
+    out[n] = '\0';
+}
+
+/*
+ * Before the broker lock is taken for a connection's first packet: when it is a CONNECT
+ * with a user name and a password file is configured, check the password here. PBKDF2 is
+ * deliberately slow (tens of ms on a gateway), and holding the broker lock meanwhile would
+ * stall every other client. The result waits in c->auth for handle_connect.
+ */
+static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
+{
+    mql_broker *b = c->b;
+    mql_frame fr;
+    mql_err err;
+    if (mql_frame_scan(buf, len, MQL_PRECONNECT_MAX, &fr, &err) != MQL_SCAN_COMPLETE ||
+        fr.type != MQL_CONNECT)
+        return;
+    mql_packet p;
+    memset(&p, 0, sizeof(p));
+    const char *why;
+    if (mql_decode(buf, fr.total, 0, &p, &why) != MQL_OK || !p.u.connect.has_username)
+        return;
+    const mql_connect *cn = &p.u.connect;
+    pthread_rwlock_rdlock(&b->auth_lock);
+    bool have_passwd = b->passwd != NULL;
+    pthread_rwlock_unlock(&b->auth_lock);
+    if (!have_passwd)
+        return;
+    char host[64], user[256];
+    peer_host(c->peer, host, sizeof(host));
+    if (cn->username.len >= sizeof(user)) {
+        c->auth = AUTH_BAD;
+        return;
+    }
+    memcpy(user, cn->username.p, cn->username.len);
+    user[cn->username.len] = '\0';
+    pthread_mutex_lock(&b->lock);
+    bool allowed = mql_ratelimit_allow(b->ratelimit, host, mql_now_ms());
+    pthread_mutex_unlock(&b->lock);
+    if (!allowed) {
+        c->auth = AUTH_BLOCKED;
+        return;
+    }
+    pthread_rwlock_rdlock(&b->auth_lock);
+    if (b->passwd != NULL)
+        c->auth =
+            cn->has_password && mql_passwd_check(b->passwd, user, cn->password.p, cn->password.len)
+                ? AUTH_OK
+                : AUTH_BAD;
+    pthread_rwlock_unlock(&b->auth_lock);
+    pthread_mutex_lock(&b->lock);
+    if (c->auth == AUTH_BAD)
+        mql_ratelimit_fail(b->ratelimit, host, mql_now_ms());
+    else if (c->auth == AUTH_OK)
+        mql_ratelimit_ok(b->ratelimit, host);
+    pthread_mutex_unlock(&b->lock);
+}
+
 static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
 {
     mql_conn *c = ctx;
     mql_broker *b = c->b;
     size_t off = 0;
+    if (!c->prechecked) { /* only this (serialised) receive path touches prechecked */
+        c->prechecked = true;
+        precheck_password(c, buf, len);
+    }
     mql_net_defer_begin(); /* the writes start after the broker lock is released */
     pthread_mutex_lock(&b->lock);
     c->last_rx = mql_now_ms();
@@ -1129,6 +1252,7 @@ static void conn_unref(mql_conn *c)
 {
     if (--c->refs > 0)
         return;
+    free(c->username);
     if (c->aliases != NULL) {
         for (uint32_t i = 0; i <= c->alias_max; i++)
             free((void *)c->aliases[i].p);

@@ -21,6 +21,7 @@
 #include "codec.h"
 #include "config.h"
 #include "msg.h"
+#include "auth.h"
 #include "topic.h"
 #include "platform/net.h"
 
@@ -75,6 +76,7 @@ typedef struct mql_session {
     uint16_t *qos2_in; /* inbound QoS 2 packet ids awaiting PUBREL */
     uint32_t n_qos2_in, cap_qos2_in;
     bool stored;       /* the session (and all it holds) is mirrored in the store */
+    char *username;    /* of its last connection, for read ACL checks while offline */
     uint64_t next_seq; /* for out_msg.seq */
     mql_msg *will;     /* v5 delayed will, published at will_at or session end */
     uint64_t will_at;
@@ -87,6 +89,13 @@ typedef struct mql_session {
     uint64_t route_stamp;
     uint32_t route_idx;
 } mql_session;
+
+enum auth_result {
+    AUTH_NONE = 0, /* no password check was made */
+    AUTH_OK,
+    AUTH_BAD,     /* wrong user name or password */
+    AUTH_BLOCKED, /* too many failures from this address */
+};
 
 enum conn_state {
     CS_NEW = 0, /* waiting for CONNECT */
@@ -131,6 +140,9 @@ typedef struct mql_conn {
     uint16_t out_alias_used;
     mql_bytes *out_aliases; /* [out_alias_max + 1], heap copies */
     char why[160];          /* reason for closing, for the log */
+    char *username;         /* the authenticated (or anonymous-but-given) user name, or NULL */
+    uint8_t auth;           /* AUTH_* result of the password check made before the lock */
+    bool prechecked;        /* precheck_password ran (first receive) */
 } mql_conn;
 
 struct route_entry {
@@ -165,7 +177,15 @@ struct mql_broker {
     struct mql_store *store; /* NULL without persistence (or after it closed) */
     uint64_t store_ops;      /* operations queued so far (to see if a packet caused any) */
     uint64_t next_msg_id;
-    bool store_full;  /* store_max_bytes reached (refreshed every tick) */
+    bool store_full;     /* store_max_bytes reached (refreshed every tick) */
+    uint64_t started_at; /* mql_now_ms() at start, for $SYS uptime */
+    uint64_t sys_next;   /* when $SYS is published next */
+    /* authentication: passwd/acl are replaced on SIGHUP under lock + auth_lock (write);
+     * password checks run outside lock with auth_lock (read) */
+    pthread_rwlock_t auth_lock;
+    mql_passwd *passwd;
+    mql_acl *acl;
+    mql_ratelimit *ratelimit;
     bool route_quota; /* a delivery of the current publish was refused for quota */
     bool store_full_logged;
 };
@@ -209,6 +229,7 @@ MQL_MUST_CHECK mql_err mql_persist_open(mql_broker *b, char *errbuf, size_t errl
 void mql_persist_close(mql_broker *b);
 
 /* broker.c */
+
 void mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from);
 void mql_broker_publish_will(mql_broker *b, mql_msg *will);
 bool mql_broker_share_deliver(mql_broker *b, mql_share *g, mql_msg *msg, uint8_t qos, bool retain);

@@ -1,17 +1,42 @@
 /*
- * main.c - the mqlite command line.
+ * main.c - the mqlite command line and process life cycle.
  *
- *   mqlite [-c FILE] [-p PORT] [-v] [--check] [--help] [--version]
+ *   mqlite [-c FILE] [-p PORT] [-v] [-d] [--check] [--help] [--version]
  *
- * Runs in the foreground (what busybox init and supervisors expect). Signals are blocked
- * in every thread and taken synchronously by the main thread with sigwait(), so no broker
- * code runs in a signal handler: SIGTERM/SIGINT shut down cleanly, SIGHUP re-reads the
+ * Runs in the foreground by default (what busybox init and supervisors expect). With -d it
+ * daemonises (fork, setsid, fork, chdir /, standard descriptors to /dev/null); the command
+ * returns only once the daemon listens (exit 0) or has failed (exit 1, its error on the
+ * terminal), so an init script's exit status means something. The order at start is fixed:
+ *
+ *   config -> log destinations -> [daemonise] -> broker start (store, listeners, as root)
+ *   -> pid file -> drop root (`user`) -> [tell the waiting parent] -> signal loop
+ *
+ * Daemonising happens before the broker starts any thread (fork copies only the calling
+ * thread). Root is dropped only after ports are bound and the store is open, and the broker
+ * refuses to run if the drop fails. Relative paths (pid_file, persistence_location, log
+ * files, the configuration file) are made absolute against the start directory before -d
+ * changes to /, so they mean the same with and without -d.
+ *
+ * Signals are blocked in every thread and taken synchronously by the main thread with
+ * sigwait(), so no broker code runs in a signal handler: SIGTERM/SIGINT shut down cleanly
+ * and remove the pid file, SIGHUP reopens log files (logrotate) and re-reads the
  * configuration file for what can change at run time (log_type).
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "broker.h"
@@ -22,12 +47,24 @@
 #define MQL_VERSION "0.0.0"
 #endif
 
+/* How long `mqlite -d` waits for the daemon to report that it runs (store recovery on a
+ * large flash file can take a while). */
+#define DAEMON_READY_TIMEOUT_MS 60000
+/* Where `user NAME` is looked up (files only: a static binary has no NSS modules). */
+#define PASSWD_FILE "/etc/passwd"
+#define GROUP_FILE "/etc/group"
+#define MAX_GROUPS 64
+
+/* Whether start-up errors must also be written to stderr (it is not a log destination). */
+static bool errors_to_stderr;
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: mqlite [-c FILE] [-p PORT] [-v] [--check]\n"
+    fprintf(f, "usage: mqlite [-c FILE] [-p PORT] [-v] [-d] [--check]\n"
                "  -c FILE     read the configuration file (mosquitto.conf syntax)\n"
                "  -p PORT     listen on 127.0.0.1:PORT (in addition to configured listeners)\n"
                "  -v          verbose: log everything (log_type all)\n"
+               "  -d          run as a daemon in the background (returns once it listens)\n"
                "  --check     validate the configuration and exit (0 valid, 1 not)\n"
                "  --version   print the version and exit\n"
                "  --help      this text\n");
@@ -43,11 +80,322 @@ static bool parse_port(const char *s, uint16_t *out)
     return true;
 }
 
+/* Log an error at start-up; also on stderr when stderr is not a log destination, so the
+ * operator who started the broker (or `mqlite -d`) sees why it did not start. */
+static void startup_error(const char *id, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void startup_error(const char *id, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    mql_error(id, "%s", text);
+    if (errors_to_stderr)
+        fprintf(stderr, "mqlite: %s\n", text);
+}
+
+/* Make path (a buffer of cap bytes) absolute against cwd. False if it does not fit. */
+static bool make_absolute(char *path, size_t cap, const char *cwd)
+{
+    if (path[0] == '\0' || path[0] == '/')
+        return true;
+    char abs[PATH_MAX + MQL_PATH_MAX];
+    const char *rel = strncmp(path, "./", 2) == 0 ? path + 2 : path;
+    int n = snprintf(abs, sizeof(abs), "%s%s%s", cwd, strcmp(cwd, "/") == 0 ? "" : "/", rel);
+    if (n < 0 || (size_t)n >= cap)
+        return false;
+    memcpy(path, abs, (size_t)n + 1);
+    return true;
+}
+
+/* Before -d changes to "/": make every relative path of cfg absolute. False with a message
+ * on stderr if one becomes too long. */
+static bool absolute_paths(mql_config *cfg)
+{
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof(cwd)) == NULL) {
+        fprintf(stderr, "mqlite: -d: cannot get the current directory: %s\n", strerror(errno));
+        return false;
+    }
+    struct path_ref {
+        const char *what;
+        char *path;
+        size_t cap;
+    } paths[2 + MQL_MAX_LOG_FILES] = {
+        {"pid_file", cfg->pid_file, sizeof(cfg->pid_file)},
+        {"persistence_location", cfg->persistence_location, sizeof(cfg->persistence_location)},
+    };
+    size_t n = 2;
+    for (int i = 0; i < cfg->n_log_files; i++)
+        paths[n++] = (struct path_ref){"log_dest file", cfg->log_files[i].path,
+                                       sizeof(cfg->log_files[i].path)};
+    for (size_t i = 0; i < n; i++) {
+        if (!make_absolute(paths[i].path, paths[i].cap, cwd)) {
+            fprintf(stderr, "mqlite: -d: %s '%s' is too long once made absolute (%s/...)\n",
+                    paths[i].what, paths[i].path, cwd);
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * The parent side of -d: wait (bounded) for the daemon's one-byte "running" message on fd.
+ * EOF means the daemon exited during start-up (it wrote its error to our stderr).
+ * Returns the exit status for the parent.
+ */
+static int wait_daemon_ready(int fd)
+{
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long waited = (now.tv_sec - t0.tv_sec) * 1000L + (now.tv_nsec - t0.tv_nsec) / 1000000L;
+        if (waited >= DAEMON_READY_TIMEOUT_MS) {
+            fprintf(stderr, "mqlite: -d: the daemon did not report that it runs within %d s\n",
+                    DAEMON_READY_TIMEOUT_MS / 1000);
+            return 1;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int r = poll(&p, 1, (int)(DAEMON_READY_TIMEOUT_MS - waited));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            continue; /* the deadline check above ends it */
+        char c;
+        ssize_t n = read(fd, &c, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        return n == 1 && c == 'R' ? 0 : 1;
+    }
+}
+
+/*
+ * Daemonise: fork (the parent waits for the daemon to be ready and exits with its status),
+ * setsid, fork again (the daemon can never reacquire a controlling terminal), chdir /,
+ * stdin from /dev/null. stdout and stderr stay connected until the daemon is ready, so
+ * start-up errors reach the terminal; daemon_ready() redirects them. Returns, in the daemon,
+ * the descriptor daemon_ready() writes to, or -1 with a message on stderr.
+ */
+static int daemonize(void)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        fprintf(stderr, "mqlite: -d: pipe: %s\n", strerror(errno));
+        return -1;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "mqlite: -d: fork: %s\n", strerror(errno));
+        return -1;
+    }
+    if (pid > 0) {
+        close(p[1]);
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+        }
+        exit(wait_daemon_ready(p[0]));
+    }
+    close(p[0]);
+    if (setsid() < 0) {
+        fprintf(stderr, "mqlite: -d: setsid: %s\n", strerror(errno));
+        _exit(1);
+    }
+    pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "mqlite: -d: fork: %s\n", strerror(errno));
+        _exit(1);
+    }
+    if (pid > 0)
+        _exit(0);
+    if (chdir("/") != 0) {
+        fprintf(stderr, "mqlite: -d: chdir /: %s\n", strerror(errno));
+        exit(1);
+    }
+    int null = open("/dev/null", O_RDWR);
+    if (null < 0 || dup2(null, STDIN_FILENO) < 0) {
+        fprintf(stderr, "mqlite: -d: /dev/null: %s\n", strerror(errno));
+        exit(1);
+    }
+    if (null > STDERR_FILENO)
+        close(null);
+    return p[1];
+}
+
+/* In the daemon, once it runs: stdout and stderr to /dev/null, then tell the parent. */
+static void daemon_ready(int fd)
+{
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
+        if (null > STDERR_FILENO)
+            close(null);
+    }
+    errors_to_stderr = false;
+    ssize_t w;
+    do {
+        w = write(fd, "R", 1);
+    } while (w < 0 && errno == EINTR);
+    close(fd);
+}
+
+/* Write our pid to path atomically: a temporary file in the same directory, then rename. */
+static mql_err write_pid_file(const char *path, char *err, size_t errlen)
+{
+    char tmp[MQL_PATH_MAX + 16];
+    snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "pid_file '%s': cannot create a file beside it: %s", path,
+                 strerror(errno));
+        return MQL_E_IO;
+    }
+    char text[32];
+    int n = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
+    bool ok = fchmod(fd, 0644) == 0 && write(fd, text, (size_t)n) == n;
+    int e = errno;
+    if (close(fd) != 0 && ok) {
+        ok = false;
+        e = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = false;
+        e = errno;
+    }
+    if (!ok) {
+        unlink(tmp);
+        snprintf(err, errlen, "pid_file '%s': cannot write: %s", path, strerror(e));
+        return MQL_E_IO;
+    }
+    return MQL_OK;
+}
+
+/* Remove the pid file if it still names us (another instance may have replaced it). */
+static void remove_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    long pid = 0;
+    if (f == NULL)
+        return;
+    int n = fscanf(f, "%ld", &pid);
+    fclose(f);
+    if (n != 1 || pid != (long)getpid()) {
+        mql_notice("broker.pidfile", "pid_file %s names another process now: left in place", path);
+        return;
+    }
+    if (unlink(path) != 0)
+        mql_warning("broker.pidfile",
+                    "cannot remove pid_file %s: %s (after dropping root the directory must be "
+                    "writable by the user; the init script removes it)",
+                    path, strerror(errno));
+}
+
+/* Look name up in PASSWD_FILE; OUT: uid, gid. */
+static bool find_user(const char *name, uid_t *uid, gid_t *gid, char *err, size_t errlen)
+{
+    FILE *f = fopen(PASSWD_FILE, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "user %s: cannot read %s: %s", name, PASSWD_FILE, strerror(errno));
+        return false;
+    }
+    bool found = false;
+    struct passwd *pw;
+    while (!found && (pw = fgetpwent(f)) != NULL) {
+        if (strcmp(pw->pw_name, name) == 0) {
+            *uid = pw->pw_uid;
+            *gid = pw->pw_gid;
+            found = true;
+        }
+    }
+    fclose(f);
+    if (!found)
+        snprintf(err, errlen, "user %s: no such user in %s", name, PASSWD_FILE);
+    return found;
+}
+
+/* The groups of name: its primary group, then every group of GROUP_FILE that lists it (as
+ * initgroups does, without NSS). Returns how many were written into list. */
+static int user_groups(const char *name, gid_t primary, gid_t *list, int cap)
+{
+    int n = 0;
+    list[n++] = primary;
+    FILE *f = fopen(GROUP_FILE, "r");
+    if (f == NULL)
+        return n;
+    struct group *gr;
+    while ((gr = fgetgrent(f)) != NULL) {
+        if (gr->gr_gid == primary)
+            continue;
+        for (char **m = gr->gr_mem; m != NULL && *m != NULL; m++) {
+            if (strcmp(*m, name) == 0 && n < cap) {
+                list[n++] = gr->gr_gid;
+                break;
+            }
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+/*
+ * `user NAME`: when running as root, switch to NAME for good (groups, gid, uid, in this
+ * order) and check that root cannot be regained. Not root: a notice, nothing changes.
+ * glibc applies set*id to every thread of the process. Returns MQL_OK or an error with a
+ * message; the caller must then not go on running.
+ */
+static mql_err drop_privileges(const char *name, char *err, size_t errlen)
+{
+    if (name[0] == '\0')
+        return MQL_OK;
+    if (geteuid() != 0) {
+        mql_notice("broker.user", "user %s: not running as root (uid %ld): privileges unchanged",
+                   name, (long)geteuid());
+        return MQL_OK;
+    }
+    uid_t uid;
+    gid_t gid;
+    if (!find_user(name, &uid, &gid, err, errlen))
+        return MQL_E_CONFIG;
+    gid_t groups[MAX_GROUPS];
+    int ngroups = user_groups(name, gid, groups, MAX_GROUPS);
+    /* Log files we created become the user's, so SIGHUP can still reopen them. */
+    if (mql_log_chown(uid, gid, err, errlen) != MQL_OK)
+        return MQL_E_IO;
+    if (setgroups((size_t)ngroups, groups) != 0) {
+        snprintf(err, errlen, "user %s: setgroups: %s", name, strerror(errno));
+        return MQL_E_IO;
+    }
+    if (setgid(gid) != 0) {
+        snprintf(err, errlen, "user %s: setgid(%ld): %s", name, (long)gid, strerror(errno));
+        return MQL_E_IO;
+    }
+    if (setuid(uid) != 0) {
+        snprintf(err, errlen, "user %s: setuid(%ld): %s", name, (long)uid, strerror(errno));
+        return MQL_E_IO;
+    }
+    if (getuid() != uid || geteuid() != uid || getgid() != gid || getegid() != gid ||
+        (uid != 0 && (setuid(0) == 0 || seteuid(0) == 0))) {
+        snprintf(err, errlen, "user %s: the switch to uid %ld gid %ld did not hold", name,
+                 (long)uid, (long)gid);
+        return MQL_E_INTERNAL;
+    }
+    mql_notice("broker.user", "dropped root: running as user %s (uid %ld, gid %ld, %d groups)",
+               name, (long)uid, (long)gid, ngroups);
+    return MQL_OK;
+}
+
 int main(int argc, char **argv)
 {
+    static char conf_path_buf[PATH_MAX];
     const char *conf_path = NULL;
     uint16_t port = 0;
-    bool check = false, verbose = false;
+    bool check = false, verbose = false, detach = false;
     char err[512];
 
     for (int i = 1; i < argc; i++) {
@@ -61,6 +409,8 @@ int main(int argc, char **argv)
             }
         } else if (strcmp(a, "-v") == 0) {
             verbose = true;
+        } else if (strcmp(a, "-d") == 0 || strcmp(a, "--daemon") == 0) {
+            detach = true;
         } else if (strcmp(a, "--check") == 0) {
             check = true;
         } else if (strcmp(a, "--version") == 0) {
@@ -101,9 +451,38 @@ int main(int argc, char **argv)
         printf("%s: configuration is valid\n", conf_path ? conf_path : "(defaults)");
         return 0;
     }
+    if (detach) {
+        /* SIGHUP re-reads the file after the daemon changed to "/". */
+        if (conf_path != NULL) {
+            if (realpath(conf_path, conf_path_buf) == NULL) {
+                fprintf(stderr, "mqlite: %s: %s\n", conf_path, strerror(errno));
+                return 1;
+            }
+            conf_path = conf_path_buf;
+        }
+        if (!absolute_paths(&cfg))
+            return 1;
+    }
     if (verbose)
         cfg.log_types = 0x1f;
     mql_log_set_types(cfg.log_types);
+    if (mql_log_open(&cfg, err, sizeof(err)) != MQL_OK) {
+        fprintf(stderr, "mqlite: %s\n", err);
+        return 1;
+    }
+    errors_to_stderr = (cfg.log_dests & MQL_LOGD_STDERR) == 0;
+    if (detach && cfg.n_log_files == 0 && (cfg.log_dests & MQL_LOGD_SYSLOG) == 0)
+        mql_warning("broker.daemon",
+                    "-d: the only log destinations are stderr/stdout, which a daemon sends to "
+                    "/dev/null: nothing is logged after start-up (add 'log_dest syslog' or "
+                    "'log_dest file PATH')");
+
+    int ready_fd = -1;
+    if (detach) {
+        ready_fd = daemonize();
+        if (ready_fd < 0)
+            return 1;
+    }
 
     /* Block the signals we handle before any thread exists, so every thread inherits it. */
     sigset_t sigs;
@@ -116,24 +495,43 @@ int main(int argc, char **argv)
 
     mql_broker *b;
     if (mql_broker_alloc(&b, &cfg) != MQL_OK) {
-        fprintf(stderr, "mqlite: out of memory\n");
+        startup_error("broker.start", "out of memory");
         return 1;
     }
-    if (mql_broker_start(b, err, sizeof(err)) != MQL_OK) {
-        mql_error("broker.start", "%s", err);
-        mql_broker_shutdown(b);
-        mql_broker_free(b);
-        return 1;
+    bool pid_written = false;
+    mql_err rc = mql_broker_start(b, err, sizeof(err));
+    if (rc != MQL_OK) {
+        startup_error("broker.start", "%s", err);
+        goto fail;
+    }
+    /* The pid file is written while still root (/var/run is root's), before the drop. */
+    if (cfg.pid_file[0] != '\0') {
+        if (write_pid_file(cfg.pid_file, err, sizeof(err)) != MQL_OK) {
+            startup_error("broker.pidfile", "%s", err);
+            goto fail;
+        }
+        pid_written = true;
+    }
+    if (drop_privileges(cfg.user, err, sizeof(err)) != MQL_OK) {
+        startup_error("broker.user", "%s: refusing to run as root", err);
+        goto fail;
     }
     mql_notice("broker.start", "mqlite %s running (pid %ld)", MQL_VERSION, (long)getpid());
+    if (ready_fd >= 0)
+        daemon_ready(ready_fd);
 
     for (;;) {
         int sig = 0;
         if (sigwait(&sigs, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
+            const char *reopened = cfg.n_log_files > 0 ? "log files reopened, " : "";
+            if (mql_log_reopen(err, sizeof(err)) != MQL_OK) {
+                mql_error("log.reopen", "SIGHUP: %s", err);
+                reopened = "";
+            }
             if (conf_path == NULL) {
-                mql_notice("broker.reload", "SIGHUP: no configuration file to reload");
+                mql_notice("broker.reload", "SIGHUP: %sno configuration file to reload", reopened);
                 continue;
             }
             mql_config fresh;
@@ -143,7 +541,11 @@ int main(int argc, char **argv)
                 continue;
             }
             mql_log_set_types(verbose ? 0x1f : fresh.log_types);
-            mql_notice("broker.reload", "SIGHUP: reloaded log_type from %s", conf_path);
+            mql_notice("broker.reload", "SIGHUP: %slog_type reloaded from %s", reopened, conf_path);
+            if (mql_broker_load_auth(b, fresh.password_file, fresh.acl_file, err, sizeof(err)) !=
+                MQL_OK)
+                mql_error("broker.reload", "SIGHUP: keeping the running password/ACL files: %s",
+                          err);
             continue;
         }
         mql_notice("broker.stop", "%s received, shutting down",
@@ -152,6 +554,17 @@ int main(int argc, char **argv)
     }
     mql_broker_shutdown(b);
     mql_broker_free(b);
+    if (pid_written)
+        remove_pid_file(cfg.pid_file);
     mql_notice("broker.stop", "mqlite stopped");
+    mql_log_close();
     return 0;
+
+fail:
+    mql_broker_shutdown(b);
+    mql_broker_free(b);
+    if (pid_written)
+        remove_pid_file(cfg.pid_file);
+    mql_log_close();
+    return 1;
 }

@@ -143,6 +143,7 @@ static void out_list_clear(out_list *l)
 void mql_session_end(mql_broker *b, mql_session *s)
 {
     mql_persist_session_del(b, s);
+    free(s->username);
     if (s->will != NULL) {
         /* the session ends before the will delay: publish now [MQTT-3.1.3-9] */
         mql_msg *will = s->will;
@@ -250,6 +251,8 @@ void mql_session_pump(mql_broker *b, mql_session *s)
 void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos, bool retain,
                          const uint32_t *ids, uint8_t n_ids, mql_share *share)
 {
+    if (b->acl != NULL && !mql_acl_can_read(b->acl, s->username, s->client_id, msg->topic))
+        return; /* the ACL may have changed since the subscription was made */
     if (qos == 0) {
         if (!connected(s)) {
             return; /* QoS 0 is not queued for offline sessions */

@@ -5,13 +5,19 @@
  * brackets, then the text. Example:
  *   2026-11-23T20:31:07.412Z warning [client.takeover] client "plc-7" (127.0.0.1:51234) ...
  * The message id names the event so that operators can grep and alert on it; it never
- * changes between versions. Thread-safe: one write(2) per line.
+ * changes between versions. Thread-safe: one write(2) per line and destination.
+ *
+ * Destinations (`log_dest`): stderr (the default, and where lines go until mql_log_open),
+ * stdout, files (appended to, reopened by mql_log_reopen for logrotate) and syslog (ident
+ * "mqlite", facility daemon, the level mapped to the syslog priority; syslog adds its own
+ * timestamp, so the line there starts at the level).
  */
 #ifndef MQL_LOG_H
 #define MQL_LOG_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "broker/config.h"
 
@@ -22,7 +28,39 @@ void mql_log_set_types(uint32_t types);
 /* True when `level` would be written (to skip building expensive arguments). */
 bool mql_log_enabled(int level);
 
-/* Write one line at `level` with message id `id` to stderr. */
+/*
+ * Open the destinations of cfg (log_dests, log_files): files for appending (created 0644,
+ * close-on-exec), syslog with openlog(). Call at start, before other threads log. On success
+ * every later line goes to exactly these destinations. On error nothing changes (lines still
+ * go to stderr), errbuf gets one line naming the log_dest line, the file and the reason, e.g.
+ * "etc/mqlite.conf:40: log_dest: cannot open '/var/log/x.log' for appending: Permission
+ * denied", and MQL_E_IO is returned.
+ */
+MQL_MUST_CHECK mql_err mql_log_open(const mql_config *cfg, char *errbuf, size_t errlen);
+
+/*
+ * Reopen every log file by its path (after logrotate moved it away, on SIGHUP). Safe while
+ * other threads log: the new file takes over the old descriptor number atomically (dup2), so
+ * each line goes whole to either the old or the new file. A file that cannot be reopened
+ * keeps being written through its old descriptor; the first such failure is described in
+ * errbuf and MQL_E_IO returned (the others are still tried). A file that cannot be opened
+ * but was not moved away (its path still names the file being written) is no failure.
+ * Returns MQL_OK when there is nothing to reopen.
+ */
+MQL_MUST_CHECK mql_err mql_log_reopen(char *errbuf, size_t errlen);
+
+/*
+ * Give the log files that mql_log_open created (not those that existed) to uid:gid, so that
+ * after root is dropped the broker can still reopen them (SIGHUP without rotation). Call as
+ * root, before dropping privileges. Returns MQL_E_IO with errbuf naming the first file that
+ * could not be changed.
+ */
+MQL_MUST_CHECK mql_err mql_log_chown(uid_t uid, gid_t gid, char *errbuf, size_t errlen);
+
+/* Close the files and syslog; lines go to stderr again. Call when no other thread logs. */
+void mql_log_close(void);
+
+/* Write one line at `level` with message id `id` to the destinations. */
 void mql_log(int level, const char *id, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #define mql_error(id, ...) mql_log(MQL_LOG_ERROR, id, __VA_ARGS__)

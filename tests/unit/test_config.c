@@ -13,9 +13,11 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "broker/config.h"
@@ -163,19 +165,14 @@ Test(config, mosquitto_options_not_supported)
 {
     const char *keys[] = {"autosave_interval 1800",
                           "persistence_file mqlite.db",
-                          "password_file /etc/pw",
-                          "acl_file /etc/acl",
-                          "certfile /etc/c.pem",
+                          "use_identity_as_username true",
                           "connection cloud",
-                          "log_dest stderr",
-                          "pid_file /run/m.pid",
-                          "sys_interval 10",
-                          "user mqlite",
+                          "log_facility 3",
+                          "log_timestamp false",
                           "port 1883",
                           "bind_address 0.0.0.0",
                           "auth_opt_backend files",
-                          "plugin_opt_x y",
-                          "include_dir /etc/mqlite.d"};
+                          "plugin_opt_x y"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         char key[64];
         sscanf(keys[i], "%63s", key);
@@ -183,9 +180,43 @@ Test(config, mosquitto_options_not_supported)
         snprintf(want, sizeof(want), "option '%s' is not supported by this version of mqlite", key);
         BAD(keys[i], want);
     }
-    parse("password_file /etc/pw");
-    cr_assert_str_eq(err, "t.conf:7: option 'password_file' is not supported by this version of "
+    parse("connection cloud");
+    cr_assert_str_eq(err, "t.conf:7: option 'connection' is not supported by this version of "
                           "mqlite");
+}
+
+/* ---- security and transports ------------------------------------------------------ */
+
+Test(config, listener_tls_and_websockets)
+{
+    BAD("certfile /etc/c.pem", "certfile: must follow a 'listener' line");
+    BAD("require_certificate true", "require_certificate: must follow a 'listener' line");
+    OK("listener 8883");
+    OK("certfile /etc/mqlite/server.crt");
+    OK("keyfile /etc/mqlite/server.key");
+    OK("keyfile_password secret");
+    OK("cafile /etc/mqlite/ca.crt");
+    OK("require_certificate true");
+    cr_assert_str_eq(cfg.listeners[0].certfile, "/etc/mqlite/server.crt");
+    cr_assert_str_eq(cfg.listeners[0].keyfile, "/etc/mqlite/server.key");
+    cr_assert_str_eq(cfg.listeners[0].keyfile_password, "secret");
+    cr_assert_str_eq(cfg.listeners[0].cafile, "/etc/mqlite/ca.crt");
+    cr_assert(cfg.listeners[0].require_certificate);
+    BAD("require_certificate yes", "require_certificate: 'yes' is not true or false");
+    OK("listener 8080");
+    OK("protocol websockets");
+    OK("websockets_path /ws");
+    cr_assert_eq(cfg.listeners[1].protocol, MQL_LISTENER_WEBSOCKETS);
+    cr_assert_str_eq(cfg.listeners[1].websockets_path, "/ws");
+    cr_assert_str_eq(cfg.listeners[1].certfile, "");
+    OK("password_file /etc/mqlite/passwd");
+    OK("acl_file /etc/mqlite/acl");
+    cr_assert_str_eq(cfg.password_file, "/etc/mqlite/passwd");
+    cr_assert_str_eq(cfg.acl_file, "/etc/mqlite/acl");
+    cr_assert_eq(cfg.sys_interval, 10);
+    OK("sys_interval 0");
+    cr_assert_eq(cfg.sys_interval, 0);
+    BAD("sys_interval 86401", "sys_interval: '86401' is not");
 }
 
 /* ---- persistence ------------------------------------------------------------------- */
@@ -355,8 +386,6 @@ Test(config, protocol_before_listener)
 Test(config, protocol_bad)
 {
     OK("listener 1883");
-    BAD("protocol websockets",
-        "protocol: 'websockets' is not supported by this version of mqlite (only mqtt)");
     BAD("protocol MQTT", "protocol: 'MQTT' is not mqtt or websockets");
     BAD("protocol http", "protocol: 'http' is not mqtt or websockets");
 }
@@ -721,4 +750,357 @@ Test(config, load_directory)
     cr_assert_eq(mql_config_load(&cfg, "/tmp", err, sizeof(err)), MQL_E_IO);
     cr_assert(strncmp(err, "/tmp:", 5) == 0, "%s", err);
     cr_assert(strstr(err, "Is a directory") != NULL, "%s", err);
+}
+
+/* ---- log_dest ---------------------------------------------------------------------- */
+
+Test(config, log_dest_default_is_stderr)
+{
+    cr_assert_eq(cfg.log_dests, MQL_LOGD_STDERR);
+    cr_assert_eq(cfg.n_log_files, 0);
+    cr_assert_eq(cfg.log_dests_set, false);
+    cr_assert_str_empty(cfg.pid_file);
+    cr_assert_str_empty(cfg.user);
+    cr_assert_str_empty(cfg.include_dir);
+}
+
+Test(config, log_dest_first_replaces_default_later_add)
+{
+    OK("log_dest syslog");
+    cr_assert_eq(cfg.log_dests, MQL_LOGD_SYSLOG); /* stderr is gone */
+    OK("log_dest stdout");
+    OK("log_dest syslog"); /* repeating is harmless */
+    cr_assert_eq(cfg.log_dests, MQL_LOGD_SYSLOG | MQL_LOGD_STDOUT);
+    OK("log_dest file /var/log/mqlite.log");
+    OK("log_dest stderr");
+    cr_assert_eq(cfg.log_dests, MQL_LOGD_SYSLOG | MQL_LOGD_STDOUT | MQL_LOGD_STDERR);
+    cr_assert_eq(cfg.n_log_files, 1);
+    cr_assert_str_eq(cfg.log_files[0].path, "/var/log/mqlite.log");
+    cr_assert_str_eq(cfg.log_files[0].where, "t.conf:7");
+}
+
+Test(config, log_dest_file_first_replaces_stderr)
+{
+    OK("log_dest file a.log");
+    cr_assert_eq(cfg.log_dests, 0);
+    cr_assert_eq(cfg.n_log_files, 1);
+    OK("log_dest file b.log");
+    cr_assert_eq(cfg.n_log_files, 2);
+    cr_assert_str_eq(cfg.log_files[1].path, "b.log");
+}
+
+Test(config, log_dest_none_replaces_everything)
+{
+    OK("log_dest file a.log");
+    OK("log_dest stderr");
+    OK("log_dest none");
+    cr_assert_eq(cfg.log_dests, 0);
+    cr_assert_eq(cfg.n_log_files, 0);
+    OK("log_dest file a.log"); /* no longer a duplicate */
+    cr_assert_eq(cfg.n_log_files, 1);
+}
+
+Test(config, log_dest_bad)
+{
+    BAD("log_dest", "log_dest: missing value (expected stderr, stdout, syslog, file PATH or none)");
+    BAD("log_dest console", "log_dest: 'console' is not stderr, stdout, syslog, file PATH or none");
+    BAD("log_dest STDERR", "log_dest: 'STDERR' is not");
+    BAD("log_dest topic", "log_dest: 'topic' is not supported by this version of mqlite");
+    BAD("log_dest dlt", "log_dest: 'dlt' is not supported by this version of mqlite");
+    BAD("log_dest file", "log_dest: file: missing path (expected log_dest file PATH)");
+    BAD("log_dest stderr x", "log_dest: unexpected extra value 'x' (only 'file' takes a path)");
+    BAD("log_dest file a.log b.log", "log_dest: unexpected extra value 'b.log'");
+    cr_assert_eq(cfg.log_dests, MQL_LOGD_STDERR);
+    cr_assert_eq(cfg.log_dests_set, false);
+    parse("log_dest file");
+    cr_assert_str_eq(err, "t.conf:7: log_dest: file: missing path (expected log_dest file PATH)");
+}
+
+Test(config, log_dest_file_limits)
+{
+    char text[400];
+    snprintf(text, sizeof(text), "log_dest file /%0299d", 0);
+    BAD(text, "log_dest: the path is longer than 255 characters");
+    OK("log_dest file /a.log");
+    cr_assert_eq(mql_config_line(&cfg, "log_dest file /a.log", "u.conf", 9, err, sizeof(err)),
+                 MQL_E_CONFIG);
+    cr_assert_str_eq(err, "u.conf:9: log_dest: file '/a.log' is already a destination (t.conf:7)");
+    for (int i = 1; i < MQL_MAX_LOG_FILES; i++) {
+        snprintf(text, sizeof(text), "log_dest file /%d.log", i);
+        OK(text);
+    }
+    BAD("log_dest file /one-too-many.log", "log_dest: too many log files (at most 4)");
+}
+
+/* ---- pid_file, user ---------------------------------------------------------------- */
+
+Test(config, pid_file)
+{
+    OK("pid_file /var/run/mqlite.pid");
+    cr_assert_str_eq(cfg.pid_file, "/var/run/mqlite.pid");
+    OK("pid_file run/m.pid");
+    cr_assert_str_eq(cfg.pid_file, "run/m.pid");
+    BAD("pid_file", "pid_file: missing value (expected a file path)");
+    BAD("pid_file a b", "pid_file: unexpected extra value 'b'");
+    char text[400];
+    snprintf(text, sizeof(text), "pid_file /%0299d", 0);
+    BAD(text, "pid_file: the path is longer than 255 characters");
+    cr_assert_str_eq(cfg.pid_file, "run/m.pid");
+}
+
+Test(config, user)
+{
+    OK("user mqlite");
+    cr_assert_str_eq(cfg.user, "mqlite");
+    OK("user nobody");
+    OK("user mq-lite_2.x");
+    OK("user machine$");
+    cr_assert_str_eq(cfg.user, "machine$");
+    BAD("user", "user: missing value (expected a user name");
+    BAD("user a b", "user: unexpected extra value 'b'");
+    BAD("user -root", "user: '-root' is not a user name (letters, digits, '.', '_', '-')");
+    BAD("user mq:lite", "user: 'mq:lite' is not a user name");
+    BAD("user ../x", "user: '../x' is not a user name");
+    BAD("user a$b", "user: 'a$b' is not a user name");
+    char text[100];
+    snprintf(text, sizeof(text), "user u%070d", 0);
+    BAD(text, "is longer than 63 characters");
+    cr_assert_str_eq(cfg.user, "machine$");
+    parse("user mq:lite");
+    cr_assert_str_eq(err, "t.conf:7: user: 'mq:lite' is not a user name (letters, digits, '.', "
+                          "'_', '-')");
+}
+
+/* ---- include_dir ------------------------------------------------------------------- */
+
+Test(config, include_dir_line_only_records)
+{
+    OK("include_dir /etc/mqlite/conf.d");
+    cr_assert_str_eq(cfg.include_dir, "/etc/mqlite/conf.d");
+    BAD("include_dir", "include_dir: missing value (expected a directory)");
+    BAD("include_dir a b", "include_dir: unexpected extra value 'b'");
+    char text[400];
+    snprintf(text, sizeof(text), "include_dir /%0299d", 0);
+    BAD(text, "include_dir: the path is longer than 255 characters");
+}
+
+static char tdir[64];
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* A fresh directory with main.conf and conf.d/ in it. OUT: tdir. */
+static void make_tree(void)
+{
+    strcpy(tdir, "/tmp/mqlite-test-include-XXXXXX");
+    cr_assert(mkdtemp(tdir) != NULL, "mkdtemp: %s", strerror(errno));
+    char d[128];
+    snprintf(d, sizeof(d), "%s/conf.d", tdir);
+    cr_assert_eq(mkdir(d, 0755), 0);
+}
+
+static void put(const char *name, const char *text)
+{
+    char path[192];
+    snprintf(path, sizeof(path), "%s/%s", tdir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert(f != NULL, "%s: %s", path, strerror(errno));
+    fputs(text, f);
+    cr_assert_eq(fclose(f), 0);
+}
+
+/* Load tdir/main.conf, whose text is written with every %D replaced by tdir. */
+static mql_err load_main(const char *text)
+{
+    char buf[1024], *o = buf;
+    for (const char *p = text; *p != '\0'; p++) {
+        if (p[0] == '%' && p[1] == 'D') {
+            o += sprintf(o, "%s", tdir);
+            p++;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    put("main.conf", buf);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/main.conf", tdir);
+    return mql_config_load(&cfg, path, err, sizeof(err));
+}
+
+static void remove_tree(void)
+{
+    nftw(tdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* err must equal the text with %D replaced by tdir. */
+static void expect_err(const char *want_fmt)
+{
+    char want[1024], *o = want;
+    for (const char *p = want_fmt; *p != '\0'; p++) {
+        if (p[0] == '%' && p[1] == 'D') {
+            o += sprintf(o, "%s", tdir);
+            p++;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    cr_assert_str_eq(err, want);
+}
+
+Test(config, include_dir_reads_conf_files_in_order)
+{
+    make_tree();
+    put("conf.d/b.conf", "max_qos 1\nlistener 1884\n");
+    put("conf.d/a.conf", "max_qos 0\nlistener 1883\n");
+    put("conf.d/c.conf.disabled", "unknown_key 1\n");
+    put("conf.d/README", "not a config file\n");
+    put("conf.d/.conf", "unknown_key 1\n");
+    cr_assert_eq(load_main("max_keepalive 10\ninclude_dir %D/conf.d\nmax_keepalive 20\n"), MQL_OK,
+                 "%s", err);
+    cr_assert_eq(cfg.max_qos, 1, "b.conf must be read after a.conf");
+    cr_assert_eq(cfg.n_listeners, 2);
+    cr_assert_eq(cfg.listeners[0].port, 1883);
+    cr_assert_eq(cfg.listeners[1].port, 1884);
+    cr_assert_eq(cfg.max_keepalive, 20, "lines after include_dir apply after the files");
+    cr_assert_str_empty(cfg.include_dir);
+    remove_tree();
+}
+
+Test(config, include_dir_empty_dir)
+{
+    make_tree();
+    cr_assert_eq(load_main("include_dir %D/conf.d\n"), MQL_OK, "%s", err);
+    remove_tree();
+}
+
+Test(config, include_dir_error_names_included_file)
+{
+    make_tree();
+    put("conf.d/a.conf", "max_qos 1\n\nmax_qos 7\n");
+    cr_assert_eq(load_main("listener 1883\ninclude_dir %D/conf.d\n"), MQL_E_CONFIG);
+    expect_err("%D/conf.d/a.conf:3: max_qos: '7' is not 0, 1 or 2 (included from "
+               "%D/main.conf:2)");
+    remove_tree();
+}
+
+Test(config, include_dir_duplicate_listener_across_files)
+{
+    make_tree();
+    put("conf.d/a.conf", "listener 1883\n");
+    cr_assert_eq(load_main("listener 1883\ninclude_dir %D/conf.d/\n"), MQL_E_CONFIG);
+    expect_err("%D/conf.d/a.conf:1: listener: listener 1883 duplicates the listener on line 1 "
+               "(included from %D/main.conf:2)");
+    remove_tree();
+}
+
+Test(config, include_dir_main_file_lines_after_include)
+{
+    make_tree();
+    put("conf.d/a.conf", "max_qos 1\n");
+    cr_assert_eq(load_main("include_dir %D/conf.d\n\nmax_qos x\n"), MQL_E_CONFIG);
+    expect_err("%D/main.conf:3: max_qos: 'x' is not 0, 1 or 2");
+    remove_tree();
+}
+
+Test(config, include_dir_missing_directory)
+{
+    make_tree();
+    cr_assert_eq(load_main("# c\ninclude_dir %D/nope\n"), MQL_E_IO);
+    expect_err("%D/main.conf:2: include_dir: cannot read directory '%D/nope': No such file or "
+               "directory");
+    remove_tree();
+}
+
+Test(config, include_dir_not_a_directory)
+{
+    make_tree();
+    put("plain.conf", "max_qos 1\n");
+    cr_assert_eq(load_main("include_dir %D/plain.conf\n"), MQL_E_IO);
+    expect_err("%D/main.conf:1: include_dir: cannot read directory '%D/plain.conf': Not a "
+               "directory");
+    remove_tree();
+}
+
+/* An include file that cannot be opened (here a dangling symlink, which also fails for
+ * root) is an error naming it and the include_dir line. */
+Test(config, include_dir_unreadable_file)
+{
+    make_tree();
+    put("conf.d/a.conf", "max_qos 1\n");
+    char link[128];
+    snprintf(link, sizeof(link), "%s/conf.d/b.conf", tdir);
+    cr_assert_eq(symlink("/nonexistent/target.conf", link), 0);
+    cr_assert_eq(load_main("include_dir %D/conf.d\n"), MQL_E_IO);
+    expect_err("%D/main.conf:1: include_dir: cannot open '%D/conf.d/b.conf': No such file or "
+               "directory");
+    cr_assert_eq(cfg.max_qos, 1, "a.conf comes before b.conf");
+    remove_tree();
+}
+
+Test(config, include_dir_file_is_a_directory)
+{
+    make_tree();
+    char d[128];
+    snprintf(d, sizeof(d), "%s/conf.d/sub.conf", tdir);
+    cr_assert_eq(mkdir(d, 0755), 0);
+    cr_assert_eq(load_main("include_dir %D/conf.d\n"), MQL_E_IO);
+    expect_err("%D/conf.d/sub.conf:1: cannot read: Is a directory (included from "
+               "%D/main.conf:1)");
+    remove_tree();
+}
+
+Test(config, include_dir_nul_byte_in_included_file)
+{
+    make_tree();
+    char path[128];
+    snprintf(path, sizeof(path), "%s/conf.d/a.conf", tdir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f != NULL);
+    fwrite("max_qos 1\nmax\0qos\n", 1, 18, f);
+    fclose(f);
+    cr_assert_eq(load_main("include_dir %D/conf.d\n"), MQL_E_CONFIG);
+    expect_err("%D/conf.d/a.conf:2: line contains a NUL byte (included from %D/main.conf:1)");
+    remove_tree();
+}
+
+Test(config, include_dir_nested)
+{
+    make_tree();
+    char d[128];
+    snprintf(d, sizeof(d), "%s/conf.d/inner", tdir);
+    cr_assert_eq(mkdir(d, 0755), 0);
+    char text[256];
+    snprintf(text, sizeof(text), "max_qos 0\ninclude_dir %s/conf.d/inner\n", tdir);
+    put("conf.d/a.conf", text);
+    put("conf.d/inner/x.conf", "max_qos 1\nmax_keepalive 99999\n");
+    cr_assert_eq(load_main("include_dir %D/conf.d\n"), MQL_E_CONFIG);
+    /* the innermost file names its own includer only */
+    expect_err("%D/conf.d/inner/x.conf:2: max_keepalive: '99999' is not a number from 0 to "
+               "65535 (included from %D/conf.d/a.conf:2)");
+    put("conf.d/inner/x.conf", "max_qos 1\n");
+    mql_config_defaults(&cfg);
+    cr_assert_eq(load_main("include_dir %D/conf.d\n"), MQL_OK, "%s", err);
+    cr_assert_eq(cfg.max_qos, 1);
+    remove_tree();
+}
+
+Test(config, include_dir_including_itself_is_bounded)
+{
+    make_tree();
+    char text[256];
+    snprintf(text, sizeof(text), "include_dir %s/conf.d\n", tdir);
+    put("conf.d/loop.conf", text);
+    cr_assert_eq(load_main("include_dir %D/conf.d\n"), MQL_E_CONFIG);
+    cr_assert(strstr(err, "/conf.d/loop.conf:1: include_dir: '") != NULL, "%s", err);
+    cr_assert(strstr(err, "is nested too deeply (at most 4 levels of include_dir; does a directory "
+                          "include itself?)") != NULL,
+              "%s", err);
+    remove_tree();
 }

@@ -1,0 +1,612 @@
+/*
+ * test_process.c - the broker as an operating-system process: -d, pid_file, signals,
+ * log_dest and `user`, against the real binary (DESIGN.md "Operations").
+ *
+ * What is checked, and how:
+ * - `mqlite -d` returns 0 only once the daemon listens; the daemon is not our child, not a
+ *   session leader, runs in "/", has /dev/null on descriptors 0-2, writes its pid to
+ *   pid_file (relative paths mean the start directory) without leaving temporary files,
+ *   and SIGTERM stops it and removes the pid file. A start-up failure makes `mqlite -d`
+ *   exit 1 with the reason on its stderr and leaves no pid file.
+ * - A foreground broker writes and removes its pid file too (SIGTERM and SIGINT).
+ * - `log_dest file` (alone, or with stderr) and SIGHUP reopening the file after it was
+ *   moved away (logrotate); an unwritable log file stops the start with FILE:LINE.
+ * - `user nobody` as root: the running broker's uids/gids are nobody's, it serves and
+ *   persists, and stops cleanly; an unknown user stops the start. Without root: a notice.
+ *
+ * The daemon is reparented away from the test, so it is watched through its pid (kill 0 and
+ * /proc/PID/stat, a zombie counts as gone). Every wait is bounded; .fini kills a daemon a
+ * failed test left running. Works behind $MQLITE_WRAPPER (qemu-user runs the guest in the
+ * same process, so pids and /proc entries are the broker's).
+ */
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* qemu-user starts slowly: generous, but bounded. */
+#define START_MS 20000
+#define STOP_MS 10000
+
+static bool process_gone(pid_t pid);
+
+static pid_t daemon_pid;        /* a daemon this test started, for process_fini */
+static char work_dir[PATH_MAX]; /* this test's own temp dir (daemon tests), "" if none */
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* A test that passes removes its work dir itself (done_work_dir); one that failed keeps it
+ * (config, output, logs) and its path is printed here. */
+static void process_fini(void)
+{
+    if (daemon_pid > 0 && !process_gone(daemon_pid)) {
+        fprintf(stderr, "test_process: killing daemon %ld that a failed test left running\n",
+                (long)daemon_pid);
+        kill(daemon_pid, SIGKILL);
+    }
+    if (work_dir[0] != '\0')
+        fprintf(stderr, "test_process: kept %s\n", work_dir);
+    tb_fini();
+}
+
+TestSuite(process, .fini = process_fini, .timeout = 90);
+
+static void done_work_dir(void)
+{
+    nftw(work_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    work_dir[0] = '\0';
+}
+
+/* ---- helpers ----------------------------------------------------------------------- */
+
+static void make_work_dir(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(work_dir, sizeof work_dir, "%s/mqlite-process-XXXXXX",
+             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+    cr_assert(mkdtemp(work_dir) != NULL, "mkdtemp: %s", strerror(errno));
+    if (geteuid() == 0)
+        chmod(work_dir, 0777);
+}
+
+static uint16_t free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    cr_assert(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    cr_assert(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* A listening socket on a free port, to make the broker's bind fail. OUT: *port. */
+static int occupy_port(uint16_t *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    cr_assert(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    cr_assert(listen(fd, 1) == 0);
+    cr_assert(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert(f != NULL, "%s: %s", path, strerror(errno));
+    fputs(text, f);
+    cr_assert(fclose(f) == 0);
+}
+
+static bool file_contains(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+static bool wait_file_contains(const char *path, const char *needle, int timeout_ms)
+{
+    int64_t deadline = tb_now_ms() + timeout_ms;
+    for (;;) {
+        if (file_contains(path, needle))
+            return true;
+        if (tb_now_ms() >= deadline)
+            return false;
+        tb_sleep_ms(20);
+    }
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/*
+ * Run `[$MQLITE_WRAPPER] $MQLITE_BIN ARGS...` in dir with stdout+stderr to out_path, and
+ * wait at most timeout_ms for it to exit. Returns its exit status (128+signal if killed,
+ * -1 if it had to be killed after the timeout).
+ */
+static int run_broker(const char *dir, const char *out_path, int timeout_ms, const char *a1,
+                      const char *a2, const char *a3)
+{
+    const char *bin = getenv("MQLITE_BIN");
+    cr_assert(bin != NULL && bin[0] != '\0', "MQLITE_BIN is not set");
+    char wrapper[1024] = "";
+    const char *w = getenv("MQLITE_WRAPPER");
+    if (w != NULL)
+        snprintf(wrapper, sizeof wrapper, "%s", w);
+    char *argv[24];
+    int argc = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(wrapper, " \t", &save); t != NULL && argc < 16;
+         t = strtok_r(NULL, " \t", &save))
+        argv[argc++] = t;
+    argv[argc++] = (char *)bin;
+    const char *extra[] = {a1, a2, a3};
+    for (int i = 0; i < 3; i++) {
+        if (extra[i] != NULL)
+            argv[argc++] = (char *)extra[i];
+    }
+    argv[argc] = NULL;
+
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int null = open("/dev/null", O_RDONLY);
+        if (fd < 0 || null < 0 || chdir(dir) != 0)
+            _exit(126);
+        dup2(null, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        close_range(3, ~0U, 0);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int64_t deadline = tb_now_ms() + timeout_ms;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (tb_now_ms() >= deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        tb_sleep_ms(10);
+    }
+}
+
+static long read_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    long pid = -1;
+    char nl = 0;
+    int n = fscanf(f, "%ld%c", &pid, &nl);
+    fclose(f);
+    return n == 2 && nl == '\n' ? pid : -1;
+}
+
+/* The broker listens before it writes its pid file (and before it drops root), so a test
+ * that got the port from tb_start waits for the file. */
+static long wait_pid_file(const char *path, int timeout_ms)
+{
+    int64_t deadline = tb_now_ms() + timeout_ms;
+    for (;;) {
+        long pid = read_pid_file(path);
+        if (pid > 0 || tb_now_ms() >= deadline)
+            return pid;
+        tb_sleep_ms(10);
+    }
+}
+
+/* True once pid no longer runs (gone, or a zombie nobody reaped yet). */
+static bool process_gone(pid_t pid)
+{
+    if (kill(pid, 0) != 0 && errno == ESRCH)
+        return true;
+    char path[64], stat_line[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return true;
+    size_t n = fread(stat_line, 1, sizeof stat_line - 1, f);
+    fclose(f);
+    stat_line[n] = '\0';
+    const char *p = strrchr(stat_line, ')');
+    return p != NULL && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+static bool wait_gone(pid_t pid, int timeout_ms)
+{
+    int64_t deadline = tb_now_ms() + timeout_ms;
+    while (!process_gone(pid)) {
+        if (tb_now_ms() >= deadline)
+            return false;
+        tb_sleep_ms(20);
+    }
+    return true;
+}
+
+static void readlink_str(const char *path, char *out, size_t cap)
+{
+    ssize_t n = readlink(path, out, cap - 1);
+    out[n < 0 ? 0 : n] = '\0';
+}
+
+/* The "Uid:" or "Gid:" line of /proc/PID/status: all four ids equal to want. */
+static bool proc_ids_are(pid_t pid, const char *key, long want)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    bool ok = false;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, key, strlen(key)) != 0)
+            continue;
+        long ids[4];
+        ok = sscanf(line + strlen(key), "%ld %ld %ld %ld", &ids[0], &ids[1], &ids[2], &ids[3]) ==
+                 4 &&
+             ids[0] == want && ids[1] == want && ids[2] == want && ids[3] == want;
+        break;
+    }
+    fclose(f);
+    return ok;
+}
+
+/* Count the entries of dir whose name starts with prefix. */
+static int count_entries(const char *dir, const char *prefix)
+{
+    char cmd[PATH_MAX + 64];
+    snprintf(cmd, sizeof cmd, "ls -a '%s'", dir);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p != NULL);
+    char name[512];
+    int n = 0;
+    while (fgets(name, sizeof name, p) != NULL) {
+        if (strncmp(name, prefix, strlen(prefix)) == 0)
+            n++;
+    }
+    pclose(p);
+    return n;
+}
+
+/* ---- -d and pid_file ---------------------------------------------------------------- */
+
+/* -d: returns once listening; a proper daemon; relative pid_file/log paths are taken from
+ * the start directory; SIGTERM removes the pid file. */
+Test(process, daemon_pid_file_and_sigterm)
+{
+    make_work_dir();
+    uint16_t port = free_port();
+    char conf[PATH_MAX + 32], out[PATH_MAX + 32], pidf[PATH_MAX + 32], logf[PATH_MAX + 32];
+    snprintf(conf, sizeof conf, "%s/mqlite.conf", work_dir);
+    snprintf(out, sizeof out, "%s/out.txt", work_dir);
+    snprintf(pidf, sizeof pidf, "%s/mqlite.pid", work_dir);
+    snprintf(logf, sizeof logf, "%s/mqlite.log", work_dir);
+    char text[512];
+    snprintf(text, sizeof text,
+             "listener %u 127.0.0.1\npid_file mqlite.pid\nlog_dest file mqlite.log\n"
+             "log_dest stderr\n",
+             port);
+    write_text(conf, text);
+
+    int64_t t0 = tb_now_ms();
+    int status = run_broker(work_dir, out, START_MS, "-d", "-c", "mqlite.conf");
+    cr_assert_eq(status, 0, "mqlite -d exited %d (output in %s)", status, out);
+    long pid = read_pid_file(pidf);
+    cr_assert(pid > 0, "no pid in %s after mqlite -d returned (%lld ms)", pidf,
+              (long long)(tb_now_ms() - t0));
+    daemon_pid = (pid_t)pid;
+    /* Returned only once listening: a client is served at once. */
+    tc_client *c = tc_open(port, "daemon-client", true, 60, false);
+    tc_ping(c);
+    tc_disconnect(c);
+
+    cr_assert_eq(count_entries(work_dir, "mqlite.pid"), 1, "temporary pid files left in %s",
+                 work_dir);
+    cr_assert(kill(daemon_pid, 0) == 0, "daemon %ld not running", pid);
+    pid_t sid = getsid(daemon_pid);
+    cr_assert(sid > 0 && sid != daemon_pid, "daemon must not be a session leader (sid %ld)",
+              (long)sid);
+    cr_assert_neq(sid, getsid(0), "daemon still in the test's session");
+    char link[PATH_MAX], path[64];
+    snprintf(path, sizeof path, "/proc/%ld/cwd", pid);
+    readlink_str(path, link, sizeof link);
+    cr_assert_str_eq(link, "/", "daemon cwd");
+    for (int fd = 0; fd <= 2; fd++) {
+        snprintf(path, sizeof path, "/proc/%ld/fd/%d", pid, fd);
+        readlink_str(path, link, sizeof link);
+        cr_assert_str_eq(link, "/dev/null", "daemon fd %d", fd);
+    }
+    char running[64];
+    snprintf(running, sizeof running, "running (pid %ld)", pid);
+    cr_assert(wait_file_contains(logf, running, TB_WAIT_MS), "%s lacks '%s'", logf, running);
+    cr_assert(wait_file_contains(logf, "daemon-client", TB_WAIT_MS));
+    /* Up to readiness, stderr was the caller's. */
+    cr_assert(file_contains(out, running), "start-up lines not on the caller's stderr");
+
+    cr_assert_eq(kill(daemon_pid, SIGTERM), 0);
+    cr_assert(wait_gone(daemon_pid, STOP_MS), "daemon did not exit within %d ms", STOP_MS);
+    cr_assert_not(exists(pidf), "pid file %s not removed", pidf);
+    cr_assert(wait_file_contains(logf, "mqlite stopped", TB_WAIT_MS));
+    daemon_pid = 0;
+    done_work_dir();
+}
+
+/* -d with a port that is taken: exit 1 with the reason, no pid file, no process left. */
+Test(process, daemon_start_failure_exits_1)
+{
+    make_work_dir();
+    uint16_t port;
+    int busy = occupy_port(&port);
+    char conf[PATH_MAX + 32], out[PATH_MAX + 32], pidf[PATH_MAX + 32];
+    snprintf(conf, sizeof conf, "%s/mqlite.conf", work_dir);
+    snprintf(out, sizeof out, "%s/out.txt", work_dir);
+    snprintf(pidf, sizeof pidf, "%s/fail.pid", work_dir);
+    char text[PATH_MAX + 128];
+    snprintf(text, sizeof text, "listener %u 127.0.0.1\npid_file %s\n", port, pidf);
+    write_text(conf, text);
+    int status = run_broker(work_dir, out, START_MS, "-d", "-c", conf);
+    close(busy);
+    cr_assert_eq(status, 1, "mqlite -d exited %d, want 1", status);
+    cr_assert(file_contains(out, "cannot listen"), "reason not on stderr (see %s)", out);
+    cr_assert_not(exists(pidf), "pid file left after a failed start");
+    done_work_dir();
+}
+
+/* The same when only a log file is configured: the reason still reaches the caller. */
+Test(process, daemon_start_failure_reported_without_stderr_logging)
+{
+    make_work_dir();
+    uint16_t port;
+    int busy = occupy_port(&port);
+    char conf[PATH_MAX + 32], out[PATH_MAX + 32];
+    snprintf(conf, sizeof conf, "%s/mqlite.conf", work_dir);
+    snprintf(out, sizeof out, "%s/out.txt", work_dir);
+    char text[PATH_MAX + 128];
+    snprintf(text, sizeof text, "listener %u 127.0.0.1\nlog_dest file %s/x.log\n", port, work_dir);
+    write_text(conf, text);
+    int status = run_broker(work_dir, out, START_MS, "-d", "-c", conf);
+    close(busy);
+    cr_assert_eq(status, 1);
+    cr_assert(file_contains(out, "mqlite: cannot listen"), "reason not on stderr (see %s)", out);
+    done_work_dir();
+}
+
+/* Foreground: the pid file holds the broker's pid and is removed on SIGTERM. */
+Test(process, foreground_pid_file_removed_on_sigterm)
+{
+    mql_broker *b = tb_start("pid_file %DIR%/fg.pid\n");
+    char pidf[PATH_MAX + 32];
+    snprintf(pidf, sizeof pidf, "%s/fg.pid", tb_dir(b));
+    long pid = wait_pid_file(pidf, TB_WAIT_MS);
+    cr_assert(pid > 0 && kill((pid_t)pid, 0) == 0, "pid file %s: %ld", pidf, pid);
+    tb_assert_serves(b);
+    cr_assert_eq(tb_halt(b), 0);
+    cr_assert_not(exists(pidf), "pid file not removed on SIGTERM");
+    tb_stop(b);
+}
+
+/* SIGINT shuts down cleanly too and removes the pid file. */
+Test(process, foreground_pid_file_removed_on_sigint)
+{
+    mql_broker *b = tb_start("pid_file %DIR%/int.pid\n");
+    char pidf[PATH_MAX + 32];
+    snprintf(pidf, sizeof pidf, "%s/int.pid", tb_dir(b));
+    long pid = wait_pid_file(pidf, TB_WAIT_MS);
+    cr_assert(pid > 0, "no pid in %s", pidf);
+    cr_assert_eq(kill((pid_t)pid, SIGINT), 0);
+    int64_t deadline = tb_now_ms() + STOP_MS;
+    while (tb_alive(b) && tb_now_ms() < deadline)
+        tb_sleep_ms(20);
+    cr_assert_not(tb_alive(b), "no exit within %d ms of SIGINT", STOP_MS);
+    cr_assert_not(exists(pidf), "pid file not removed on SIGINT");
+    cr_assert(tb_log_contains(b, "SIGINT received", 0));
+    tb_stop(b);
+}
+
+/* A pid file that cannot be written stops the start, naming it. */
+Test(process, pid_file_unwritable_refused)
+{
+    make_work_dir();
+    char conf[PATH_MAX + 32], out[PATH_MAX + 32];
+    snprintf(conf, sizeof conf, "%s/mqlite.conf", work_dir);
+    snprintf(out, sizeof out, "%s/out.txt", work_dir);
+    char text[256];
+    snprintf(text, sizeof text, "listener %u 127.0.0.1\npid_file /nonexistent-dir/m.pid\n",
+             free_port());
+    write_text(conf, text);
+    int status = run_broker(work_dir, out, START_MS, "-c", conf, NULL);
+    cr_assert_eq(status, 1, "exit %d", status);
+    cr_assert(file_contains(out, "pid_file '/nonexistent-dir/m.pid'"), "see %s", out);
+    done_work_dir();
+}
+
+/* ---- log_dest ---------------------------------------------------------------------- */
+
+/* log_dest file + stderr; after the file is moved away, SIGHUP reopens it by name. */
+Test(process, log_file_reopened_on_sighup)
+{
+    mql_broker *b = tb_start("pid_file %DIR%/p.pid\nlog_dest file %DIR%/a.log\nlog_dest stderr\n");
+    char logf[PATH_MAX + 32], rotated[PATH_MAX + 32], pidf[PATH_MAX + 32];
+    snprintf(logf, sizeof logf, "%s/a.log", tb_dir(b));
+    snprintf(rotated, sizeof rotated, "%s/a.log.1", tb_dir(b));
+    snprintf(pidf, sizeof pidf, "%s/p.pid", tb_dir(b));
+    long pid = wait_pid_file(pidf, TB_WAIT_MS);
+    cr_assert(pid > 0, "no pid in %s", pidf);
+
+    tc_client *c = tc_open(tb_port(b), "before-rotate", true, 60, false);
+    tc_disconnect(c);
+    cr_assert(wait_file_contains(logf, "\"before-rotate\"", TB_WAIT_MS));
+    cr_assert_eq(rename(logf, rotated), 0);
+    cr_assert_eq(kill((pid_t)pid, SIGHUP), 0);
+    cr_assert(wait_file_contains(logf, "[broker.reload] SIGHUP: log files reopened", TB_WAIT_MS),
+              "no reopened file %s", logf);
+    c = tc_open(tb_port(b), "after-rotate", true, 60, false);
+    tc_disconnect(c);
+    cr_assert(wait_file_contains(logf, "\"after-rotate\"", TB_WAIT_MS));
+    /* (the DISCONNECT line of before-rotate may land in either file) */
+    cr_assert_not(file_contains(logf, "[client.connect] client \"before-rotate\""));
+    cr_assert(file_contains(rotated, "[client.connect] client \"before-rotate\""));
+    cr_assert_not(file_contains(rotated, "after-rotate"));
+    /* stderr (the harness's broker.log) got every line */
+    cr_assert(tb_log_contains(b, "\"before-rotate\"", TB_WAIT_MS));
+    cr_assert(tb_log_contains(b, "\"after-rotate\"", TB_WAIT_MS));
+    /* the line format is kept: timestamp, level, [id] */
+    cr_assert(file_contains(logf, "Z notice [client.connect] client \"after-rotate\""));
+    cr_assert_eq(tb_stop(b), 0);
+}
+
+/* log_dest file alone replaces the default stderr. */
+Test(process, log_file_only_leaves_stderr_quiet)
+{
+    mql_broker *b = tb_start("log_dest file %DIR%/only.log\n");
+    char logf[PATH_MAX + 32];
+    snprintf(logf, sizeof logf, "%s/only.log", tb_dir(b));
+    tc_client *c = tc_open(tb_port(b), "quiet-stderr", true, 60, false);
+    tc_disconnect(c);
+    cr_assert(wait_file_contains(logf, "\"quiet-stderr\"", TB_WAIT_MS));
+    cr_assert_not(tb_log_contains(b, "quiet-stderr", TB_QUIET_MS), "stderr still logged");
+    cr_assert_eq(tb_stop(b), 0);
+}
+
+/* A log file that cannot be opened stops the start with FILE:LINE of its log_dest line. */
+Test(process, log_file_unopenable_refused)
+{
+    make_work_dir();
+    char conf[PATH_MAX + 32], out[PATH_MAX + 32];
+    snprintf(conf, sizeof conf, "%s/mqlite.conf", work_dir);
+    snprintf(out, sizeof out, "%s/out.txt", work_dir);
+    char text[256];
+    snprintf(text, sizeof text, "listener %u 127.0.0.1\n\nlog_dest file /nonexistent-dir/x.log\n",
+             free_port());
+    write_text(conf, text);
+    int status = run_broker(work_dir, out, START_MS, "-c", conf, NULL);
+    cr_assert_eq(status, 1, "exit %d", status);
+    char want[PATH_MAX + 128];
+    snprintf(want, sizeof want, "%s:3: log_dest: cannot open '/nonexistent-dir/x.log'", conf);
+    cr_assert(file_contains(out, want), "'%s' not in %s", want, out);
+    done_work_dir();
+}
+
+/* ---- user -------------------------------------------------------------------------- */
+
+/* As root: `user nobody` takes effect after start; the broker serves and persists as nobody
+ * (the harness's temp dir is world-writable) and stops cleanly, removing its pid file. */
+Test(process, user_drops_root_to_nobody)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root");
+    struct passwd *pw = getpwnam("nobody");
+    if (pw == NULL)
+        cr_skip_test("no user nobody here");
+    long uid = (long)pw->pw_uid, gid = (long)pw->pw_gid;
+    mql_broker *b = tb_start("user nobody\npid_file %DIR%/u.pid\npersistence true\n"
+                             "persistence_location %DIR%\nlog_dest file %DIR%/u.log\n"
+                             "log_dest stderr\n");
+    char pidf[PATH_MAX + 32], logf[PATH_MAX + 32], rotated[PATH_MAX + 32];
+    snprintf(pidf, sizeof pidf, "%s/u.pid", tb_dir(b));
+    snprintf(logf, sizeof logf, "%s/u.log", tb_dir(b));
+    snprintf(rotated, sizeof rotated, "%s/u.log.1", tb_dir(b));
+    long pid = wait_pid_file(pidf, TB_WAIT_MS);
+    cr_assert(pid > 0, "no pid in %s", pidf);
+    cr_assert(tb_log_contains(b, "[broker.user] dropped root: running as user nobody", TB_WAIT_MS));
+    cr_assert(proc_ids_are((pid_t)pid, "Uid:", uid), "uids are not nobody's");
+    cr_assert(proc_ids_are((pid_t)pid, "Gid:", gid), "gids are not nobody's");
+    /* The log file it created as root is nobody's now: SIGHUP can reopen it, and after a
+     * rotation nobody creates the new one. */
+    struct stat st;
+    cr_assert(stat(logf, &st) == 0 && (long)st.st_uid == uid, "%s not given to nobody", logf);
+    cr_assert_eq(kill((pid_t)pid, SIGHUP), 0);
+    cr_assert(tb_log_contains(b, "SIGHUP: log files reopened", TB_WAIT_MS), "reopen as nobody");
+    cr_assert_eq(rename(logf, rotated), 0);
+    cr_assert_eq(kill((pid_t)pid, SIGHUP), 0);
+    cr_assert(wait_file_contains(logf, "SIGHUP: log files reopened", TB_WAIT_MS));
+
+    tc_client *s = tc_open(tb_port(b), "nobody-sub", false, 60, false);
+    tc_subscribe(s, 1, "drop/t", 1, 1);
+    tc_client *p = tc_open(tb_port(b), "nobody-pub", true, 60, false);
+    tc_publish(p, "drop/t", "as-nobody", 1, true);
+    uint16_t id =
+        tc_expect_publish(s, TB_WAIT_MS, .topic = "drop/t", .payload = "as-nobody", .qos = 1);
+    tc_sendp(s, pk_puback(id));
+    tc_disconnect(p);
+    tc_disconnect(s);
+    cr_assert_eq(tb_halt(b), 0);
+    cr_assert_not(exists(pidf), "pid file not removed after dropping root");
+    tb_stop(b);
+}
+
+/* As root: an unknown user stops the start; the broker never serves as root. */
+Test(process, user_unknown_refused)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root");
+    make_work_dir();
+    char conf[PATH_MAX + 32], out[PATH_MAX + 32];
+    snprintf(conf, sizeof conf, "%s/mqlite.conf", work_dir);
+    snprintf(out, sizeof out, "%s/out.txt", work_dir);
+    char text[256];
+    snprintf(text, sizeof text, "listener %u 127.0.0.1\nuser no-such-user-7f3\n", free_port());
+    write_text(conf, text);
+    int status = run_broker(work_dir, out, START_MS, "-c", conf, NULL);
+    cr_assert_eq(status, 1, "exit %d", status);
+    cr_assert(file_contains(out, "user no-such-user-7f3: no such user"), "see %s", out);
+    cr_assert(file_contains(out, "refusing to run as root"), "see %s", out);
+    done_work_dir();
+}
+
+/* Not root: `user` is a notice and the broker runs as it is. */
+Test(process, user_without_root_is_a_notice)
+{
+    if (geteuid() == 0)
+        cr_skip_test("runs only without root");
+    mql_broker *b = tb_start("user nobody\n");
+    cr_assert(tb_log_contains(b, "[broker.user] user nobody: not running as root", TB_WAIT_MS));
+    tb_assert_serves(b);
+    cr_assert_eq(tb_stop(b), 0);
+}
