@@ -135,7 +135,7 @@ static mql_err get_number(const struct option *opt, struct ctx *c, long long *ou
 
 static mql_err set_u8(const struct option *opt, struct ctx *c)
 {
-    long long v;
+    long long v = 0;
     mql_err rc = get_number(opt, c, &v);
     if (rc == MQL_OK)
         *FIELD(c, opt->off, uint8_t) = (uint8_t)v;
@@ -144,7 +144,7 @@ static mql_err set_u8(const struct option *opt, struct ctx *c)
 
 static mql_err set_u16(const struct option *opt, struct ctx *c)
 {
-    long long v;
+    long long v = 0;
     mql_err rc = get_number(opt, c, &v);
     if (rc == MQL_OK)
         *FIELD(c, opt->off, uint16_t) = (uint16_t)v;
@@ -153,7 +153,7 @@ static mql_err set_u16(const struct option *opt, struct ctx *c)
 
 static mql_err set_u32(const struct option *opt, struct ctx *c)
 {
-    long long v;
+    long long v = 0;
     mql_err rc = get_number(opt, c, &v);
     if (rc == MQL_OK)
         *FIELD(c, opt->off, uint32_t) = (uint32_t)v;
@@ -162,7 +162,7 @@ static mql_err set_u32(const struct option *opt, struct ctx *c)
 
 static mql_err set_i32(const struct option *opt, struct ctx *c)
 {
-    long long v;
+    long long v = 0;
     mql_err rc = get_number(opt, c, &v);
     if (rc == MQL_OK)
         *FIELD(c, opt->off, int32_t) = (int32_t)v;
@@ -171,7 +171,7 @@ static mql_err set_i32(const struct option *opt, struct ctx *c)
 
 static mql_err set_u64(const struct option *opt, struct ctx *c)
 {
-    long long v;
+    long long v = 0;
     mql_err rc = get_number(opt, c, &v);
     if (rc == MQL_OK)
         *FIELD(c, opt->off, uint64_t) = (uint64_t)v;
@@ -456,6 +456,10 @@ static const struct option options[] = {
     {"max_connections", 1, 1, "-1 (no limit) or a number from 0 to 2147483647", set_i32, -1,
      INT32_MAX, OFF(max_connections)},
     {"retain_available", 1, 1, "true or false", set_bool, 0, 0, OFF(retain_available)},
+    {"shared_subscriptions", 1, 1, "true or false", set_bool, 0, 0, OFF(shared_subscriptions)},
+    {"subscription_identifiers", 1, 1, "true or false", set_bool, 0, 0,
+     OFF(subscription_identifiers)},
+    {"wildcard_subscriptions", 1, 1, "true or false", set_bool, 0, 0, OFF(wildcard_subscriptions)},
     {"max_qos", 1, 1, "0, 1 or 2", set_u8, 0, 2, OFF(max_qos)},
     {"log_type", 1, 1, "one of error, warning, notice, information, debug, all, none", set_log_type,
      0, 0, 0},
@@ -590,6 +594,9 @@ void mql_config_defaults(mql_config *cfg)
     cfg->max_queued_messages = 1000;
     cfg->max_connections = -1;
     cfg->retain_available = true;
+    cfg->shared_subscriptions = true;
+    cfg->subscription_identifiers = true;
+    cfg->wildcard_subscriptions = true;
     cfg->max_qos = 2;
     cfg->log_types = MQL_LOGT_DEFAULT;
     cfg->log_types_set = false;

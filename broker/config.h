@@ -93,6 +93,9 @@ typedef struct mql_config {
     uint64_t max_queued_bytes;      /* payload bytes queued per session, default 0 = no limit */
     int32_t max_connections;        /* default -1 = no limit */
     bool retain_available;          /* default true */
+    bool shared_subscriptions;      /* $share/ filters allowed, default true */
+    bool subscription_identifiers;  /* v5 Subscription Identifiers allowed, default true */
+    bool wildcard_subscriptions;    /* filters with + or # allowed, default true */
     uint8_t max_qos;                /* default 2 */
     uint32_t log_types;             /* default MQL_LOGT_DEFAULT */
     bool log_types_set;             /* parser state: a `log_type` line was seen, so the next

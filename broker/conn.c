@@ -477,6 +477,19 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
 
     if (cn->version == MQL_V5) {
         ack.present |= MQL_PBIT(MQL_PROP_RECEIVE_MAXIMUM) | MQL_PBIT(MQL_PROP_TOPIC_ALIAS_MAXIMUM);
+        /* absent means available [MQTT-3.2.2-?]: say so only for what is switched off */
+        if (!b->cfg.shared_subscriptions) {
+            ack.present |= MQL_PBIT(MQL_PROP_SHARED_SUB_AVAILABLE);
+            ack.shared_sub_available = 0;
+        }
+        if (!b->cfg.subscription_identifiers) {
+            ack.present |= MQL_PBIT(MQL_PROP_SUB_ID_AVAILABLE);
+            ack.sub_id_available = 0;
+        }
+        if (!b->cfg.wildcard_subscriptions) {
+            ack.present |= MQL_PBIT(MQL_PROP_WILDCARD_SUB_AVAILABLE);
+            ack.wildcard_sub_available = 0;
+        }
         ack.receive_maximum = 65535;
         c->alias_max = b->cfg.max_topic_alias;
         ack.topic_alias_maximum = c->alias_max;
@@ -492,7 +505,6 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
                     c->out_alias_max = 0;
             }
         }
-        ack.shared_sub_available = 1;
         if (b->cfg.max_qos < 2) {
             ack.present |= MQL_PBIT(MQL_PROP_MAXIMUM_QOS);
             ack.maximum_qos = b->cfg.max_qos;
@@ -864,6 +876,12 @@ static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_i
                    s->client_id, c->peer, (int)e->filter.len, e->filter.p);
         return mql_err_reason(MQL_E_TOPIC_FILTER_INVALID);
     }
+    bool shared = e->filter.len >= 7 && memcmp(e->filter.p, "$share/", 7) == 0;
+    if (shared && !b->cfg.shared_subscriptions)
+        return v5 ? mql_err_reason(MQL_E_SHARED_UNSUPPORTED) : 0x80; /* 0x9E */
+    if (!b->cfg.wildcard_subscriptions &&
+        (memchr(e->filter.p, '+', e->filter.len) || memchr(e->filter.p, '#', e->filter.len)))
+        return v5 ? mql_err_reason(MQL_E_WILDCARD_UNSUPPORTED) : 0x80; /* 0xA2 */
     if (b->acl != NULL && !mql_acl_can_subscribe(b->acl, c->username, s->client_id, e->filter)) {
         mql_notice("client.acl",
                    "client \"%s\" (%s) user \"%s\": SUBSCRIBE to \"%.*s\" denied "
@@ -918,6 +936,14 @@ static void handle_subscribe(mql_conn *c, const mql_subscribe *sub)
         }
     }
     uint64_t ops_before = b->store_ops;
+    if (c->version == MQL_V5 && (sub->props.present & MQL_PBIT(MQL_PROP_SUBSCRIPTION_ID)) &&
+        !b->cfg.subscription_identifiers) {
+        /* the CONNACK said Subscription Identifiers Available 0 */
+        violation(c, MQL_E_SUBID_UNSUPPORTED,
+                  "SUBSCRIBE with a Subscription Identifier, which "
+                  "this server does not support (0xA1)");
+        goto done;
+    }
     uint32_t sub_id = 0;
     if (c->version == MQL_V5 && (sub->props.present & MQL_PBIT(MQL_PROP_SUBSCRIPTION_ID)))
         sub_id = sub->props.sub_id;

@@ -66,13 +66,18 @@ class Broker:
     connect to; `log()` returns what the broker wrote to stdout and stderr so far.
     """
 
-    def __init__(self, extra_lines=(), files=None):
+    def __init__(self, extra_lines=(), files=None, extra_listeners=()):
         """extra_lines: configuration lines added after the listener; files: a dict of
         name -> text written into the broker's directory before it starts (use
-        "{dir}" in extra_lines to refer to that directory)."""
+        "{dir}" in extra_lines to refer to that directory); extra_listeners: a list of
+        lists of lines, each one more listener on its own free port of 127.0.0.1 with
+        those lines after it (e.g. ["protocol websockets"]); their ports are in
+        `ports[1:]` (`ports[0]` is `port`)."""
         self.extra_lines = list(extra_lines)
         self.files = dict(files or {})
+        self.extra_listeners = [list(lines) for lines in extra_listeners]
         self.port = None
+        self.ports = []
         self.proc = None
         self.dir = None
         self._log = None
@@ -108,6 +113,14 @@ class Broker:
         conf = os.path.join(self.dir.name, "broker.conf")
         lines = ["listener %d %s" % (port, HOST), "allow_anonymous true"]
         lines += [line.replace("{dir}", self.dir.name) for line in self.extra_lines]
+        self.ports = [port]
+        for extra in self.extra_listeners:
+            extra_port = free_port()
+            while extra_port in self.ports:
+                extra_port = free_port()
+            self.ports.append(extra_port)
+            lines.append("listener %d %s" % (extra_port, HOST))
+            lines += [line.replace("{dir}", self.dir.name) for line in extra]
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
         log_path = os.path.join(self.dir.name, "broker.log")
@@ -115,18 +128,21 @@ class Broker:
         self.proc = subprocess.Popen([broker_path(), "-c", conf], stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
+        waiting = list(self.ports)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("broker exited with status %s at start:\n%s"
                                    % (self.proc.returncode, self.log()))
             try:
-                with socket.create_connection((HOST, port), timeout=0.5):
-                    return
+                with socket.create_connection((HOST, waiting[0]), timeout=0.5):
+                    waiting.pop(0)
+                    if not waiting:
+                        return
             except OSError:
                 time.sleep(0.05)
         self._kill()
         raise RuntimeError("broker did not open port %d within %.0f s:\n%s"
-                           % (port, START_TIMEOUT, self.log()))
+                           % (waiting[0], START_TIMEOUT, self.log()))
 
     def log(self):
         if self._log is None:

@@ -147,6 +147,7 @@ Test(v5_connect, assigned_id_names_the_session)
     assigned[id.n] = '\0';
     tc_sub1_v5(c, 1, "aid/t", 1, 0, 1);
     tc_sendp(c, pk_disconnect_v5(0, NULL));
+    tc_expect_closed(c, TB_WAIT_MS);
     tc_close(c);
 
     c = tc_open_v5(tb_port(b), true, NULL, .client_id = assigned, .clean = false, .keepalive = 60,

@@ -136,6 +136,7 @@ Test(v5_publish, message_expiry_queued_message_expires)
     mql_broker *b = tb_start(NULL);
     tc_client *s = persistent_sub(b, "mx-sub", "mx/t", false);
     tc_sendp(s, pk_disconnect_v5(0, NULL));
+    tc_expect_closed(s, TB_WAIT_MS);
     tc_close(s);
     tc_client *p = tc_open_v5(tb_port(b), false, NULL, .client_id = "mx-pub", .clean = true);
     tb_pkt e1 = {0};
@@ -181,6 +182,7 @@ Test(v5_publish, message_expiry_remaining_interval)
     tc_ping(s);
 
     tc_sendp(s, pk_disconnect_v5(0, NULL));
+    tc_expect_closed(s, TB_WAIT_MS);
     tc_close(s);
     tc_publish_v5(p, "mr/t", "waited", 1, false, &e10);
     tb_sleep_ms(1500);

@@ -70,6 +70,7 @@ Test(v5_session, expiry_zero_session_gone)
         tc_open_v5(port, false, NULL, .client_id = "se0", .clean = false, .keepalive = 60);
     tc_sub1_v5(s, 1, "se0/t", 1, 0, 1);
     tc_sendp(s, pk_disconnect_v5(0, NULL));
+    tc_expect_closed(s, TB_WAIT_MS);
     tc_close(s);
     tc_client *p = tc_open_v5(port, false, NULL, .client_id = "se0-pub", .clean = true);
     tc_publish_v5(p, "se0/t", "while-away", 1, false, NULL);
@@ -97,6 +98,7 @@ Test(v5_session, expiry_n_seconds_resumed_within_gone_after)
                               .props = &e2);
     tc_sub1_v5(s, 1, "se2/t", 1, 0, 1);
     tc_sendp(s, pk_disconnect_v5(0, NULL));
+    tc_expect_closed(s, TB_WAIT_MS);
     tc_close(s);
     tc_client *p = tc_open_v5(port, false, NULL, .client_id = "se2-pub", .clean = true);
     tc_publish_v5(p, "se2/t", "queued", 1, false, NULL);
@@ -110,6 +112,7 @@ Test(v5_session, expiry_n_seconds_resumed_within_gone_after)
     tc_publish_v5(p, "se2/t", "live", 0, false, NULL);
     tc_expect_pub_v5(s, &pub, "se2/t", "live", 0, false);
     tc_sendp(s, pk_disconnect_v5(0, NULL));
+    tc_expect_closed(s, TB_WAIT_MS);
     tc_close(s);
 
     /* Queue one more, then wait past the interval. */

@@ -505,3 +505,57 @@ Test(v5_subscribe, shared_no_local_disconnect_0x82)
     tb_assert_serves(b);
     tb_stop(b);
 }
+
+/*
+ * With shared_subscriptions, wildcard_subscriptions and subscription_identifiers switched
+ * off, CONNACK says so (Shared / Wildcard / Subscription Identifier Available 0) and a
+ * SUBSCRIBE using them gets 0x9E / 0xA2 per filter, or DISCONNECT 0xA1 for a Subscription
+ * Identifier (sections 3.2.2.3.11 to 3.2.2.3.13, 3.8.4).
+ */
+Test(v5_subscribe, features_switched_off)
+{
+    mql_broker *b = tb_start("shared_subscriptions false\nwildcard_subscriptions false\n"
+                             "subscription_identifiers false\n");
+    pk_v5 ack;
+    tc_client *c = tc_open_v5(tb_port(b), false, &ack, .client_id = "feat-off", .clean = true,
+                              .keepalive = 60);
+    uint32_t v = 1;
+    cr_assert(pk_prop_int(ack.props, PK_P_SHARED_SUB_AVAILABLE, &v) && v == 0);
+    cr_assert(pk_prop_int(ack.props, PK_P_WILDCARD_SUB_AVAILABLE, &v) && v == 0);
+    cr_assert(pk_prop_int(ack.props, PK_P_SUB_ID_AVAILABLE, &v) && v == 0);
+    tc_sub1_v5(c, 1, "$share/g/t", 1, 0, 0x9E);
+    tc_sub1_v5(c, 2, "plant/+/temp", 1, 0, 0xA2);
+    tc_sub1_v5(c, 3, "plant/#", 1, 0, 0xA2);
+    tc_sub1_v5(c, 4, "plant/line1/temp", 1, 0, 1);
+    tc_sendp(c, pk_disconnect_v5(0, NULL));
+    tc_expect_closed(c, TB_WAIT_MS);
+    tc_close(c);
+    c = tc_open_v5(tb_port(b), false, NULL, .client_id = "feat-off2", .clean = true,
+                   .keepalive = 60);
+    tb_pkt props = {0};
+    pk_prop_varint(&props, PK_P_SUBSCRIPTION_ID, 7);
+    pk_sub sub = {.filter = "plant/line1/temp", .options = 1};
+    tc_sendp(c, pk_subscribe_v5(6, &props, 1, &sub));
+    tc_expect_disconnect_v5(c, 0xA1, TB_WAIT_MS);
+    tc_close(c);
+    tb_assert_serves(b);
+    tb_stop(b);
+}
+
+/* By default CONNACK leaves the three Available properties out: all are available. */
+Test(v5_subscribe, features_available_by_default)
+{
+    mql_broker *b = tb_start(NULL);
+    pk_v5 ack;
+    tc_client *c =
+        tc_open_v5(tb_port(b), false, &ack, .client_id = "feat-on", .clean = true, .keepalive = 60);
+    cr_assert_eq(pk_prop_count(ack.props, PK_P_SHARED_SUB_AVAILABLE), 0);
+    cr_assert_eq(pk_prop_count(ack.props, PK_P_WILDCARD_SUB_AVAILABLE), 0);
+    cr_assert_eq(pk_prop_count(ack.props, PK_P_SUB_ID_AVAILABLE), 0);
+    tc_sub1_v5(c, 1, "$share/g/t", 1, 0, 1);
+    tc_sub1_v5(c, 2, "plant/#", 1, 7, 1);
+    tc_sendp(c, pk_disconnect_v5(0, NULL));
+    tc_expect_closed(c, TB_WAIT_MS);
+    tc_close(c);
+    tb_stop(b);
+}

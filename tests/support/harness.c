@@ -1089,6 +1089,18 @@ void tc_disconnect(tc_client *c)
         return;
     }
     tc_sendp(c, pk_disconnect());
+    /* Wait (bounded) until the broker has processed the DISCONNECT and closed: a test that
+     * goes on at once could race a broker still delivering to this connection. Anything
+     * still unread is discarded. */
+    uint8_t buf[512];
+    int64_t deadline = tb_now_ms() + TB_WAIT_MS;
+    while (tb_now_ms() < deadline) {
+        int r = tc_recv_packet(c, buf, sizeof buf, 50);
+        if (r == TC_CLOSED || r == TC_ERROR)
+            break;
+        if (r == TC_TOOBIG)
+            break;
+    }
     tc_close(c);
 }
 

@@ -380,7 +380,8 @@ Test(passwd, nul_byte_and_duplicates)
 static double now_s(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    /* CPU time of this thread: what the hash costs, not how busy the machine is */
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -410,10 +411,11 @@ Test(passwd, unknown_user_costs_a_pbkdf2)
     double wrong = time_check(pw, "a", "wrong");
     double unknown = time_check(pw, "nobody", "wrong");
     double anon = time_check(pw, NULL, "wrong");
-    /* The dummy uses the most common iteration count (20000): same order of time. */
-    cr_assert(unknown > wrong * 0.5 && unknown < wrong * 2.0, "wrong %.4fs unknown %.4fs", wrong,
+    /* The dummy uses the most common iteration count (20000): the same order of CPU time.
+     * Skipping the hash would cost microseconds, 1000 times less: the bounds are wide. */
+    cr_assert(unknown > wrong * 0.25 && unknown < wrong * 4.0, "wrong %.4fs unknown %.4fs", wrong,
               unknown);
-    cr_assert(anon > wrong * 0.5 && anon < wrong * 2.0, "wrong %.4fs anon %.4fs", wrong, anon);
+    cr_assert(anon > wrong * 0.25 && anon < wrong * 4.0, "wrong %.4fs anon %.4fs", wrong, anon);
     mql_passwd_free(pw);
 }
 
