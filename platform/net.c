@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <nng/nng.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/pkcs5.h>
 #include <mbedtls/x509_crt.h>
 #include <nng/supplemental/tls/tls.h>
 #include <pthread.h>
@@ -34,7 +35,7 @@
 
 #include "log.h"
 
-#define RBUF_INITIAL 1024
+#define RBUF_INITIAL 256 /* idle connections are the common case on a gateway */
 #define RBUF_BUSY_MAX (64 * 1024)
 #define SBUF_KEEP (16 * 1024)
 
@@ -232,7 +233,11 @@ static bool cert_key_match(const mql_listen_opts *o, const char *cert, const cha
         snprintf(errbuf, errlen, "keyfile %s: %s (mbedtls -0x%04x)", o->keyfile,
                  rv == MBEDTLS_ERR_PK_PASSWORD_REQUIRED   ? "encrypted: set keyfile_password"
                  : rv == MBEDTLS_ERR_PK_PASSWORD_MISMATCH ? "wrong key password"
-                                                          : "not a PEM private key",
+                 : (rv == MBEDTLS_ERR_PKCS5_FEATURE_UNAVAILABLE ||
+                    rv == MBEDTLS_ERR_PK_FEATURE_UNAVAILABLE)
+                     ? "encrypted in a format mbedtls 2.28 cannot read (openssl 3's PKCS#8 "
+                       "AES); re-encrypt it with: openssl pkey -in KEY -aes256 -traditional"
+                     : "not a PEM private key",
                  (unsigned)-rv);
         goto done;
     }
