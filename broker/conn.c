@@ -490,7 +490,9 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
             ack.present |= MQL_PBIT(MQL_PROP_WILDCARD_SUB_AVAILABLE);
             ack.wildcard_sub_available = 0;
         }
-        ack.receive_maximum = 65535;
+        /* our Receive Maximum, as mosquitto: max_inflight_messages (0: no limit) */
+        ack.receive_maximum =
+            b->cfg.max_inflight_messages ? (uint16_t)b->cfg.max_inflight_messages : 65535;
         c->alias_max = b->cfg.max_topic_alias;
         ack.topic_alias_maximum = c->alias_max;
         if (c->alias_max == 0)
@@ -753,7 +755,8 @@ static void handle_publish(mql_conn *c, mql_publish *pub)
         }
         return;
     }
-    if (pub->qos == 2 && c->version == MQL_V5 && s->n_qos2_in >= 65535) {
+    uint32_t recv_max = b->cfg.max_inflight_messages ? b->cfg.max_inflight_messages : 65535;
+    if (pub->qos == 2 && c->version == MQL_V5 && s->n_qos2_in >= recv_max) {
         violation(c, MQL_E_RECEIVE_MAX,
                   "more QoS 2 PUBLISH awaiting PUBREL than Receive "
                   "Maximum [MQTT-3.3.4-8]");
