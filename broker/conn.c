@@ -420,7 +420,8 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         } else {
             old->state = CS_CLOSING;
             old->closing_since = now;
-            mql_link_close(old->link, false);
+            /* flush: what it was already sent (its CONNACK, say) still reaches it */
+            mql_link_close(old->link, true);
         }
     }
     bool present = false;
