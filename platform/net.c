@@ -504,7 +504,11 @@ static void rx_cb(void *arg)
             used = link->rlen;
         memmove(link->rbuf, link->rbuf + used, link->rlen - used);
         link->rlen -= used;
+        /* Grow towards a large frame as its bytes arrive, never to its announced size at
+         * once: a peer announcing 256 MB and sending little costs little. */
         size_t need = want;
+        if (need > link->rcap * 4)
+            need = link->rcap * 4;
         if (filled && link->rcap < RBUF_BUSY_MAX && need < link->rcap * 2)
             need = link->rcap * 2; /* a busy link reads in larger chunks */
         if (link->rlen == link->rcap && need <= link->rcap)

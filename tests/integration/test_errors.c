@@ -223,3 +223,59 @@ Test(errors, incomplete_packet_times_out)
     tb_assert_serves(b);
     tb_stop(b);
 }
+
+/* Resident memory of a process in KiB (VmRSS), or -1. */
+static long rss_kib(int pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+/*
+ * A client announces a PUBLISH with a Remaining Length of 256 MB and sends only 64 KB of it:
+ * the broker's memory follows what arrived, not what was announced, and it keeps serving
+ * others meanwhile (with max_packet_size unset, the protocol maximum applies).
+ */
+Test(errors, huge_remaining_length_costs_only_what_arrives)
+{
+    mql_broker *b = tb_start(NULL);
+    long before = rss_kib(tb_pid(b));
+    tc_client *c = tc_open(tb_port(b), "huge", true, 60, false);
+    static uint8_t chunk[65536];
+    /* PUBLISH QoS 0, Remaining Length 268435455 (0xFF 0xFF 0xFF 0x7F), topic "h" */
+    static const uint8_t hdr[] = {0x30, 0xFF, 0xFF, 0xFF, 0x7F, 0x00, 0x01, 'h'};
+    tc_send(c, hdr, sizeof(hdr));
+    tc_send(c, chunk, sizeof(chunk));
+    tb_sleep_ms(300);
+    long after = rss_kib(tb_pid(b));
+    tb_assert_serves(b);
+    if (before > 0 && after > 0)
+        cr_assert_lt(after - before, 16 * 1024,
+                     "RSS grew by %ld KiB for a frame of which 64 KiB arrived", after - before);
+    tc_close(c);
+    tb_assert_serves(b);
+    tb_stop(b);
+}
+
+/* With max_packet_size set, the same announcement is refused as soon as its Remaining
+ * Length is read, before any of its body is buffered. */
+Test(errors, remaining_length_over_max_packet_size_closes)
+{
+    mql_broker *b = tb_start("max_packet_size 1024\n");
+    tc_client *c = tc_open(tb_port(b), "toobig", true, 60, false);
+    static const uint8_t hdr[] = {0x30, 0xFF, 0xFF, 0xFF, 0x7F, 0x00, 0x01, 'h'};
+    tc_send(c, hdr, sizeof(hdr));
+    tc_expect_closed(c, TB_WAIT_MS);
+    tc_close(c);
+    tb_assert_serves(b);
+    tb_stop(b);
+}

@@ -471,6 +471,11 @@ bool tb_alive(mql_broker *b)
     return !reap(b);
 }
 
+int tb_pid(const mql_broker *b)
+{
+    return (int)b->pid;
+}
+
 uint16_t tb_port(const mql_broker *b)
 {
     return b->port;

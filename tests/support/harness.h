@@ -75,6 +75,8 @@ void tb_restart(mql_broker *b);
 bool tb_alive(mql_broker *b);
 
 uint16_t tb_port(const mql_broker *b);
+/* The broker's process id (0 when not running), e.g. to read /proc/PID/status. */
+int tb_pid(const mql_broker *b);
 const char *tb_dir(const mql_broker *b);
 const char *tb_log_path(const mql_broker *b);
 
