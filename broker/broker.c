@@ -34,6 +34,22 @@ struct route_ctx {
     bool nomem;
 };
 
+/* Room for one more delivery in the broker's routing scratch array. */
+static bool route_room(mql_broker *b, struct route_ctx *rc)
+{
+    if (rc->n < b->route_cap)
+        return true;
+    uint32_t cap = b->route_cap ? b->route_cap * 2 : 64;
+    struct route_entry *p = realloc(b->route, cap * sizeof(*p));
+    if (p == NULL) {
+        rc->nomem = true;
+        return false;
+    }
+    b->route = p;
+    b->route_cap = cap;
+    return true;
+}
+
 static void route_cb(void *arg, const mql_sub *sub)
 {
     struct route_ctx *rc = arg;
@@ -51,16 +67,8 @@ static void route_cb(void *arg, const mql_sub *sub)
             e->qos = qos;
         e->retain = e->retain || retain;
     } else {
-        if (rc->n == b->route_cap) {
-            uint32_t cap = b->route_cap ? b->route_cap * 2 : 64;
-            struct route_entry *p = realloc(b->route, cap * sizeof(*p));
-            if (p == NULL) {
-                rc->nomem = true;
-                return;
-            }
-            b->route = p;
-            b->route_cap = cap;
-        }
+        if (!route_room(b, rc))
+            return;
         s->route_stamp = rc->seq;
         s->route_idx = rc->n;
         e = &b->route[rc->n++];
@@ -131,16 +139,8 @@ static void share_cb(void *arg, mql_share *g)
     mql_sub *m = share_pick(b, g, rc->msg->qos);
     if (m == NULL)
         return;
-    if (rc->n == b->route_cap) {
-        uint32_t cap = b->route_cap ? b->route_cap * 2 : 64;
-        struct route_entry *p = realloc(b->route, cap * sizeof(*p));
-        if (p == NULL) {
-            rc->nomem = true;
-            return;
-        }
-        b->route = p;
-        b->route_cap = cap;
-    }
+    if (!route_room(b, rc))
+        return;
     /* a separate delivery: shared and non-shared subscriptions are not merged */
     struct route_entry *e = &b->route[rc->n++];
     e->s = m->session;

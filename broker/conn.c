@@ -908,13 +908,8 @@ static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_i
     mql_sub *sub = mql_topics_subscribe(b->topics, e->filter, &tmpl, existed);
     if (sub == NULL)
         return 0x80;
-    if (!*existed) {
-        sub->snext = s->subs;
-        sub->sprev = NULL;
-        if (s->subs)
-            s->subs->sprev = sub;
-        s->subs = sub;
-    }
+    if (!*existed)
+        mql_session_link_sub(s, sub);
     mql_persist_sub(b, s, sub);
     *out_sub = sub;
     return qos;
@@ -1012,12 +1007,7 @@ static void handle_unsubscribe(mql_conn *c, const mql_unsubscribe *un)
             codes[i] = 0x11; /* No subscription existed */
             continue;
         }
-        if (sub->sprev)
-            sub->sprev->snext = sub->snext;
-        else
-            s->subs = sub->snext;
-        if (sub->snext)
-            sub->snext->sprev = sub->sprev;
+        mql_session_unlink_sub(s, sub);
         mql_persist_sub_del(b, s, sub->filter);
         mql_topics_remove(b->topics, sub); /* [MQTT-3.10.4-1] */
         codes[i] = 0;

@@ -194,6 +194,9 @@ struct mql_broker {
 mql_session *mql_session_find(mql_broker *b, const uint8_t *id, uint32_t len);
 mql_session *mql_session_new(mql_broker *b, const uint8_t *id, uint32_t len);
 void mql_session_end(mql_broker *b, mql_session *s);
+/* Keep a new subscription in the session's list / take it out (before mql_topics_remove). */
+void mql_session_link_sub(mql_session *s, mql_sub *sub);
+void mql_session_unlink_sub(mql_session *s, mql_sub *sub);
 void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos, bool retain,
                          const uint32_t *ids, uint8_t n_ids, mql_share *share);
 void mql_session_pump(mql_broker *b, mql_session *s);

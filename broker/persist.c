@@ -361,12 +361,8 @@ static mql_err load_sub(void *arg, const mql_store_sub *ss)
     mql_sub *sub = mql_topics_subscribe(lc->b->topics, f, &tmpl, &existed);
     if (sub == NULL)
         return MQL_E_NOMEM;
-    if (!existed) {
-        sub->snext = s->subs;
-        if (s->subs)
-            s->subs->sprev = sub;
-        s->subs = sub;
-    }
+    if (!existed)
+        mql_session_link_sub(s, sub);
     lc->subs++;
     return MQL_OK;
 }

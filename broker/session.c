@@ -85,6 +85,25 @@ mql_session *mql_session_new(mql_broker *b, const uint8_t *id, uint32_t len)
     return s;
 }
 
+void mql_session_link_sub(mql_session *s, mql_sub *sub)
+{
+    sub->sprev = NULL;
+    sub->snext = s->subs;
+    if (s->subs)
+        s->subs->sprev = sub;
+    s->subs = sub;
+}
+
+void mql_session_unlink_sub(mql_session *s, mql_sub *sub)
+{
+    if (sub->sprev)
+        sub->sprev->snext = sub->snext;
+    else
+        s->subs = sub->snext;
+    if (sub->snext)
+        sub->snext->sprev = sub->sprev;
+}
+
 static void out_append(out_list *l, out_msg *o)
 {
     o->next = NULL;
