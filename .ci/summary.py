@@ -8,7 +8,8 @@ what it ran inside: Criterion's "Synthesis: Tested: T | Passing: P | Failing: F 
 Crashing: C" line, or our python tests' "N passed, M failed" line. A meson test that failed
 although its own counts say all passed (a crash at exit, a sanitizer report, a timeout)
 adds one failure. Anything else counts as one test. EXTRA_FILE holds lines
-"kind: name PASS|FAIL" for checks outside meson (builds, the fuzzer).
+"kind: name PASS|FAIL" for checks outside meson (builds, the fuzzer), or
+"counts: NAME PASSED FAILED" for a run that counted its own tests (cross builds).
 """
 import json
 import os
@@ -64,6 +65,14 @@ def main():
         for line in f:
             line = line.strip()
             if not line:
+                continue
+            if line.startswith("counts:"):
+                _, name, p, f = line.split()
+                passed += int(p)
+                failed += int(f)
+                print(f"{name} -> {p} passed, {f} failed")
+                if int(f):
+                    failures.append(f"{name}: {f} failed")
                 continue
             if line.endswith("PASS"):
                 passed += 1

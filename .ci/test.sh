@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (README's second command):
 #   1. a -Werror build and every test (unit, fuzz-corpus replay, integration, real clients)
-#   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
-#   3. the decoder fuzzer (clang libFuzzer) for FUZZ_SECONDS (default 60)
+#   2. static cross builds for armhf and arm64, and the integration suite run against them
+#      under qemu-user (.ci/cross.sh)
+#   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
+#   4. the decoder fuzzer (clang libFuzzer) for FUZZ_SECONDS (default 60)
 # Ends with one line "N passed, M failed" counting every test case of every run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +38,22 @@ fi
 
 echo "== build + tests"
 if setup build-ci; then run_suite build-ci; else echo "build: build-ci FAIL" >>"$extra"; status=1; fi
+
+echo "== cross builds (armhf, arm64): static broker, integration suite under qemu-user"
+for arch in armhf arm64; do
+  log=$(mktemp)
+  NATIVE_BUILD=build-ci bash .ci/cross.sh "$arch" >"$log" 2>&1
+  line=$(tail -n 1 "$log")
+  if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    echo "counts: cross-$arch ${BASH_REMATCH[1]} ${BASH_REMATCH[2]}" >>"$extra"
+    [ "${BASH_REMATCH[2]}" = 0 ] || { tail -40 "$log"; status=1; }
+  else
+    tail -40 "$log"
+    echo "cross: cross-$arch FAIL" >>"$extra"; status=1
+  fi
+  grep -E "^cross $arch:" "$log" || true
+  rm -f "$log"
+done
 
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
