@@ -3,6 +3,7 @@
 #   1. a -Werror build and every test (unit, fuzz-corpus replay, integration, real clients)
 #   2. static cross builds for armhf and arm64, and the integration suite run against them
 #      under qemu-user (.ci/cross.sh)
+#      and the busybox boot test (tests/boot/boot-armhf.sh)
 #   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   4. the decoder fuzzer (clang libFuzzer) for FUZZ_SECONDS (default 60)
 # Ends with one line "N passed, M failed" counting every test case of every run.
@@ -54,6 +55,19 @@ for arch in armhf arm64; do
   grep -E "^cross $arch:" "$log" || true
   rm -f "$log"
 done
+
+echo "== boot test: busybox init (armhf) as PID 1 starts mqlite through S50mqlite"
+log=$(mktemp)
+bash tests/boot/boot-armhf.sh >"$log" 2>&1
+line=$(tail -n 1 "$log")
+if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+  echo "counts: boot-armhf ${BASH_REMATCH[1]} ${BASH_REMATCH[2]}" >>"$extra"
+  [ "${BASH_REMATCH[2]}" = 0 ] || { tail -40 "$log"; status=1; }
+else
+  tail -40 "$log"
+  echo "boot: boot-armhf FAIL" >>"$extra"; status=1
+fi
+rm -f "$log"
 
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
