@@ -271,6 +271,12 @@ static void sys_publish(mql_broker *b, uint64_t now)
     sys_put(b, "$SYS/broker/subscriptions/count", "%zu", mql_topics_sub_count(b->topics));
     sys_put(b, "$SYS/broker/retained messages/count", "%zu", mql_topics_retained_count(b->topics));
     sys_put(b, "$SYS/broker/heap/current", "%llu", (unsigned long long)rss_kib() * 1024u);
+    for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++) {
+        const mql_bridge *br = &b->bridges[i];
+        char t[160];
+        snprintf(t, sizeof(t), "$SYS/broker/bridge/%s/queued", br->conf->name);
+        sys_put(b, t, "%u", br->s->queue.count + br->s->inflight.count);
+    }
     if (b->store != NULL) {
         mql_store_stats ss = mql_store_get_stats(b->store);
         sys_put(b, "$SYS/broker/store/bytes", "%llu", (unsigned long long)ss.file_bytes);
@@ -298,6 +304,7 @@ static void *ticker_main(void *arg)
             break;
         uint64_t now = mql_now_ms();
         mql_conn_tick(b, now);
+        mql_bridges_tick(b, now);
         mql_session_expire_scan(b, now);
         if (b->cfg.sys_interval != 0 && now >= b->sys_next) {
             sys_publish(b, now);
@@ -322,6 +329,9 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
     if (perr != MQL_OK)
         return perr;
     perr = mql_broker_load_auth(b, b->cfg.password_file, b->cfg.acl_file, errbuf, errlen);
+    if (perr != MQL_OK)
+        return perr;
+    perr = mql_bridges_start(b, errbuf, errlen); /* after the store: their queues are in it */
     if (perr != MQL_OK)
         return perr;
     for (int i = 0; i < b->cfg.n_listeners; i++) {
@@ -374,6 +384,7 @@ void mql_broker_shutdown(mql_broker *b)
     pthread_cond_broadcast(&b->tick_cv);
     for (mql_conn *c = b->conns; c != NULL; c = c->next)
         mql_conn_close(c, c->state == CS_ACTIVE ? MQL_E_SHUTDOWN : MQL_OK, "server shutting down");
+    mql_bridges_stop(b);
     pthread_mutex_unlock(&b->lock);
     if (b->ticker_started) {
         pthread_join(b->ticker, NULL);
@@ -388,6 +399,7 @@ void mql_broker_free(mql_broker *b)
 {
     if (b == NULL)
         return;
+    mql_bridges_free(b);  /* no dial in progress from here on */
     mql_net_free(b->net); /* aborts what is left; their closed callbacks run */
     while (b->sessions != NULL) {
         mql_session *s = b->sessions;
@@ -402,6 +414,7 @@ void mql_broker_free(mql_broker *b)
     pthread_rwlock_destroy(&b->auth_lock);
     free(b->slots);
     free(b->route);
+    free(b->bridges);
     pthread_mutex_destroy(&b->lock);
     pthread_cond_destroy(&b->tick_cv);
     free(b);

@@ -422,6 +422,269 @@ static mql_err set_client_id_conflict(const struct option *opt, struct ctx *c)
     return MQL_OK;
 }
 
+/* ---- bridges ---- */
+
+/* The bridge the line belongs to: the last `connection` block. */
+static mql_bridge_conf *cur_bridge(const struct option *opt, struct ctx *c)
+{
+    if (c->cfg->n_bridges == 0) {
+        (void)fail(c, "%s: must follow a 'connection' line (it applies to the bridge above it)",
+                   opt->name);
+        return NULL;
+    }
+    return &c->cfg->bridges[c->cfg->n_bridges - 1];
+}
+
+#define BFIELD(br, off, type) ((type *)((char *)(br) + (off)))
+
+/* mosquitto writes an empty value as "" (a prefix or pattern that is empty). */
+static const char *unquote_empty(const char *v)
+{
+    return strcmp(v, "\"\"") == 0 ? "" : v;
+}
+
+static bool name_char_ok(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == '-';
+}
+
+static mql_err set_connection(const struct option *opt, struct ctx *c)
+{
+    mql_config *cfg = c->cfg;
+    const char *v = c->vals[0];
+    size_t len = strlen(v);
+    if (len >= MQL_BRIDGE_NAME_MAX)
+        return fail(c, "%s: '%s' is longer than %d characters", opt->name, v,
+                    MQL_BRIDGE_NAME_MAX - 1);
+    for (size_t i = 0; i < len; i++)
+        if (!name_char_ok(v[i]))
+            return bad_value(opt, c, v);
+    for (int i = 0; i < cfg->n_bridges; i++)
+        if (strcmp(cfg->bridges[i].name, v) == 0)
+            return fail(c, "%s: a bridge named '%s' exists already (line %d)", opt->name, v,
+                        cfg->bridges[i].line);
+    if (cfg->n_bridges >= MQL_MAX_BRIDGES)
+        return fail(c, "%s: too many bridges (at most %d)", opt->name, MQL_MAX_BRIDGES);
+    mql_bridge_conf *br = &cfg->bridges[cfg->n_bridges++];
+    memset(br, 0, sizeof(*br));
+    memcpy(br->name, v, len + 1);
+    br->line = c->line;
+    br->protocol_version = 4;
+    br->session_expiry = UINT32_MAX;
+    br->keepalive = 60;
+    br->restart_min = 5;
+    br->restart_max = 30;
+    br->try_private = true;
+    br->outgoing_retain = true;
+    br->queue_max_bytes = 64u * 1024u * 1024u;
+    br->max_inflight = 100;
+    return MQL_OK;
+}
+
+/* `address HOST[:PORT] [HOST[:PORT]...]` (and mosquitto's `addresses`): tried in turn on
+ * each reconnect; the port defaults to 1883. */
+static mql_err set_bridge_address(const struct option *opt, struct ctx *c)
+{
+    mql_bridge_conf *br = cur_bridge(opt, c);
+    if (br == NULL)
+        return MQL_E_CONFIG;
+    if (br->n_addresses != 0)
+        return fail(c, "%s: bridge '%s' has an address already", opt->name, br->name);
+    for (int i = 0; i < c->nvals; i++) {
+        const char *v = c->vals[i];
+        const char *colon = strrchr(v, ':');
+        long long port;
+        if (strlen(v) + 6 >= sizeof(br->addresses[0]))
+            return fail(c, "%s: '%s' is too long", opt->name, v);
+        if (v[0] == '\0' || v[0] == ':' || v[0] == '[')
+            return bad_value(opt, c, v);
+        if (colon != NULL && strchr(v, ':') == colon) {
+            if (!parse_ll(colon + 1, 1, 65535, &port))
+                return fail(c, "%s: '%s': the port is not a number from 1 to 65535", opt->name, v);
+            snprintf(br->addresses[i], sizeof(br->addresses[i]), "%s", v);
+        } else if (colon != NULL) {
+            return fail(c, "%s: '%s': IPv6 addresses are not supported here, use a host name",
+                        opt->name, v);
+        } else {
+            snprintf(br->addresses[i], sizeof(br->addresses[i]), "%s:1883", v);
+        }
+    }
+    br->n_addresses = c->nvals;
+    return MQL_OK;
+}
+
+/* A topic filter made of prefix + pattern must be valid: levels with '+' or '#' alone,
+ * '#' last, no NUL. Prefixes must not hold wildcards. */
+static bool bridge_filter_ok(const char *prefix, const char *pattern)
+{
+    char f[MQL_BRIDGE_PREFIX_MAX + MQL_BRIDGE_PATTERN_MAX];
+    snprintf(f, sizeof(f), "%s%s", prefix, pattern);
+    size_t n = strlen(f);
+    if (n == 0 || strpbrk(prefix, "+#") != NULL)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        bool start = i == 0 || f[i - 1] == '/';
+        bool end = i + 1 == n || f[i + 1] == '/';
+        if ((f[i] == '+' || f[i] == '#') && !(start && end))
+            return false;
+        if (f[i] == '#' && i + 1 != n)
+            return false;
+    }
+    return true;
+}
+
+static mql_err set_bridge_topic(const struct option *opt, struct ctx *c)
+{
+    mql_bridge_conf *br = cur_bridge(opt, c);
+    if (br == NULL)
+        return MQL_E_CONFIG;
+    if (br->n_topics >= MQL_MAX_BRIDGE_TOPICS)
+        return fail(c, "%s: too many topic lines for bridge '%s' (at most %d)", opt->name, br->name,
+                    MQL_MAX_BRIDGE_TOPICS);
+    if (c->nvals == 4)
+        return fail(c, "%s: a local prefix needs a remote prefix too (use \"\" for none)",
+                    opt->name);
+    mql_bridge_topic t;
+    memset(&t, 0, sizeof(t));
+    t.line = c->line;
+    t.dir = MQL_BRIDGE_OUT;
+    const char *pattern = unquote_empty(c->vals[0]);
+    if (strlen(pattern) >= sizeof(t.pattern))
+        return fail(c, "%s: pattern is longer than %zu characters", opt->name,
+                    sizeof(t.pattern) - 1);
+    memcpy(t.pattern, pattern, strlen(pattern) + 1);
+    if (c->nvals > 1) {
+        const char *d = c->vals[1];
+        if (strcmp(d, "out") == 0)
+            t.dir = MQL_BRIDGE_OUT;
+        else if (strcmp(d, "in") == 0)
+            t.dir = MQL_BRIDGE_IN;
+        else if (strcmp(d, "both") == 0)
+            t.dir = MQL_BRIDGE_BOTH;
+        else
+            return fail(c, "%s: direction '%s' is not out, in or both", opt->name, d);
+    }
+    if (c->nvals > 2) {
+        long long q;
+        if (!parse_ll(c->vals[2], 0, 2, &q))
+            return fail(c, "%s: QoS '%s' is not 0, 1 or 2", opt->name, c->vals[2]);
+        t.qos = (uint8_t)q;
+    }
+    if (c->nvals > 3) {
+        const char *lp = unquote_empty(c->vals[3]), *rp = unquote_empty(c->vals[4]);
+        if (strlen(lp) >= sizeof(t.local_prefix) || strlen(rp) >= sizeof(t.remote_prefix))
+            return fail(c, "%s: a prefix is longer than %zu characters", opt->name,
+                        sizeof(t.local_prefix) - 1);
+        memcpy(t.local_prefix, lp, strlen(lp) + 1);
+        memcpy(t.remote_prefix, rp, strlen(rp) + 1);
+    }
+    if (!bridge_filter_ok(t.local_prefix, t.pattern) ||
+        !bridge_filter_ok(t.remote_prefix, t.pattern))
+        return fail(c,
+                    "%s: '%s%s' / '%s%s' is not a valid topic filter (wildcards only as whole "
+                    "levels, '#' last, none in prefixes)",
+                    opt->name, t.local_prefix, t.pattern, t.remote_prefix, t.pattern);
+    br->topics[br->n_topics++] = t;
+    return MQL_OK;
+}
+
+static mql_err set_bridge_protocol(const struct option *opt, struct ctx *c)
+{
+    mql_bridge_conf *br = cur_bridge(opt, c);
+    if (br == NULL)
+        return MQL_E_CONFIG;
+    if (strcmp(c->vals[0], "mqttv311") == 0)
+        br->protocol_version = 4;
+    else if (strcmp(c->vals[0], "mqttv50") == 0)
+        br->protocol_version = 5;
+    else if (strcmp(c->vals[0], "mqttv31") == 0)
+        return fail(c, "%s: 'mqttv31' is not supported by this version of mqlite (expected %s)",
+                    opt->name, opt->expect);
+    else
+        return bad_value(opt, c, c->vals[0]);
+    return MQL_OK;
+}
+
+/* A per-bridge string (opt->off: offset in mql_bridge_conf, opt->hi: the field's size);
+ * opt->lo, when not 0, is the offset of a bool set to true ("was given"). */
+static mql_err set_bridge_str(const struct option *opt, struct ctx *c)
+{
+    mql_bridge_conf *br = cur_bridge(opt, c);
+    if (br == NULL)
+        return MQL_E_CONFIG;
+    if (strlen(c->vals[0]) >= (size_t)opt->hi)
+        return fail(c, "%s: longer than %lld characters", opt->name, opt->hi - 1);
+    snprintf(BFIELD(br, opt->off, char), (size_t)opt->hi, "%s", c->vals[0]);
+    if (opt->lo != 0)
+        *BFIELD(br, (size_t)opt->lo, bool) = true;
+    return MQL_OK;
+}
+
+static mql_err set_bridge_bool(const struct option *opt, struct ctx *c)
+{
+    mql_bridge_conf *br = cur_bridge(opt, c);
+    if (br == NULL)
+        return MQL_E_CONFIG;
+    if (strcmp(c->vals[0], "true") == 0)
+        *BFIELD(br, opt->off, bool) = true;
+    else if (strcmp(c->vals[0], "false") == 0)
+        *BFIELD(br, opt->off, bool) = false;
+    else
+        return bad_value(opt, c, c->vals[0]);
+    return MQL_OK;
+}
+
+/* A per-bridge number; the field's width is taken from opt->hi. */
+static mql_err set_bridge_num(const struct option *opt, struct ctx *c)
+{
+    mql_bridge_conf *br = cur_bridge(opt, c);
+    long long v;
+    if (br == NULL)
+        return MQL_E_CONFIG;
+    if (!parse_ll(c->vals[0], opt->lo, opt->hi, &v))
+        return bad_value(opt, c, c->vals[0]);
+    if (opt->hi <= UINT16_MAX)
+        *BFIELD(br, opt->off, uint16_t) = (uint16_t)v;
+    else if (opt->hi <= UINT32_MAX)
+        *BFIELD(br, opt->off, uint32_t) = (uint32_t)v;
+    else
+        *BFIELD(br, opt->off, uint64_t) = (uint64_t)v;
+    return MQL_OK;
+}
+
+/* `restart_timeout BASE [CAP]`: a fixed delay, or exponential backoff with jitter from BASE
+ * up to CAP seconds (as mosquitto). */
+static mql_err set_restart_timeout(const struct option *opt, struct ctx *c)
+{
+    mql_bridge_conf *br = cur_bridge(opt, c);
+    long long lo, hi;
+    if (br == NULL)
+        return MQL_E_CONFIG;
+    if (!parse_ll(c->vals[0], 1, 86400, &lo))
+        return bad_value(opt, c, c->vals[0]);
+    hi = lo;
+    if (c->nvals > 1 && !parse_ll(c->vals[1], 1, 86400, &hi))
+        return bad_value(opt, c, c->vals[1]);
+    if (hi < lo)
+        return fail(c, "%s: the cap %lld is below the base %lld", opt->name, hi, lo);
+    br->restart_min = (uint32_t)lo;
+    br->restart_max = (uint32_t)hi;
+    return MQL_OK;
+}
+
+static mql_err set_bridge_alpn(const struct option *opt, struct ctx *c)
+{
+    if (cur_bridge(opt, c) == NULL)
+        return MQL_E_CONFIG;
+    return fail(c,
+                "%s: not supported by this version of mqlite (its TLS engine, nng 1.5, cannot "
+                "send an ALPN list)",
+                opt->name);
+}
+
+#define BOFF(field) offsetof(mql_bridge_conf, field)
+
 #define OFF(field) offsetof(mql_config, field)
 
 static const struct option options[] = {
@@ -480,12 +743,45 @@ static const struct option options[] = {
     {"pid_file", 1, 1, "a file path", set_path, 0, 0, OFF(pid_file)},
     {"user", 1, 1, "a user name (letters, digits, '.', '_', '-')", set_user, 0, 0, 0},
     {"include_dir", 1, 1, "a directory", set_include_dir, 0, 0, 0},
+    {"connection", 1, 1, "a bridge name (letters, digits, '.', '_', '-')", set_connection, 0, 0, 0},
+    {"address", 1, MQL_MAX_BRIDGE_ADDRS, "HOST[:PORT] (up to 4)", set_bridge_address, 0, 0, 0},
+    {"addresses", 1, MQL_MAX_BRIDGE_ADDRS, "HOST[:PORT] (up to 4)", set_bridge_address, 0, 0, 0},
+    {"topic", 1, 5, "PATTERN [out|in|both [QOS [LOCAL_PREFIX REMOTE_PREFIX]]]", set_bridge_topic, 0,
+     0, 0},
+    {"bridge_protocol_version", 1, 1, "mqttv311 or mqttv50", set_bridge_protocol, 0, 0, 0},
+    {"remote_clientid", 1, 1, "a ClientID", set_bridge_str, 0, 128, BOFF(remote_clientid)},
+    {"local_clientid", 1, 1, "a ClientID", set_bridge_str, 0, 128, BOFF(local_clientid)},
+    {"remote_username", 1, 1, "a user name", set_bridge_str, BOFF(has_username), 128,
+     BOFF(remote_username)},
+    {"remote_password", 1, 1, "a password", set_bridge_str, BOFF(has_password), 128,
+     BOFF(remote_password)},
+    {"cleansession", 1, 1, "true or false", set_bridge_bool, 0, 0, BOFF(cleansession)},
+    {"keepalive_interval", 1, 1, "a number of seconds from 5 to 65535", set_bridge_num, 5, 65535,
+     BOFF(keepalive)},
+    {"restart_timeout", 1, 2, "BASE [CAP], seconds from 1 to 86400", set_restart_timeout, 0, 0, 0},
+    {"bridge_cafile", 1, 1, "a PEM CA file", set_bridge_str, 0, MQL_PATH_MAX, BOFF(cafile)},
+    {"bridge_capath", 1, 1, "a directory of PEM CA files", set_bridge_str, 0, MQL_PATH_MAX,
+     BOFF(capath)},
+    {"bridge_certfile", 1, 1, "a PEM certificate file", set_bridge_str, 0, MQL_PATH_MAX,
+     BOFF(certfile)},
+    {"bridge_keyfile", 1, 1, "a PEM private key file", set_bridge_str, 0, MQL_PATH_MAX,
+     BOFF(keyfile)},
+    {"bridge_insecure", 1, 1, "true or false", set_bridge_bool, 0, 0, BOFF(insecure)},
+    {"bridge_alpn", 1, 1, "a protocol list", set_bridge_alpn, 0, 0, 0},
+    {"try_private", 1, 1, "true or false", set_bridge_bool, 0, 0, BOFF(try_private)},
+    {"bridge_outgoing_retain", 1, 1, "true or false", set_bridge_bool, 0, 0, BOFF(outgoing_retain)},
+    {"bridge_session_expiry", 1, 1, "a number of seconds from 0 to 4294967295", set_bridge_num, 0,
+     UINT32_MAX, BOFF(session_expiry)},
+    {"bridge_queue_max_bytes", 1, 1, "a number of bytes from 0 (no limit) to 9007199254740991",
+     set_bridge_num, 0, 9007199254740991LL, BOFF(queue_max_bytes)},
+    {"bridge_queue_max_messages", 1, 1, "a number from 0 (no limit) to 4294967295", set_bridge_num,
+     0, UINT32_MAX, BOFF(queue_max_messages)},
+    {"bridge_max_inflight", 1, 1, "a number from 1 to 65535", set_bridge_num, 1, 65535,
+     BOFF(max_inflight)},
 };
 
 /* Options of mosquitto 2.0 that this version does not implement (yet). */
 static const char *const mosquitto_only[] = {
-    "address",
-    "addresses",
     "allow_duplicate_messages",
     "allow_zero_length_clientid",
     "auth_plugin",
@@ -495,20 +791,12 @@ static const char *const mosquitto_only[] = {
     "autosave_on_changes",
     "bind_address",
     "bind_interface",
-    "bridge_alpn",
     "bridge_attempt_unsubscribe",
     "bridge_bind_address",
-    "bridge_cafile",
-    "bridge_capath",
-    "bridge_certfile",
     "bridge_ciphers",
     "bridge_ciphers_tls1.3",
     "bridge_identity",
-    "bridge_insecure",
-    "bridge_keyfile",
     "bridge_max_packet_size",
-    "bridge_outgoing_retain",
-    "bridge_protocol_version",
     "bridge_psk",
     "bridge_require_ocsp",
     "bridge_tls_version",
@@ -516,18 +804,14 @@ static const char *const mosquitto_only[] = {
     "check_retain_source",
     "ciphers",
     "ciphers_tls1.3",
-    "cleansession",
     "clientid",
     "clientid_prefixes",
-    "connection",
     "connection_messages",
     "crlfile",
     "dhparamfile",
     "http_dir",
     "idle_timeout",
-    "keepalive_interval",
     "local_cleansession",
-    "local_clientid",
     "local_password",
     "local_username",
     "log_facility",
@@ -549,10 +833,6 @@ static const char *const mosquitto_only[] = {
     "psk_file",
     "psk_hint",
     "queue_qos0_messages",
-    "remote_clientid",
-    "remote_password",
-    "remote_username",
-    "restart_timeout",
     "round_robin",
     "set_tcp_nodelay",
     "socket_domain",
@@ -562,8 +842,6 @@ static const char *const mosquitto_only[] = {
     "tls_engine_kpass_sha1",
     "tls_keyform",
     "tls_version",
-    "topic",
-    "try_private",
     "upgrade_outgoing_qos",
     "use_identity_as_username",
     "use_subject_as_username",
@@ -825,10 +1103,36 @@ static mql_err load_file(mql_config *cfg, const char *path, const char *from_fil
     return rc;
 }
 
+/* What a bridge block needs as a whole, checked once the file is read. */
+static mql_err check_bridges(const mql_config *cfg, const char *path, char *errbuf, size_t errlen)
+{
+    for (int i = 0; i < cfg->n_bridges; i++) {
+        const mql_bridge_conf *br = &cfg->bridges[i];
+        const char *why = NULL;
+        if (br->n_addresses == 0)
+            why = "has no 'address'";
+        else if (br->n_topics == 0)
+            why = "has no 'topic' line";
+        else if ((br->certfile[0] != '\0') != (br->keyfile[0] != '\0'))
+            why = "needs both bridge_certfile and bridge_keyfile";
+        else if (br->certfile[0] != '\0' && br->cafile[0] == '\0' && br->capath[0] == '\0')
+            why = "has a client certificate but no bridge_cafile or bridge_capath (TLS)";
+        else if (br->has_password && !br->has_username)
+            why = "has remote_password without remote_username";
+        if (why != NULL)
+            return fail_at(MQL_E_CONFIG, errbuf, errlen, "%s:%d: connection %s: %s", path, br->line,
+                           br->name, why);
+    }
+    return MQL_OK;
+}
+
 mql_err mql_config_load(mql_config *cfg, const char *path, char *errbuf, size_t errlen)
 {
     if (errbuf != NULL && errlen > 0)
         errbuf[0] = '\0';
     cfg->include_dir[0] = '\0';
-    return load_file(cfg, path, NULL, 0, 0, errbuf, errlen);
+    mql_err rc = load_file(cfg, path, NULL, 0, 0, errbuf, errlen);
+    if (rc == MQL_OK)
+        rc = check_bridges(cfg, path, errbuf, errlen);
+    return rc;
 }

@@ -60,6 +60,61 @@ enum mql_store_sync {
     MQL_STORE_SYNC_OFF = 2,    /* ack at once; the last commit window may be lost */
 };
 
+/* Bridges (`connection NAME` blocks, mosquitto's keys). */
+#define MQL_MAX_BRIDGES 8
+#define MQL_MAX_BRIDGE_TOPICS 32
+#define MQL_MAX_BRIDGE_ADDRS 4
+#define MQL_BRIDGE_NAME_MAX 64
+#define MQL_BRIDGE_PATTERN_MAX 128 /* a `topic` pattern, with its NUL */
+#define MQL_BRIDGE_PREFIX_MAX 64   /* a local or remote prefix, with its NUL */
+
+enum mql_bridge_dir {
+    MQL_BRIDGE_OUT = 1,  /* local -> remote */
+    MQL_BRIDGE_IN = 2,   /* remote -> local */
+    MQL_BRIDGE_BOTH = 3, /* both ways */
+};
+
+/* `topic PATTERN [out|in|both [QOS [LOCAL_PREFIX REMOTE_PREFIX]]]`: the local topic is
+ * LOCAL_PREFIX + topic, the remote one REMOTE_PREFIX + topic, for topics matching PATTERN.
+ * A PATTERN of "" maps exactly one topic: the prefixes themselves. */
+typedef struct mql_bridge_topic {
+    char pattern[MQL_BRIDGE_PATTERN_MAX];
+    char local_prefix[MQL_BRIDGE_PREFIX_MAX];
+    char remote_prefix[MQL_BRIDGE_PREFIX_MAX];
+    uint8_t dir; /* enum mql_bridge_dir */
+    uint8_t qos;
+    int line;
+} mql_bridge_topic;
+
+typedef struct mql_bridge_conf {
+    char name[MQL_BRIDGE_NAME_MAX];
+    int line;                                  /* of the `connection` key */
+    char addresses[MQL_MAX_BRIDGE_ADDRS][128]; /* "HOST:PORT", tried in turn */
+    int n_addresses;
+    uint8_t protocol_version;  /* 4 (mqttv311, default) or 5 (mqttv50) */
+    char remote_clientid[128]; /* default "HOSTNAME.NAME" */
+    char local_clientid[128];  /* the local session; default "$bridge/NAME" */
+    char remote_username[128];
+    char remote_password[128];
+    bool has_username, has_password;
+    bool cleansession;                 /* default false */
+    uint32_t session_expiry;           /* v5 remote session, default 0xFFFFFFFF */
+    uint16_t keepalive;                /* seconds, default 60 */
+    uint32_t restart_min, restart_max; /* seconds, default 5 30 */
+    char cafile[MQL_PATH_MAX];         /* TLS when cafile or capath is set */
+    char capath[MQL_PATH_MAX];
+    char certfile[MQL_PATH_MAX];
+    char keyfile[MQL_PATH_MAX];
+    bool insecure;               /* skip the host name check */
+    bool try_private;            /* 3.1.1: the bridge flag, default true */
+    bool outgoing_retain;        /* keep the retain flag going out, default true */
+    uint64_t queue_max_bytes;    /* payload bytes queued, default 64 MiB */
+    uint32_t queue_max_messages; /* default 0 = no limit */
+    uint16_t max_inflight;       /* QoS 1/2 in flight to the remote, default 100 */
+    mql_bridge_topic topics[MQL_MAX_BRIDGE_TOPICS];
+    int n_topics;
+} mql_bridge_conf;
+
 typedef struct mql_listener_conf {
     uint16_t port;
     char address[64];                    /* bind address; "" means all interfaces (0.0.0.0) */
@@ -116,10 +171,12 @@ typedef struct mql_config {
     uint32_t log_dests; /* MQL_LOGD_* bits, default MQL_LOGD_STDERR; `log_dest none` = 0 */
     mql_log_file_conf log_files[MQL_MAX_LOG_FILES]; /* `log_dest file PATH` */
     int n_log_files;
-    bool log_dests_set;             /* parser state: a `log_dest` line was seen, so the next
-                                       ones add destinations instead of replacing stderr */
-    char pid_file[MQL_PATH_MAX];    /* `pid_file PATH`, default "" = none */
-    char user[MQL_USER_MAX];        /* `user NAME`: drop root to NAME after start; "" = stay */
+    bool log_dests_set;          /* parser state: a `log_dest` line was seen, so the next
+                                    ones add destinations instead of replacing stderr */
+    char pid_file[MQL_PATH_MAX]; /* `pid_file PATH`, default "" = none */
+    char user[MQL_USER_MAX];     /* `user NAME`: drop root to NAME after start; "" = stay */
+    mql_bridge_conf bridges[MQL_MAX_BRIDGES];
+    int n_bridges;
     char include_dir[MQL_PATH_MAX]; /* parser state: the directory of an `include_dir` line
                                        that mql_config_load has yet to read ("" = none) */
 } mql_config;

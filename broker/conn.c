@@ -60,6 +60,11 @@ static enum send_result send_packet(mql_conn *c, const mql_packet *pkt)
     return ok ? SEND_OK : SEND_FAILED;
 }
 
+bool mql_conn_send_packet(mql_conn *c, const mql_packet *pkt)
+{
+    return send_packet(c, pkt) == SEND_OK;
+}
+
 void mql_conn_send_ack(mql_conn *c, uint8_t type, uint16_t pid, uint8_t reason)
 {
     mql_packet p;
@@ -83,6 +88,11 @@ bool mql_conn_send_publish(mql_conn *c, mql_msg *msg, uint8_t qos, bool retain, 
     pub->topic = msg->topic;
     pub->packet_id = pid;
     pub->payload = msg->payload;
+    char remote[512];
+    char *remote_heap = NULL; /* a mapped topic longer than `remote` */
+    if (c->bridge != NULL && !mql_bridge_map_out(c->bridge, msg->topic, remote, sizeof(remote),
+                                                 &remote_heap, &pub->topic))
+        return true; /* no rule sends it (the configuration changed): nothing to deliver */
     if (c->version == MQL_V5) {
         pub->props = msg->props;
         if (msg->expiry_at != 0) {
@@ -120,6 +130,7 @@ bool mql_conn_send_publish(mql_conn *c, mql_msg *msg, uint8_t qos, bool retain, 
         }
     }
     enum send_result r = send_packet(c, &p);
+    free(remote_heap);
     if (r == SEND_OK && new_alias) {
         uint8_t *copy = malloc(msg->topic.len);
         if (copy != NULL) {
@@ -180,10 +191,10 @@ void mql_conn_close(mql_conn *c, mql_err reason, const char *why)
         snprintf(c->why, sizeof(c->why), "%s", mql_err_str(reason));
     bool flush = false;
     if (c->version == MQL_V5 && reason != MQL_OK) {
-        if (c->state == CS_NEW)
-            send_connack(c, false, mql_err_reason(reason), NULL); /* [MQTT-4.13.1-1] */
-        else
+        if (c->state != CS_NEW)
             send_disconnect(c, mql_err_reason(reason), why);
+        else if (c->bridge == NULL) /* a bridge's uplink is the client side */
+            send_connack(c, false, mql_err_reason(reason), NULL); /* [MQTT-4.13.1-1] */
         flush = true;
     }
     c->state = CS_CLOSING;
@@ -389,6 +400,20 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
 
     /* The ClientID table decides: takeover, resume or new [MQTT-3.1.4-3]. */
     mql_session *s = mql_session_find(b, id.p, id.len);
+    if (s != NULL && s->bridge != NULL) {
+        mql_warning("client.refused",
+                    "client \"%s\" (%s) refused: the ClientID is the local session of bridge "
+                    "\"%s\"",
+                    s->client_id, c->peer, s->bridge->conf->name);
+        if (cn->version == MQL_V5) {
+            mql_conn_close(c, MQL_E_CLIENT_ID_INVALID, "ClientID reserved for a bridge");
+        } else {
+            c->state = CS_CLOSING;
+            send_connack(c, false, mql_err_reason_v3(MQL_E_CLIENT_ID_INVALID), NULL);
+            mql_link_close(c->link, true);
+        }
+        return;
+    }
     if (s != NULL && s->conn != NULL) {
         mql_conn *old = s->conn;
         if (b->cfg.client_id_conflict == MQL_CONFLICT_REJECT_NEW) {
@@ -608,8 +633,6 @@ static bool needs_commit(const mql_broker *b, uint64_t before)
     return b->store_ops != before && b->cfg.store_sync != MQL_STORE_SYNC_OFF;
 }
 
-static void conn_unref(mql_conn *c);
-
 /* Store barrier callback (store thread): the batch's messages are on disk, or not. */
 static void acks_done(void *arg, mql_err err)
 {
@@ -631,13 +654,13 @@ static void acks_done(void *arg, mql_err err)
             mql_conn_close(c, MQL_E_STORE, "store commit failed");
         }
     }
-    conn_unref(c);
+    mql_conn_unref(c);
     pthread_mutex_unlock(&b->lock);
     free(ab);
 }
 
 /* End of a conn_data batch: hand the collected acks to the store. Under broker->lock. */
-static void flush_acks(mql_conn *c)
+void mql_conn_flush_acks(mql_conn *c)
 {
     ack_batch *ab = c->batch;
     if (ab == NULL)
@@ -688,7 +711,7 @@ static mql_err resolve_alias(mql_conn *c, mql_publish *pub, const char **why)
     return MQL_OK;
 }
 
-static void handle_publish(mql_conn *c, mql_publish *pub)
+void mql_conn_handle_publish(mql_conn *c, mql_publish *pub)
 {
     mql_broker *b = c->b;
     mql_session *s = c->session;
@@ -718,7 +741,9 @@ static void handle_publish(mql_conn *c, mql_publish *pub)
         return;
     }
     b->stats.msgs_received++;
-    if (b->acl != NULL && !mql_acl_can_write(b->acl, c->username, s->client_id, pub->topic)) {
+    /* a bridge's inbound messages are the operator's own configuration, not a client's */
+    if (b->acl != NULL && c->bridge == NULL &&
+        !mql_acl_can_write(b->acl, c->username, s->client_id, pub->topic)) {
         /* not routed, not retained; QoS 0 is dropped silently as the spec allows */
         mql_notice("client.acl",
                    "client \"%s\" (%s) user \"%s\": PUBLISH to \"%.*s\" denied "
@@ -796,7 +821,7 @@ static void handle_publish(mql_conn *c, mql_publish *pub)
         queue_ack(c, MQL_PUBREC, pub->packet_id, rc, durable); /* [MQTT-4.3.3-9] */
 }
 
-static void handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack)
+void mql_conn_handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack)
 {
     mql_broker *b = c->b;
     mql_session *s = c->session;
@@ -1061,13 +1086,13 @@ static void handle_packet(mql_conn *c, mql_packet *p)
         violation(c, MQL_E_PROTOCOL, "second CONNECT on one connection [MQTT-3.1.0-2]");
         break;
     case MQL_PUBLISH:
-        handle_publish(c, &p->u.publish);
+        mql_conn_handle_publish(c, &p->u.publish);
         break;
     case MQL_PUBACK:
     case MQL_PUBREC:
     case MQL_PUBREL:
     case MQL_PUBCOMP:
-        handle_ack(c, p->type, &p->u.ack);
+        mql_conn_handle_ack(c, p->type, &p->u.ack);
         break;
     case MQL_SUBSCRIBE:
         handle_subscribe(c, &p->u.subscribe);
@@ -1221,7 +1246,7 @@ static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
         handle_packet(c, &p);
         off += fr.total;
     }
-    flush_acks(c);
+    mql_conn_flush_acks(c);
     bool closing = c->state == CS_CLOSING;
     pthread_mutex_unlock(&b->lock);
     mql_net_defer_end();
@@ -1262,13 +1287,13 @@ static void conn_closed(void *ctx)
     c->session = NULL;
     free(c->batch);
     c->batch = NULL;
-    conn_unref(c);
+    mql_conn_unref(c);
     pthread_cond_broadcast(&b->tick_cv);
     pthread_mutex_unlock(&b->lock);
 }
 
 /* Drop a reference; the last one frees the connection. Under broker->lock. */
-static void conn_unref(mql_conn *c)
+void mql_conn_unref(mql_conn *c)
 {
     if (--c->refs > 0)
         return;

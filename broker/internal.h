@@ -47,6 +47,7 @@ typedef struct out_msg {
     uint8_t qos;
     uint8_t state;
     bool retain;
+    bool dup;     /* may have been sent before a restart: the first send has DUP 1 */
     bool stored;  /* a row exists in the store */
     uint64_t seq; /* per-session order, the row's key in the store */
     uint8_t n_ids;
@@ -85,6 +86,8 @@ typedef struct mql_session {
     uint32_t takeovers;
     uint64_t takeover_window;
     bool takeover_warned;
+    struct mql_bridge *bridge; /* the bridge whose local side this session is, or NULL */
+    uint32_t queued_qos0;      /* QoS 0 messages in `queue` (only bridges queue them) */
     /* routing scratch (valid only during one route under broker->lock) */
     uint64_t route_stamp;
     uint32_t route_idx;
@@ -115,10 +118,11 @@ typedef struct ack_batch {
 typedef struct mql_conn {
     mql_broker *b;
     mql_link *link;
-    uint32_t refs;         /* the link (until closed) + each ack batch waiting for the store */
-    bool link_gone;        /* conn_closed ran: link must not be used */
-    uint32_t acks_waiting; /* ack batches handed to the store and not back yet */
-    ack_batch *batch;      /* acks collected during this conn_data call */
+    struct mql_bridge *bridge; /* set on a bridge's uplink (we are the client), else NULL */
+    uint32_t refs;             /* the link (until closed) + each ack batch waiting for the store */
+    bool link_gone;            /* conn_closed ran: link must not be used */
+    uint32_t acks_waiting;     /* ack batches handed to the store and not back yet */
+    ack_batch *batch;          /* acks collected during this conn_data call */
     struct mql_conn *next, *prev;
     char peer[64];
     uint8_t state;
@@ -188,7 +192,35 @@ struct mql_broker {
     mql_ratelimit *ratelimit;
     bool route_quota; /* a delivery of the current publish was refused for quota */
     bool store_full_logged;
+    struct mql_bridge *bridges; /* [cfg.n_bridges] */
 };
+
+/* A bridge (bridge.c): the local session that collects what goes out, the uplink
+ * connection to the remote broker (we are its client), reconnect state. */
+enum bridge_state {
+    BR_IDLE = 0,   /* waiting for next_attempt */
+    BR_DIALING,    /* TCP/TLS connect in progress */
+    BR_CONNECTING, /* CONNECT sent, waiting for CONNACK */
+    BR_UP,         /* CONNACK 0 received */
+};
+
+typedef struct mql_bridge {
+    mql_broker *b;
+    const mql_bridge_conf *conf; /* in b->cfg */
+    mql_session *s;
+    mql_conn *c; /* the uplink while dialed, else NULL */
+    mql_dialer *dialers[MQL_MAX_BRIDGE_ADDRS];
+    int addr; /* the address of the current or next attempt */
+    enum bridge_state state;
+    uint64_t next_attempt; /* mql_now_ms() of the next dial (BR_IDLE) */
+    uint32_t failures;     /* attempts since the link was last up, for the backoff */
+    uint64_t last_ping;
+    uint16_t sub_pid;       /* packet id of our SUBSCRIBE */
+    uint8_t remote_max_qos; /* from a v5 CONNACK, default 2 */
+    bool warned;            /* the current outage was logged at warning level */
+    bool stopped;
+    char state_topic[128]; /* $SYS/broker/bridge/NAME/state */
+} mql_bridge;
 
 /* session.c (all under broker->lock) */
 mql_session *mql_session_find(mql_broker *b, const uint8_t *id, uint32_t len);
@@ -217,6 +249,28 @@ void mql_conn_send_ack(mql_conn *c, uint8_t type, uint16_t pid, uint8_t reason);
 void mql_conn_close(mql_conn *c, mql_err reason, const char *why);
 void mql_conn_tick(mql_broker *b, uint64_t now);
 extern const mql_link_ops mql_conn_link_ops;
+
+void mql_conn_handle_publish(mql_conn *c, mql_publish *pub);
+void mql_conn_handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack);
+/* End of a batch of received packets: send (or hand to the store) the collected acks. */
+void mql_conn_flush_acks(mql_conn *c);
+void mql_conn_unref(mql_conn *c);
+bool mql_conn_send_packet(mql_conn *c, const mql_packet *pkt);
+
+/* bridge.c (under broker->lock unless said otherwise) */
+/* Set up every configured bridge (after the store is loaded) and start connecting. */
+MQL_MUST_CHECK mql_err mql_bridges_start(mql_broker *b, char *errbuf, size_t errlen);
+/* Reconnects, CONNACK timeouts, keep alive. */
+void mql_bridges_tick(mql_broker *b, uint64_t now);
+/* Disconnect every uplink (at shutdown). */
+void mql_bridges_stop(mql_broker *b);
+/* Free the bridges: not under broker->lock (waits for dial callbacks). */
+void mql_bridges_free(mql_broker *b);
+/* The remote topic for a local one going out through br: written into buf (cap bytes) or,
+ * when longer, into *heap (malloc'd, the caller frees it), and pointed to by *out. False
+ * when no rule sends it (or out of memory). */
+bool mql_bridge_map_out(const mql_bridge *br, mql_bytes topic, char *buf, size_t cap, char **heap,
+                        mql_bytes *out);
 
 /* persist.c (all under broker->lock; every function is a no-op without a store) */
 void mql_persist_session(mql_broker *b, mql_session *s);

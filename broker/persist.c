@@ -393,8 +393,16 @@ static mql_err load_out(void *arg, const mql_store_out *so)
     if (o->seq >= s->next_seq)
         s->next_seq = o->seq + 1;
     out_list *l = o->state == MQL_STORE_OUT_QUEUED ? &s->queue : &s->inflight;
-    if (l == &s->queue)
+    if (l == &s->queue) {
         s->queued_bytes += m->payload.len;
+        if (o->qos == 0)
+            s->queued_qos0++; /* a bridge's queued QoS 0 */
+    } else if (o->qos == 0) {
+        mql_msg_unref(o->msg); /* never in flight: a corrupt row */
+        free(o);
+        lc->skipped++;
+        return MQL_OK;
+    }
     o->prev = l->tail;
     if (l->tail)
         l->tail->next = o;

@@ -181,6 +181,7 @@ void mql_session_end(mql_broker *b, mql_session *s)
     share_redeliver(b, &s->queue, false);
     out_list_clear(&s->inflight);
     out_list_clear(&s->queue);
+    s->queued_qos0 = 0;
     free(s->qos2_in);
 
     mql_session **pp = &b->slots[s->hval & (b->nslots - 1)];
@@ -202,6 +203,8 @@ void mql_session_end(mql_broker *b, mql_session *s)
 static uint32_t window(const mql_broker *b, const mql_session *s)
 {
     uint32_t w = b->cfg.max_inflight_messages ? b->cfg.max_inflight_messages : 65535u;
+    if (s->bridge != NULL)
+        w = s->bridge->conf->max_inflight;
     if (s->conn != NULL && s->conn->client_receive_max < w)
         w = s->conn->client_receive_max; /* [MQTT-3.3.4-9] */
     return w;
@@ -235,10 +238,12 @@ static bool connected(const mql_session *s)
  * discarded as if delivered [MQTT-3.1.2-25]: then o is freed and false returned. */
 static bool send_first(mql_broker *b, mql_session *s, out_msg *o)
 {
+    if (s->bridge != NULL && o->qos > s->bridge->remote_max_qos && o->qos == 2)
+        o->qos = 1; /* the remote's Maximum QoS [MQTT-3.2.2-11]; QoS 1 still loses nothing */
     o->packet_id = next_pid(s);
     o->state = OUT_PUBLISH_SENT;
     out_append(&s->inflight, o);
-    if (!mql_conn_send_publish(s->conn, o->msg, o->qos, o->retain, false, o->packet_id, o->ids,
+    if (!mql_conn_send_publish(s->conn, o->msg, o->qos, o->retain, o->dup, o->packet_id, o->ids,
                                o->n_ids)) {
         out_unlink(&s->inflight, o);
         mql_persist_out_del(b, s, o);
@@ -248,13 +253,36 @@ static bool send_first(mql_broker *b, mql_session *s, out_msg *o)
     return true;
 }
 
+/* Take o out of the session's queue. */
+static void queue_take(mql_session *s, out_msg *o)
+{
+    out_unlink(&s->queue, o);
+    s->queued_bytes -= o->msg->payload.len;
+    if (o->qos == 0)
+        s->queued_qos0--;
+}
+
 void mql_session_pump(mql_broker *b, mql_session *s)
 {
     uint64_t now = mql_now_ms();
-    while (s->queue.head != NULL && connected(s) && s->inflight.count < window(b, s)) {
+    while (s->queue.head != NULL && connected(s)) {
         out_msg *o = s->queue.head;
-        out_unlink(&s->queue, o);
-        s->queued_bytes -= o->msg->payload.len;
+        if (o->qos == 0) {
+            /* queued QoS 0 (a bridge's backlog): no window, but a bounded socket backlog;
+             * the bridge tick pumps again */
+            if (mql_link_backlog(s->conn->link) > MQL_QOS0_BACKLOG_MAX)
+                break;
+            queue_take(s, o);
+            if (!mql_msg_expired(o->msg, now))
+                (void)mql_conn_send_publish(s->conn, o->msg, 0, o->retain, false, 0, o->ids,
+                                            o->n_ids);
+            mql_persist_out_del(b, s, o);
+            out_free(o);
+            continue;
+        }
+        if (s->inflight.count >= window(b, s))
+            break;
+        queue_take(s, o);
         if (mql_msg_expired(o->msg, now)) { /* [MQTT-3.3.2-5] */
             mql_persist_out_del(b, s, o);
             out_free(o);
@@ -267,12 +295,43 @@ void mql_session_pump(mql_broker *b, mql_session *s)
         s->queue_full_logged = false;
 }
 
+/* Is there room in the session's queue for one more message of `bytes` payload bytes?
+ * A bridge makes room by dropping its oldest queued QoS 0 messages first. */
+static bool queue_room(mql_broker *b, mql_session *s, uint32_t bytes)
+{
+    uint32_t max_msgs = b->cfg.max_queued_messages;
+    uint64_t max_bytes = b->cfg.max_queued_bytes;
+    if (s->bridge != NULL) {
+        max_msgs = s->bridge->conf->queue_max_messages;
+        max_bytes = s->bridge->conf->queue_max_bytes;
+    }
+    for (;;) {
+        bool full = (max_msgs != 0 && s->queue.count >= max_msgs) ||
+                    (max_bytes != 0 && s->queued_bytes + bytes > max_bytes);
+        if (!full)
+            return true;
+        if (s->queued_qos0 == 0)
+            return false;
+        out_msg *o = s->queue.head;
+        while (o != NULL && o->qos != 0)
+            o = o->next;
+        if (o == NULL)
+            return false;
+        queue_take(s, o);
+        mql_persist_out_del(b, s, o);
+        out_free(o);
+        b->stats.msgs_dropped++;
+    }
+}
+
 void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos, bool retain,
                          const uint32_t *ids, uint8_t n_ids, mql_share *share)
 {
     if (b->acl != NULL && !mql_acl_can_read(b->acl, s->username, s->client_id, msg->topic))
         return; /* the ACL may have changed since the subscription was made */
-    if (qos == 0) {
+    /* a bridge queues QoS 0 too while its uplink is down or draining (in order) */
+    bool bridge_queues = s->bridge != NULL && (!connected(s) || s->queue.count > 0);
+    if (qos == 0 && !bridge_queues) {
         if (!connected(s)) {
             return; /* QoS 0 is not queued for offline sessions */
         }
@@ -297,19 +356,29 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
         }
         return;
     }
-    bool direct = connected(s) && s->queue.count == 0 && s->inflight.count < window(b, s);
-    if (!direct &&
-        ((b->cfg.max_queued_messages != 0 && s->queue.count >= b->cfg.max_queued_messages) ||
-         (b->cfg.max_queued_bytes != 0 &&
-          s->queued_bytes + msg->payload.len > b->cfg.max_queued_bytes))) {
+    bool direct =
+        qos > 0 && connected(s) && s->queue.count == 0 && s->inflight.count < window(b, s);
+    if (!direct && !queue_room(b, s, msg->payload.len)) {
         b->stats.msgs_dropped++;
+        /* a session that outlives its connection, or a bridge, refuses QoS 1/2 it cannot
+         * keep: MQTT 5 publishers hear it as 0x97 Quota exceeded */
+        if (qos > 0 && (s->expiry != 0 || s->bridge != NULL))
+            b->route_quota = true;
         if (!s->queue_full_logged) {
             s->queue_full_logged = true;
-            mql_warning("session.queue_full",
-                        "client \"%s\": queue full (%u messages, %llu bytes; "
-                        "max_queued_messages / max_queued_bytes), dropping new messages until "
-                        "it drains",
-                        s->client_id, s->queue.count, (unsigned long long)s->queued_bytes);
+            if (s->bridge != NULL)
+                mql_warning("bridge.queue_full",
+                            "bridge \"%s\": queue full (%u messages, %llu bytes; "
+                            "bridge_queue_max_messages / bridge_queue_max_bytes), refusing new "
+                            "messages until it drains",
+                            s->bridge->conf->name, s->queue.count,
+                            (unsigned long long)s->queued_bytes);
+            else
+                mql_warning("session.queue_full",
+                            "client \"%s\": queue full (%u messages, %llu bytes; "
+                            "max_queued_messages / max_queued_bytes), dropping new messages "
+                            "until it drains",
+                            s->client_id, s->queue.count, (unsigned long long)s->queued_bytes);
         }
         return;
     }
@@ -324,6 +393,7 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
         mql_share_ref(share);
     o->qos = qos;
     o->retain = retain;
+    o->dup = false;
     o->packet_id = 0;
     o->state = OUT_QUEUED;
     o->stored = false;
@@ -337,6 +407,8 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
     } else {
         out_append(&s->queue, o);
         s->queued_bytes += msg->payload.len;
+        if (qos == 0)
+            s->queued_qos0++;
     }
     mql_persist_out(b, s, o);
 }
@@ -413,8 +485,7 @@ static void purge_expired(mql_broker *b, mql_session *s, uint64_t now, uint32_t 
         out_msg *next = o->next;
         (*budget)--;
         if (mql_msg_expired(o->msg, now)) {
-            out_unlink(&s->queue, o);
-            s->queued_bytes -= o->msg->payload.len;
+            queue_take(s, o);
             mql_persist_out_del(b, s, o);
             out_free(o);
         }

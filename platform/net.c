@@ -19,7 +19,9 @@
 #include "net.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
+#include <sys/stat.h>
 #include <nng/nng.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/pkcs5.h>
@@ -50,6 +52,7 @@ typedef struct listener {
 
 struct mql_link {
     mql_net *net;
+    const mql_link_ops *ops; /* the net's, or a dialer's */
     nng_stream *s;
     nng_aio *rx;
     nng_aio *tx;
@@ -89,6 +92,7 @@ struct mql_net {
 
 static void rx_cb(void *arg);
 static void tx_cb(void *arg);
+static void link_dead(mql_link *link);
 
 /* Mark the stream shut. Caller holds link->mtx and calls nng_stream_close after. A receive
  * started after nng_stream_close would never complete (nng 1.5 leaves it queued on the
@@ -388,6 +392,65 @@ static void start_rx(mql_link *link)
     nng_stream_recv(link->s, link->rx);
 }
 
+/* A link for a new stream (taken over: freed on failure). NULL when out of memory. */
+static mql_link *link_new(mql_net *net, nng_stream *s, const mql_link_ops *ops, bool tls)
+{
+    mql_link *link = calloc(1, sizeof(*link));
+    if (link == NULL || (link->rbuf = malloc(RBUF_INITIAL)) == NULL) {
+        free(link);
+        nng_stream_free(s);
+        return NULL;
+    }
+    link->net = net;
+    link->ops = ops;
+    link->s = s;
+    link->rcap = RBUF_INITIAL;
+    pthread_mutex_init(&link->mtx, NULL);
+    if (nng_aio_alloc(&link->rx, rx_cb, link) != 0 || nng_aio_alloc(&link->tx, tx_cb, link) != 0) {
+        if (link->rx)
+            nng_aio_free(link->rx);
+        nng_stream_free(s);
+        pthread_mutex_destroy(&link->mtx);
+        free(link->rbuf);
+        free(link);
+        return NULL;
+    }
+    (void)nng_stream_set_bool(s, NNG_OPT_TCP_NODELAY, true);
+    format_peer(s, link->peer, sizeof(link->peer));
+    link->tls = tls;
+
+    pthread_mutex_lock(&net->mtx);
+    link->next = net->links;
+    if (net->links)
+        net->links->prev = link;
+    net->links = link;
+    net->nlinks++;
+    pthread_mutex_unlock(&net->mtx);
+    return link;
+}
+
+/* Hand the link to its owner (ops->open) and start receiving, or close it when refused. */
+static void link_start(mql_link *link, void *arg)
+{
+    link->ctx = link->ops->open(arg, link, link->peer);
+    if (link->ctx == NULL) {
+        pthread_mutex_lock(&link->mtx);
+        link->closing = true;
+        mark_shut(link);
+        pthread_mutex_unlock(&link->mtx);
+        nng_stream_close(link->s);
+        reap_enqueue(link);
+        return;
+    }
+    pthread_mutex_lock(&link->mtx);
+    if (!link->shut)
+        start_rx(link);
+    bool shut = link->shut;
+    pthread_mutex_unlock(&link->mtx);
+    if (shut) /* closed by open() already: nothing will ever receive, so end it here */
+        link_dead(link);
+}
+
 static void accept_cb(void *arg)
 {
     listener *ln = arg;
@@ -403,49 +466,12 @@ static void accept_cb(void *arg)
     nng_stream *s = nng_aio_get_output(ln->aio, 0);
     nng_stream_listener_accept(ln->l, ln->aio);
 
-    mql_link *link = calloc(1, sizeof(*link));
-    if (link == NULL || (link->rbuf = malloc(RBUF_INITIAL)) == NULL) {
-        free(link);
-        nng_stream_free(s);
+    mql_link *link = link_new(net, s, net->ops, ln->tls != NULL);
+    if (link == NULL) {
         mql_error("net.nomem", "out of memory accepting a connection on %s", ln->url);
         return;
     }
-    link->net = net;
-    link->s = s;
-    link->rcap = RBUF_INITIAL;
-    pthread_mutex_init(&link->mtx, NULL);
-    if (nng_aio_alloc(&link->rx, rx_cb, link) != 0 || nng_aio_alloc(&link->tx, tx_cb, link) != 0) {
-        if (link->rx)
-            nng_aio_free(link->rx);
-        nng_stream_free(s);
-        pthread_mutex_destroy(&link->mtx);
-        free(link->rbuf);
-        free(link);
-        return;
-    }
-    (void)nng_stream_set_bool(s, NNG_OPT_TCP_NODELAY, true);
-    format_peer(s, link->peer, sizeof(link->peer));
-    link->tls = ln->tls != NULL;
-
-    pthread_mutex_lock(&net->mtx);
-    link->next = net->links;
-    if (net->links)
-        net->links->prev = link;
-    net->links = link;
-    net->nlinks++;
-    pthread_mutex_unlock(&net->mtx);
-
-    link->ctx = net->ops->open(net->arg, link, link->peer);
-    if (link->ctx == NULL) {
-        link->closing = true;
-        mark_shut(link);
-        nng_stream_close(s);
-        reap_enqueue(link);
-        return;
-    }
-    pthread_mutex_lock(&link->mtx);
-    start_rx(link);
-    pthread_mutex_unlock(&link->mtx);
+    link_start(link, net->arg);
 }
 
 /* The link is dead: tell the broker once and hand the link to the reaper. Called only
@@ -457,7 +483,7 @@ static void link_dead(mql_link *link)
     mark_shut(link);
     pthread_mutex_unlock(&link->mtx);
     nng_stream_close(link->s);
-    link->net->ops->closed(link->ctx);
+    link->ops->closed(link->ctx);
     reap_enqueue(link);
 }
 
@@ -499,7 +525,7 @@ static void rx_cb(void *arg)
         link->rlen = 0; /* input after a close request is discarded */
     } else {
         size_t want = 0;
-        size_t used = link->net->ops->data(link->ctx, link->rbuf, link->rlen, &want);
+        size_t used = link->ops->data(link->ctx, link->rbuf, link->rlen, &want);
         if (used > link->rlen)
             used = link->rlen;
         memmove(link->rbuf, link->rbuf + used, link->rlen - used);
@@ -701,6 +727,205 @@ void mql_link_close(mql_link *link, bool flush)
     pthread_mutex_unlock(&link->mtx);
     if (close_now)
         nng_stream_close(link->s);
+}
+
+/* ---- outgoing connections ---- */
+
+struct mql_dialer {
+    mql_net *net;
+    nng_stream_dialer *d;
+    nng_tls_config *tls;
+    nng_aio *aio;
+    const mql_link_ops *ops;
+    void *arg;
+    void (*failed)(void *arg, const char *why);
+    char url[160];
+};
+
+static void dial_cb(void *arg)
+{
+    mql_dialer *d = arg;
+    int rv = nng_aio_result(d->aio);
+    if (rv != 0) {
+        char why[320];
+        snprintf(why, sizeof(why), "%s: %s%s", d->url, nng_strerror(rv),
+                 d->tls != NULL && rv != NNG_ECONNREFUSED && rv != NNG_EADDRINVAL &&
+                         rv != NNG_ETIMEDOUT && rv != NNG_ECANCELED && rv != NNG_ECLOSED
+                     ? " (TLS handshake: certificate, host name, protocol version or cipher)"
+                     : "");
+        d->failed(d->arg, why);
+        return;
+    }
+    nng_stream *s = nng_aio_get_output(d->aio, 0);
+    mql_link *link = link_new(d->net, s, d->ops, d->tls != NULL);
+    if (link == NULL) {
+        d->failed(d->arg, "out of memory");
+        return;
+    }
+    link->got_data = true; /* the handshake is done: later failures are not handshake ones */
+    link_start(link, d->arg);
+}
+
+/* Every regular file of dir, concatenated (PEM certificates), or NULL with errno set. */
+static char *read_ca_dir(const char *dir)
+{
+    DIR *dp = opendir(dir);
+    if (dp == NULL)
+        return NULL;
+    size_t len = 0;
+    char *all = calloc(1, 1);
+    struct dirent *e;
+    while (all != NULL && (e = readdir(dp)) != NULL) {
+        char path[1024];
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        if (e->d_name[0] == '.' || stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        char *one = read_file(path);
+        if (one == NULL)
+            continue; /* unreadable files are skipped, as openssl's capath does */
+        size_t n = strlen(one);
+        char *p = realloc(all, len + n + 2);
+        if (p == NULL) {
+            free(one);
+            free(all);
+            all = NULL;
+            errno = ENOMEM;
+            break;
+        }
+        all = p;
+        memcpy(all + len, one, n);
+        len += n;
+        all[len++] = '\n';
+        all[len] = '\0';
+        free(one);
+    }
+    closedir(dp);
+    return all;
+}
+
+static mql_err dial_tls_setup(mql_dialer *d, const mql_dial_opts *o, char *errbuf, size_t errlen)
+{
+    int rv;
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    mql_err err = MQL_E_CONFIG;
+    if ((rv = nng_tls_config_alloc(&d->tls, NNG_TLS_MODE_CLIENT)) != 0) {
+        snprintf(errbuf, errlen, "%s: TLS: %s", o->url, nng_strerror(rv));
+        return MQL_E_NOMEM;
+    }
+    if ((rv = nng_tls_config_version(d->tls, NNG_TLS_1_2, NNG_TLS_1_3)) != 0 &&
+        (rv = nng_tls_config_version(d->tls, NNG_TLS_1_2, NNG_TLS_1_2)) != 0) {
+        snprintf(errbuf, errlen, "%s: TLS version: %s", o->url, nng_strerror(rv));
+        goto done;
+    }
+    if (o->cafile != NULL) {
+        if ((ca = read_file(o->cafile)) == NULL) {
+            snprintf(errbuf, errlen, "bridge_cafile %s: %s", o->cafile, strerror(errno));
+            goto done;
+        }
+    } else if (o->capath != NULL) {
+        if ((ca = read_ca_dir(o->capath)) == NULL) {
+            snprintf(errbuf, errlen, "bridge_capath %s: %s", o->capath, strerror(errno));
+            goto done;
+        }
+    }
+    if (ca != NULL && (rv = nng_tls_config_ca_chain(d->tls, ca, NULL)) != 0) {
+        snprintf(errbuf, errlen, "%s %s: no PEM CA certificate could be read (%s)",
+                 o->cafile ? "bridge_cafile" : "bridge_capath", o->cafile ? o->cafile : o->capath,
+                 nng_strerror(rv));
+        goto done;
+    }
+    if (o->certfile != NULL) {
+        mql_listen_opts lo = {.certfile = o->certfile, .keyfile = o->keyfile};
+        if ((cert = read_file(o->certfile)) == NULL) {
+            snprintf(errbuf, errlen, "bridge_certfile %s: %s", o->certfile, strerror(errno));
+            goto done;
+        }
+        if ((key = read_file(o->keyfile)) == NULL) {
+            snprintf(errbuf, errlen, "bridge_keyfile %s: %s", o->keyfile, strerror(errno));
+            goto done;
+        }
+        if (!cert_key_match(&lo, cert, key, errbuf, errlen))
+            goto done;
+        if ((rv = nng_tls_config_own_cert(d->tls, cert, key, NULL)) != 0) {
+            snprintf(errbuf, errlen, "bridge_certfile %s / bridge_keyfile %s: %s", o->certfile,
+                     o->keyfile, nng_strerror(rv));
+            goto done;
+        }
+    }
+    if (o->server_name != NULL && (rv = nng_tls_config_server_name(d->tls, o->server_name)) != 0) {
+        snprintf(errbuf, errlen, "%s: TLS server name: %s", o->url, nng_strerror(rv));
+        goto done;
+    }
+    if ((rv = nng_tls_config_auth_mode(d->tls, NNG_TLS_AUTH_MODE_REQUIRED)) != 0 ||
+        (rv = nng_stream_dialer_set_ptr(d->d, NNG_OPT_TLS_CONFIG, d->tls)) != 0) {
+        snprintf(errbuf, errlen, "%s: TLS: %s", o->url, nng_strerror(rv));
+        goto done;
+    }
+    err = MQL_OK;
+done:
+    free(ca);
+    free(cert);
+    if (key != NULL) {
+        memset(key, 0, strlen(key)); /* private key material */
+        free(key);
+    }
+    return err;
+}
+
+mql_err mql_dialer_alloc(mql_dialer **out, mql_net *net, const mql_dial_opts *o,
+                         const mql_link_ops *ops, void *arg,
+                         void (*failed)(void *arg, const char *why), char *errbuf, size_t errlen)
+{
+    int rv;
+    mql_err err = MQL_E_CONFIG;
+    mql_dialer *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return MQL_E_NOMEM;
+    d->net = net;
+    d->ops = ops;
+    d->arg = arg;
+    d->failed = failed;
+    snprintf(d->url, sizeof(d->url), "%s", o->url);
+    if ((rv = nng_stream_dialer_alloc(&d->d, o->url)) != 0) {
+        snprintf(errbuf, errlen, "cannot connect to %s: %s", o->url, nng_strerror(rv));
+        goto fail;
+    }
+    if (strncmp(o->url, "tls+", 4) == 0 && (err = dial_tls_setup(d, o, errbuf, errlen)) != MQL_OK)
+        goto fail;
+    if ((rv = nng_aio_alloc(&d->aio, dial_cb, d)) != 0) {
+        err = MQL_E_NOMEM;
+        snprintf(errbuf, errlen, "%s: %s", o->url, nng_strerror(rv));
+        goto fail;
+    }
+    nng_aio_set_timeout(d->aio, 30000); /* connect + TLS handshake */
+    *out = d;
+    return MQL_OK;
+fail:
+    if (d->d)
+        nng_stream_dialer_free(d->d);
+    if (d->tls)
+        nng_tls_config_free(d->tls);
+    free(d);
+    return err;
+}
+
+void mql_dialer_dial(mql_dialer *d)
+{
+    nng_stream_dialer_dial(d->d, d->aio);
+}
+
+void mql_dialer_free(mql_dialer *d)
+{
+    if (d == NULL)
+        return;
+    nng_aio_stop(d->aio);
+    nng_stream_dialer_close(d->d);
+    nng_aio_free(d->aio);
+    nng_stream_dialer_free(d->d);
+    if (d->tls)
+        nng_tls_config_free(d->tls);
+    free(d);
 }
 
 void mql_net_close_listeners(mql_net *net)

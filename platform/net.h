@@ -56,6 +56,35 @@ typedef struct mql_listen_opts {
 MQL_MUST_CHECK mql_err mql_net_listen(mql_net *net, const mql_listen_opts *opts, char *errbuf,
                                       size_t errlen);
 
+/* An outgoing connection (a bridge's uplink). */
+typedef struct mql_dial_opts {
+    const char *url;      /* "tcp://HOST:PORT" or "tls+tcp://HOST:PORT" */
+    const char *cafile;   /* TLS: the CA file the server's chain must lead to, or */
+    const char *capath;   /*      a directory of PEM CA files (every regular file in it) */
+    const char *certfile; /* TLS client certificate and key (both or neither) */
+    const char *keyfile;
+    const char *server_name; /* TLS: SNI, and the name the server certificate must carry;
+                                NULL: no name check (the chain is still verified) */
+} mql_dial_opts;
+
+typedef struct mql_dialer mql_dialer;
+
+/*
+ * A dialer for one address. Each mql_dialer_dial resolves the host name again and connects.
+ * On success ops->open(arg, link, peer) runs (it may send; a NULL return closes the link)
+ * and the link then behaves like an accepted one, with `ops`. On failure failed(arg, why)
+ * runs. Both run on nng's threads, never inside mql_dialer_dial, one dial at a time.
+ * TLS files are read here: a missing or bad file is an error naming it.
+ */
+MQL_MUST_CHECK mql_err mql_dialer_alloc(mql_dialer **out, mql_net *net, const mql_dial_opts *o,
+                                        const mql_link_ops *ops, void *arg,
+                                        void (*failed)(void *arg, const char *why), char *errbuf,
+                                        size_t errlen);
+void mql_dialer_dial(mql_dialer *d);
+/* Cancel a dial in progress and free (waits for a callback in progress: do not call it while
+ * holding a lock that callback takes). */
+void mql_dialer_free(mql_dialer *d);
+
 /* Stop accepting on every listener (existing links stay). */
 void mql_net_close_listeners(mql_net *net);
 

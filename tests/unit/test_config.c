@@ -166,7 +166,7 @@ Test(config, mosquitto_options_not_supported)
     const char *keys[] = {"autosave_interval 1800",
                           "persistence_file mqlite.db",
                           "use_identity_as_username true",
-                          "connection cloud",
+                          "notifications false",
                           "log_facility 3",
                           "log_timestamp false",
                           "port 1883",
@@ -180,9 +180,101 @@ Test(config, mosquitto_options_not_supported)
         snprintf(want, sizeof(want), "option '%s' is not supported by this version of mqlite", key);
         BAD(keys[i], want);
     }
-    parse("connection cloud");
-    cr_assert_str_eq(err, "t.conf:7: option 'connection' is not supported by this version of "
+    parse("notifications false");
+    cr_assert_str_eq(err, "t.conf:7: option 'notifications' is not supported by this version of "
                           "mqlite");
+}
+
+/* ---- bridges ------------------------------------------------------------------------ */
+
+Test(config, bridge_block)
+{
+    OK("connection cloud");
+    OK("address broker.example.com:8883 10.0.0.2");
+    OK("bridge_protocol_version mqttv50");
+    OK("topic sensors/# out 1 \"\" gw1/");
+    OK("topic cmd/+/set in 2 local/ remote/");
+    OK("topic both/# both");
+    OK("topic \"\" out 0 a/b c/d");
+    OK("remote_clientid gw1");
+    OK("remote_username u");
+    OK("remote_password p");
+    OK("cleansession true");
+    OK("keepalive_interval 30");
+    OK("restart_timeout 2 60");
+    OK("bridge_cafile /etc/ca.pem");
+    OK("bridge_insecure true");
+    OK("try_private false");
+    OK("bridge_outgoing_retain false");
+    OK("bridge_queue_max_bytes 1000000");
+    OK("bridge_max_inflight 10");
+    cr_assert_eq(cfg.n_bridges, 1);
+    const mql_bridge_conf *b = &cfg.bridges[0];
+    cr_assert_str_eq(b->name, "cloud");
+    cr_assert_eq(b->n_addresses, 2);
+    cr_assert_str_eq(b->addresses[0], "broker.example.com:8883");
+    cr_assert_str_eq(b->addresses[1], "10.0.0.2:1883");
+    cr_assert_eq(b->protocol_version, 5);
+    cr_assert_eq(b->n_topics, 4);
+    cr_assert_str_eq(b->topics[0].pattern, "sensors/#");
+    cr_assert_eq(b->topics[0].dir, MQL_BRIDGE_OUT);
+    cr_assert_eq(b->topics[0].qos, 1);
+    cr_assert_str_eq(b->topics[0].local_prefix, "");
+    cr_assert_str_eq(b->topics[0].remote_prefix, "gw1/");
+    cr_assert_eq(b->topics[1].dir, MQL_BRIDGE_IN);
+    cr_assert_str_eq(b->topics[1].local_prefix, "local/");
+    cr_assert_eq(b->topics[2].dir, MQL_BRIDGE_BOTH);
+    cr_assert_eq(b->topics[2].qos, 0);
+    cr_assert_str_eq(b->topics[3].pattern, "");
+    cr_assert(b->has_username && b->has_password && b->cleansession && b->insecure);
+    cr_assert(!b->try_private && !b->outgoing_retain);
+    cr_assert_eq(b->keepalive, 30);
+    cr_assert_eq(b->restart_min, 2);
+    cr_assert_eq(b->restart_max, 60);
+    cr_assert_eq(b->queue_max_bytes, 1000000);
+    cr_assert_eq(b->max_inflight, 10);
+    BAD("connection cloud", "exists already");
+}
+
+Test(config, bridge_errors)
+{
+    BAD("topic a/# out", "must follow a 'connection' line");
+    BAD("address h:1", "must follow a 'connection' line");
+    OK("connection c");
+    BAD("connection bad/name", "'bad/name'");
+    BAD("address h:0", "port");
+    BAD("address h:99999", "port");
+    BAD("topic a/#/b out", "not a valid topic filter");
+    BAD("topic a# out", "not a valid topic filter");
+    BAD("topic a/# out 1 x/+/ y/", "not a valid topic filter");
+    BAD("topic a/# sideways", "direction 'sideways'");
+    BAD("topic a/# out 3", "QoS '3'");
+    BAD("topic a/# out 1 onlylocal", "remote prefix");
+    BAD("bridge_protocol_version mqttv31", "not supported");
+    BAD("bridge_protocol_version 5", "'5'");
+    BAD("restart_timeout 10 5", "below the base");
+    BAD("restart_timeout 0", "'0'");
+    BAD("keepalive_interval 1", "'1'");
+    BAD("bridge_alpn x-amzn-mqtt-ca", "ALPN");
+    BAD("bridge_max_inflight 0", "'0'");
+}
+
+Test(config, bridge_block_checked_as_a_whole)
+{
+    char path[64];
+    const char *text = "listener 1883\nconnection up\ntopic a/# out\n";
+    write_file(path, text, strlen(text));
+    mql_err rc = mql_config_load(&cfg, path, err, sizeof(err));
+    cr_assert_eq(rc, MQL_E_CONFIG);
+    cr_assert(strstr(err, ":2: connection up: has no 'address'") != NULL, "%s", err);
+    unlink(path);
+    mql_config_defaults(&cfg);
+    text = "connection up\naddress h\ntopic a\nbridge_certfile c.pem\n";
+    write_file(path, text, strlen(text));
+    rc = mql_config_load(&cfg, path, err, sizeof(err));
+    cr_assert_eq(rc, MQL_E_CONFIG);
+    cr_assert(strstr(err, "needs both bridge_certfile and bridge_keyfile") != NULL, "%s", err);
+    unlink(path);
 }
 
 /* ---- security and transports ------------------------------------------------------ */

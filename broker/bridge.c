@@ -1,0 +1,777 @@
+/*
+ * bridge.c - bridges: the gateway as a client of remote ("cloud") brokers.
+ *
+ * A bridge has two halves that meet in one session:
+ * - Local side: a session of its own (ClientID `local_clientid`, default "$bridge/NAME")
+ *   subscribed to the `out` rules' local filters with No Local set. Messages for the remote
+ *   are delivered to it like to any persistent session: queued while the uplink is down,
+ *   mirrored in the store (so acknowledged QoS 1/2 survive kill -9 and power loss), and
+ *   removed only when the remote broker acknowledged them. Local publishers never wait for
+ *   the uplink: the session's queue absorbs outages up to bridge_queue_max_bytes.
+ * - Uplink: an mql_conn on a dialed link where we are the client. It reuses the server
+ *   side's machinery for everything that is symmetric (sending PUBLISH from the session's
+ *   window, PUBACK/PUBREC/PUBCOMP handling, inbound PUBLISH with store-before-ack), and
+ *   handles here what is not: CONNECT/CONNACK, SUBSCRIBE/SUBACK, PINGREQ, topic mapping.
+ *
+ * Loop prevention: messages that come in are routed with the bridge session as their
+ * publisher, and its own subscriptions have No Local, so they never go back out. Towards
+ * the remote, MQTT 5 subscriptions carry No Local [MQTT-3.8.3-3]; for MQTT 3.1.1 the
+ * CONNECT's protocol level has bit 7 set (`try_private`), which mosquitto and others read
+ * as "a bridge: do not echo its own messages back and keep retain flags".
+ *
+ * Reconnects back off exponentially with jitter between restart_timeout's two values; each
+ * dial resolves the host name again (nng does that per dial) and tries the next address.
+ *
+ * Threading: dial results and link callbacks arrive on nng threads and take broker->lock;
+ * the ticker drives timers under the same lock. Nothing here blocks under the lock.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "platform/clock.h"
+#include "platform/log.h"
+
+#define CONNACK_TIMEOUT_MS 10000
+
+static const char *bname(const mql_bridge *br)
+{
+    return br->conf->name;
+}
+
+/* ---- topic mapping ---- */
+
+/* Does filter f (with + and #) match topic t? Both without any prefix. */
+static bool filter_match(const char *f, size_t fl, const uint8_t *t, size_t tl)
+{
+    size_t i = 0, j = 0;
+    while (i < fl) {
+        if (f[i] == '#')
+            return true; /* the rest, including the parent level [MQTT-4.7.1-2] */
+        if (f[i] == '+') {
+            while (j < tl && t[j] != '/')
+                j++;
+            i++;
+        } else {
+            while (i < fl && f[i] != '/') {
+                if (j >= tl || t[j] != (uint8_t)f[i])
+                    return false;
+                i++;
+                j++;
+            }
+            if (j < tl && t[j] != '/')
+                return false;
+        }
+        if (i == fl)
+            return j == tl;
+        if (j == tl) /* the topic ended: only "/#" may follow */
+            return i + 2 == fl && f[i + 1] == '#';
+        i++;
+        j++;
+    }
+    return j == tl;
+}
+
+/* Map topic through rule r: from its `from` prefix to its `to` prefix. */
+static bool map_rule(const mql_bridge_topic *r, const char *from, const char *to, mql_bytes topic,
+                     char *buf, size_t cap, char **heap, mql_bytes *out)
+{
+    size_t fl = strlen(from);
+    if (topic.len < fl || memcmp(topic.p, from, fl) != 0)
+        return false;
+    const uint8_t *rest = topic.p + fl;
+    size_t rl = topic.len - fl;
+    if (r->pattern[0] == '\0' ? rl != 0 : !filter_match(r->pattern, strlen(r->pattern), rest, rl))
+        return false;
+    size_t tl = strlen(to);
+    char *dst = buf;
+    if (tl + rl > cap) {
+        if ((*heap = malloc(tl + rl)) == NULL)
+            return false;
+        dst = *heap;
+    }
+    memcpy(dst, to, tl);
+    memcpy(dst + tl, rest, rl);
+    *out = (mql_bytes){(const uint8_t *)dst, (uint32_t)(tl + rl)};
+    return true;
+}
+
+bool mql_bridge_map_out(const mql_bridge *br, mql_bytes topic, char *buf, size_t cap, char **heap,
+                        mql_bytes *out)
+{
+    for (int i = 0; i < br->conf->n_topics; i++) {
+        const mql_bridge_topic *r = &br->conf->topics[i];
+        if ((r->dir & MQL_BRIDGE_OUT) &&
+            map_rule(r, r->local_prefix, r->remote_prefix, topic, buf, cap, heap, out))
+            return true;
+    }
+    return false;
+}
+
+static bool map_in(const mql_bridge *br, mql_bytes topic, char *buf, size_t cap, char **heap,
+                   mql_bytes *out)
+{
+    for (int i = 0; i < br->conf->n_topics; i++) {
+        const mql_bridge_topic *r = &br->conf->topics[i];
+        if ((r->dir & MQL_BRIDGE_IN) &&
+            map_rule(r, r->remote_prefix, r->local_prefix, topic, buf, cap, heap, out))
+            return true;
+    }
+    return false;
+}
+
+/* prefix + pattern (or the prefix alone for an empty pattern) into buf. */
+static mql_bytes rule_filter(const mql_bridge_topic *r, const char *prefix, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "%s%s", prefix, r->pattern);
+    return (mql_bytes){(const uint8_t *)buf, (uint32_t)(n < 0 ? 0 : n)};
+}
+
+/* ---- state ---- */
+
+/* The retained $SYS/broker/bridge/NAME/state value (not stored: it is rebuilt at start). */
+static void publish_state(mql_bridge *br, const char *state)
+{
+    mql_broker *b = br->b;
+    mql_bytes t = {(const uint8_t *)br->state_topic, (uint32_t)strlen(br->state_topic)};
+    mql_bytes v = {(const uint8_t *)state, (uint32_t)strlen(state)};
+    mql_msg *m = mql_msg_new(t, v, 0, true, NULL, mql_now_ms());
+    if (m == NULL)
+        return;
+    if (mql_topics_retain(b->topics, t, m) == MQL_OK)
+        mql_broker_route(b, m, NULL);
+    mql_msg_unref(m);
+}
+
+/* Milliseconds until the next attempt after br->failures failed ones: restart_timeout BASE
+ * alone is a fixed delay; BASE CAP doubles from BASE up to CAP, with jitter in the upper
+ * half so that many gateways do not reconnect in step after a cloud outage. */
+static uint64_t backoff_ms(mql_bridge *br)
+{
+    uint64_t base = (uint64_t)br->conf->restart_min * 1000u;
+    uint64_t cap = (uint64_t)br->conf->restart_max * 1000u;
+    if (cap <= base)
+        return base;
+    uint32_t shift = br->failures > 20 ? 20 : br->failures;
+    uint64_t d = base << shift;
+    if (d > cap)
+        d = cap;
+    uint64_t lo = d / 2 < base ? base : d / 2;
+    return lo + (uint64_t)rand() % (d - lo + 1);
+}
+
+/* The attempt failed or the link ended: wait, then try the next address. */
+static void schedule_retry(mql_bridge *br, const char *why, bool was_up)
+{
+    uint64_t delay = backoff_ms(br);
+    br->state = BR_IDLE;
+    br->next_attempt = mql_now_ms() + delay;
+    const char *addr = br->conf->addresses[br->addr];
+    if (was_up) {
+        mql_warning("bridge.down",
+                    "bridge \"%s\": connection to %s lost: %s; reconnecting in %.1f s", bname(br),
+                    addr, why, (double)delay / 1000.0);
+        publish_state(br, "disconnected");
+    } else if (!br->warned) {
+        br->warned = true;
+        mql_warning("bridge.connect",
+                    "bridge \"%s\": cannot connect to %s: %s; retrying in %.1f s (with backoff, "
+                    "logged again when connected)",
+                    bname(br), addr, why, (double)delay / 1000.0);
+    } else {
+        mql_info("bridge.connect", "bridge \"%s\": cannot connect to %s: %s; retrying in %.1f s",
+                 bname(br), addr, why, (double)delay / 1000.0);
+    }
+    br->failures++;
+    if (br->conf->n_addresses > 1)
+        br->addr = (br->addr + 1) % br->conf->n_addresses;
+}
+
+/* ---- the uplink: connecting ---- */
+
+static void send_connect(mql_bridge *br, mql_conn *c)
+{
+    const mql_bridge_conf *bc = br->conf;
+    mql_broker *b = br->b;
+    char host[64] = "mqlite";
+    char idbuf[sizeof(bc->remote_clientid) + sizeof(host) + 2];
+    const char *id = bc->remote_clientid;
+    if (id[0] == '\0') { /* mosquitto's default: HOSTNAME.NAME */
+        (void)gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = '\0';
+        snprintf(idbuf, sizeof(idbuf), "%s.%s", host, bc->name);
+        id = idbuf;
+    }
+    mql_packet p;
+    memset(&p, 0, sizeof(p));
+    p.type = MQL_CONNECT;
+    mql_connect *cn = &p.u.connect;
+    cn->version = bc->protocol_version;
+    cn->clean_start = bc->cleansession;
+    cn->keep_alive = bc->keepalive;
+    cn->client_id = (mql_bytes){(const uint8_t *)id, (uint32_t)strlen(id)};
+    if (bc->has_username) {
+        cn->has_username = true;
+        cn->username = (mql_bytes){(const uint8_t *)bc->remote_username,
+                                   (uint32_t)strlen(bc->remote_username)};
+    }
+    if (bc->has_password) {
+        cn->has_password = true;
+        cn->password = (mql_bytes){(const uint8_t *)bc->remote_password,
+                                   (uint32_t)strlen(bc->remote_password)};
+    }
+    if (cn->version == MQL_V5) {
+        if (!bc->cleansession && bc->session_expiry != 0) {
+            cn->props.present |= MQL_PBIT(MQL_PROP_SESSION_EXPIRY);
+            cn->props.session_expiry = bc->session_expiry;
+        }
+        if (b->cfg.max_inflight_messages != 0) {
+            cn->props.present |= MQL_PBIT(MQL_PROP_RECEIVE_MAXIMUM);
+            cn->props.receive_maximum = (uint16_t)b->cfg.max_inflight_messages;
+        }
+        if (b->cfg.max_packet_size != 0) {
+            cn->props.present |= MQL_PBIT(MQL_PROP_MAXIMUM_PACKET_SIZE);
+            cn->props.maximum_packet_size = b->cfg.max_packet_size;
+        }
+    }
+    uint8_t buf[1024];
+    size_t n = mql_encode(buf, sizeof(buf), &p, cn->version);
+    if (n == 0) {
+        mql_conn_close(c, MQL_E_CONFIG, "cannot encode CONNECT");
+        return;
+    }
+    if (cn->version == MQL_V311 && bc->try_private) {
+        /* the bridge bit on the protocol level: fixed header, then "\0\4MQTT", then level */
+        size_t hl = 1;
+        while (buf[hl] & 0x80)
+            hl++;
+        buf[hl + 1 + 6] |= 0x80;
+    }
+    if (mql_link_send(c->link, buf, n) == MQL_OK)
+        b->stats.bytes_sent += n;
+}
+
+static void *bridge_open(void *arg, mql_link *link, const char *peer)
+{
+    mql_bridge *br = arg;
+    mql_broker *b = br->b;
+    mql_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    pthread_mutex_lock(&b->lock);
+    if (b->stopping || br->stopped || br->state != BR_DIALING) {
+        pthread_mutex_unlock(&b->lock);
+        free(c);
+        return NULL;
+    }
+    c->b = b;
+    c->link = link;
+    c->bridge = br;
+    c->refs = 1;
+    c->version = br->conf->protocol_version;
+    c->keepalive = br->conf->keepalive;
+    c->session = br->s;
+    c->state = CS_NEW;
+    c->request_problem_info = true;
+    c->client_receive_max = 65535;
+    c->created_at = c->last_rx = mql_now_ms();
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    br->c = c;
+    br->state = BR_CONNECTING;
+    br->remote_max_qos = 2;
+    send_connect(br, c);
+    pthread_mutex_unlock(&b->lock);
+    mql_debug("bridge.dialed", "bridge \"%s\": connected to %s (%s), CONNECT sent", bname(br),
+              br->conf->addresses[br->addr], peer);
+    return c;
+}
+
+static void dial_failed(void *arg, const char *why)
+{
+    mql_bridge *br = arg;
+    mql_broker *b = br->b;
+    pthread_mutex_lock(&b->lock);
+    if (!br->stopped && br->state == BR_DIALING)
+        schedule_retry(br, why, false);
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* SUBSCRIBE to the remote side of every in/both rule. */
+static void send_subscribe(mql_bridge *br, mql_conn *c)
+{
+    const mql_bridge_conf *bc = br->conf;
+    mql_sub_entry list[MQL_MAX_BRIDGE_TOPICS];
+    char filters[MQL_MAX_BRIDGE_TOPICS][MQL_BRIDGE_PREFIX_MAX + MQL_BRIDGE_PATTERN_MAX];
+    uint32_t n = 0;
+    for (int i = 0; i < bc->n_topics; i++) {
+        const mql_bridge_topic *r = &bc->topics[i];
+        if (!(r->dir & MQL_BRIDGE_IN))
+            continue;
+        memset(&list[n], 0, sizeof(list[n]));
+        list[n].filter = rule_filter(r, r->remote_prefix, filters[n], sizeof(filters[n]));
+        list[n].qos = r->qos;
+        list[n].no_local = true;            /* what we publish does not come back */
+        list[n].retain_as_published = true; /* retained stays retained locally */
+        n++;
+    }
+    if (n == 0)
+        return;
+    br->sub_pid = br->sub_pid == 65535 ? 1 : (uint16_t)(br->sub_pid + 1);
+    mql_packet p;
+    memset(&p, 0, sizeof(p));
+    p.type = MQL_SUBSCRIBE;
+    p.u.subscribe.packet_id = br->sub_pid;
+    p.u.subscribe.count = n;
+    p.u.subscribe.list = list;
+    if (!mql_conn_send_packet(c, &p))
+        mql_conn_close(c, MQL_E_NOMEM, "cannot send SUBSCRIBE");
+}
+
+static void handle_connack(mql_bridge *br, mql_conn *c, const mql_connack *ack)
+{
+    mql_broker *b = br->b;
+    if (ack->reason != 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "the remote broker refused the connection: %s 0x%02x",
+                 c->version == MQL_V5 ? "reason code" : "return code", ack->reason);
+        snprintf(c->why, sizeof(c->why), "%s", why);
+        c->state = CS_CLOSING;
+        c->closing_since = mql_now_ms();
+        mql_link_close(c->link, false);
+        return;
+    }
+    const mql_props *pr = &ack->props;
+    if (c->version == MQL_V5) {
+        if (pr->present & MQL_PBIT(MQL_PROP_RECEIVE_MAXIMUM))
+            c->client_receive_max = pr->receive_maximum; /* [MQTT-3.3.4-9] */
+        if (pr->present & MQL_PBIT(MQL_PROP_MAXIMUM_PACKET_SIZE))
+            c->client_max_packet = pr->maximum_packet_size; /* [MQTT-3.1.2-24] */
+        if (pr->present & MQL_PBIT(MQL_PROP_MAXIMUM_QOS))
+            br->remote_max_qos = pr->maximum_qos;
+        if (pr->present & MQL_PBIT(MQL_PROP_SERVER_KEEP_ALIVE))
+            c->keepalive = pr->server_keep_alive; /* [MQTT-3.1.2-21] */
+    }
+    c->state = CS_ACTIVE;
+    br->state = BR_UP;
+    br->failures = 0;
+    br->warned = false;
+    br->last_ping = mql_now_ms();
+    br->s->conn = c;
+    mql_notice("bridge.up",
+               "bridge \"%s\": connected to %s as %s client (session present %d, %u queued, %u "
+               "in flight)",
+               bname(br), br->conf->addresses[br->addr], c->version == MQL_V5 ? "v5" : "v3.1.1",
+               ack->session_present, br->s->queue.count, br->s->inflight.count);
+    if (c->version == MQL_V5)
+        mql_debug("bridge.negotiated",
+                  "bridge \"%s\": remote receive maximum %u, maximum packet size %u, maximum "
+                  "QoS %u, keepalive %u",
+                  bname(br), c->client_receive_max, c->client_max_packet, br->remote_max_qos,
+                  c->keepalive);
+    send_subscribe(br, c);
+    publish_state(br, "connected");
+    mql_session_resume(b, br->s); /* in-flight again with DUP, then the queue in order */
+}
+
+static void handle_suback(mql_bridge *br, const mql_suback *sa)
+{
+    if (sa->packet_id != br->sub_pid)
+        return;
+    for (uint32_t i = 0; i < sa->count; i++)
+        if (sa->codes[i] >= 0x80)
+            mql_warning("bridge.subscribe",
+                        "bridge \"%s\": the remote broker refused subscription %u of the in/both "
+                        "topic rules (code 0x%02x): messages on it will not come in",
+                        bname(br), i + 1, sa->codes[i]);
+}
+
+static void bridge_violation(mql_conn *c, mql_err err, const char *why)
+{
+    mql_warning("bridge.violation", "bridge \"%s\": the remote broker %s: %s; closing",
+                bname(c->bridge), mql_err_str(err), why);
+    mql_conn_close(c, err, why);
+}
+
+static void handle_inbound(mql_bridge *br, mql_conn *c, mql_publish *pub)
+{
+    char buf[512];
+    char *heap = NULL;
+    mql_bytes local;
+    if (!map_in(br, pub->topic, buf, sizeof(buf), &heap, &local)) {
+        /* not ours (an old subscription of the remote session): acknowledge, drop */
+        mql_debug("bridge.unmapped", "bridge \"%s\": no in rule for \"%.*s\"; dropped", bname(br),
+                  (int)pub->topic.len, pub->topic.p);
+        if (pub->qos == 1)
+            mql_conn_send_ack(c, MQL_PUBACK, pub->packet_id, 0);
+        else if (pub->qos == 2)
+            mql_conn_send_ack(c, MQL_PUBREC, pub->packet_id, 0);
+        return;
+    }
+    pub->topic = local;
+    mql_conn_handle_publish(c, pub);
+    free(heap);
+}
+
+static void bridge_packet(mql_conn *c, mql_packet *p)
+{
+    mql_bridge *br = c->bridge;
+    if (c->state == CS_NEW) {
+        if (p->type != MQL_CONNACK) {
+            bridge_violation(c, MQL_E_PROTOCOL, "sent another packet before CONNACK");
+            return;
+        }
+        handle_connack(br, c, &p->u.connack);
+        return;
+    }
+    switch (p->type) {
+    case MQL_PUBLISH:
+        handle_inbound(br, c, &p->u.publish);
+        break;
+    case MQL_PUBACK:
+    case MQL_PUBREC:
+    case MQL_PUBREL:
+    case MQL_PUBCOMP:
+        mql_conn_handle_ack(c, p->type, &p->u.ack);
+        break;
+    case MQL_SUBACK:
+        handle_suback(br, &p->u.suback);
+        break;
+    case MQL_UNSUBACK:
+    case MQL_PINGRESP:
+        break;
+    case MQL_DISCONNECT: {
+        const mql_disconnect *d = &p->u.disconnect;
+        snprintf(c->why, sizeof(c->why), "the remote broker sent DISCONNECT 0x%02x%s%.*s",
+                 d->reason, d->props.reason_string.len ? ": " : "",
+                 (int)(d->props.reason_string.len > 100 ? 100 : d->props.reason_string.len),
+                 d->props.reason_string.p ? (const char *)d->props.reason_string.p : "");
+        c->state = CS_CLOSING;
+        c->closing_since = mql_now_ms();
+        mql_link_close(c->link, false);
+        break;
+    }
+    default:
+        bridge_violation(c, MQL_E_PROTOCOL, "sent a packet type a server must not send");
+        break;
+    }
+}
+
+/* Bytes from the remote broker: like conn_data, with the client side's packets. */
+static size_t bridge_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
+{
+    mql_conn *c = ctx;
+    mql_broker *b = c->b;
+    size_t off = 0;
+    mql_net_defer_begin();
+    pthread_mutex_lock(&b->lock);
+    c->last_rx = mql_now_ms();
+    b->stats.bytes_received += len;
+    while (c->state != CS_CLOSING) {
+        mql_frame fr;
+        mql_err err = MQL_OK;
+        mql_scan sc = mql_frame_scan(buf + off, len - off, b->cfg.max_packet_size, &fr, &err);
+        if (sc == MQL_SCAN_NEED_MORE) {
+            if (fr.header_len != 0)
+                *want = fr.total;
+            break;
+        }
+        if (sc == MQL_SCAN_ERROR) {
+            bridge_violation(c, err,
+                             err == MQL_E_TOO_LARGE ? "sent a packet larger than max_packet_size"
+                                                    : "sent an invalid Remaining Length");
+            break;
+        }
+        mql_packet p;
+        const char *why = NULL;
+        err = mql_decode(buf + off, fr.total, c->version, &p, &why);
+        if (err != MQL_OK) {
+            bridge_violation(c, err, why ? why : "sent a malformed packet");
+            break;
+        }
+        bridge_packet(c, &p);
+        off += fr.total;
+    }
+    mql_conn_flush_acks(c);
+    bool closing = c->state == CS_CLOSING;
+    pthread_mutex_unlock(&b->lock);
+    mql_net_defer_end();
+    return closing ? len : off;
+}
+
+static void bridge_closed(void *ctx)
+{
+    mql_conn *c = ctx;
+    mql_broker *b = c->b;
+    mql_bridge *br = c->bridge;
+    pthread_mutex_lock(&b->lock);
+    bool was_up = br->state == BR_UP && br->c == c;
+    if (br->s->conn == c) {
+        br->s->conn = NULL;
+        br->s->disconnected_at = mql_now_ms();
+    }
+    if (br->c == c) {
+        br->c = NULL;
+        const char *why = c->why[0] ? c->why : "closed by the remote broker";
+        if (br->stopped) {
+            br->state = BR_IDLE;
+            mql_info("bridge.stop", "bridge \"%s\": disconnected (%s)", bname(br), why);
+        } else {
+            if (!was_up && c->state == CS_NEW && c->why[0] == '\0')
+                why = br->conf->cafile[0] || br->conf->capath[0]
+                          ? "closed before CONNACK: the TLS handshake failed (certificate not "
+                            "signed by bridge_cafile, host name not in the certificate, client "
+                            "certificate refused) or the remote refused the connection"
+                          : "closed before CONNACK (wrong credentials or ClientID refused?)";
+            schedule_retry(br, why, was_up);
+        }
+    }
+    c->link_gone = true;
+    c->session = NULL;
+    free(c->batch);
+    c->batch = NULL;
+    mql_conn_unref(c);
+    pthread_mutex_unlock(&b->lock);
+}
+
+static const mql_link_ops bridge_ops = {
+    .open = bridge_open,
+    .data = bridge_data,
+    .closed = bridge_closed,
+};
+
+/* ---- the local side ---- */
+
+struct retained_ctx {
+    mql_broker *b;
+    mql_session *s;
+    uint8_t qos;
+    bool retain;
+};
+
+static void retained_cb(void *arg, mql_msg *msg)
+{
+    struct retained_ctx *rc = arg;
+    if (mql_msg_expired(msg, mql_now_ms()))
+        return;
+    uint8_t qos = msg->qos < rc->qos ? msg->qos : rc->qos;
+    mql_session_deliver(rc->b, rc->s, msg, qos, rc->retain, NULL, 0, NULL);
+}
+
+/* Make the session's subscriptions exactly the out rules' local filters (a restored session
+ * may hold those of an older configuration). New ones get the retained messages. */
+static mql_err local_subscriptions(mql_bridge *br)
+{
+    mql_broker *b = br->b;
+    const mql_bridge_conf *bc = br->conf;
+    char f[MQL_BRIDGE_PREFIX_MAX + MQL_BRIDGE_PATTERN_MAX];
+    char g[MQL_BRIDGE_PREFIX_MAX + MQL_BRIDGE_PATTERN_MAX];
+    mql_sub *sub = br->s->subs;
+    while (sub != NULL) { /* drop what no rule asks for */
+        mql_sub *next = sub->snext;
+        bool wanted = false;
+        for (int i = 0; i < bc->n_topics && !wanted; i++) {
+            const mql_bridge_topic *r = &bc->topics[i];
+            mql_bytes rf = rule_filter(r, r->local_prefix, f, sizeof(f));
+            wanted = (r->dir & MQL_BRIDGE_OUT) && rf.len == sub->filter_len &&
+                     memcmp(rf.p, sub->filter, rf.len) == 0;
+        }
+        if (!wanted) {
+            mql_persist_sub_del(b, br->s, sub->filter);
+            mql_session_unlink_sub(br->s, sub);
+            mql_topics_remove(b->topics, sub);
+        }
+        sub = next;
+    }
+    for (int i = 0; i < bc->n_topics; i++) {
+        const mql_bridge_topic *r = &bc->topics[i];
+        if (!(r->dir & MQL_BRIDGE_OUT))
+            continue;
+        mql_bytes rf = rule_filter(r, r->local_prefix, f, sizeof(f));
+        uint8_t qos = 0; /* several rules on one filter: the highest QoS */
+        for (int j = 0; j < bc->n_topics; j++) {
+            const mql_bridge_topic *o = &bc->topics[j];
+            mql_bytes of = rule_filter(o, o->local_prefix, g, sizeof(g));
+            if ((o->dir & MQL_BRIDGE_OUT) && of.len == rf.len && memcmp(of.p, rf.p, rf.len) == 0 &&
+                o->qos > qos)
+                qos = o->qos;
+        }
+        mql_sub tmpl;
+        memset(&tmpl, 0, sizeof(tmpl));
+        tmpl.session = br->s;
+        tmpl.qos = qos;
+        tmpl.no_local = true; /* what came in through this bridge does not go back out */
+        tmpl.retain_as_published = bc->outgoing_retain;
+        bool existed;
+        mql_sub *ns = mql_topics_subscribe(b->topics, rf, &tmpl, &existed);
+        if (ns == NULL)
+            return MQL_E_NOMEM;
+        if (!existed) {
+            mql_session_link_sub(br->s, ns);
+            struct retained_ctx rc = {b, br->s, qos, bc->outgoing_retain};
+            mql_topics_retained(b->topics, rf, retained_cb, &rc);
+        }
+        mql_persist_sub(b, br->s, ns);
+    }
+    return MQL_OK;
+}
+
+static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf *bc, char *errbuf,
+                           size_t errlen)
+{
+    br->b = b;
+    br->conf = bc;
+    br->remote_max_qos = 2;
+    snprintf(br->state_topic, sizeof(br->state_topic), "$SYS/broker/bridge/%s/state", bc->name);
+    bool tls = bc->cafile[0] != '\0' || bc->capath[0] != '\0';
+    for (int i = 0; i < bc->n_addresses; i++) {
+        char url[200], host[128];
+        snprintf(url, sizeof(url), "%s://%s", tls ? "tls+tcp" : "tcp", bc->addresses[i]);
+        snprintf(host, sizeof(host), "%s", bc->addresses[i]);
+        char *colon = strrchr(host, ':');
+        if (colon != NULL)
+            *colon = '\0';
+        mql_dial_opts o = {
+            .url = url,
+            .cafile = bc->cafile[0] ? bc->cafile : NULL,
+            .capath = bc->capath[0] ? bc->capath : NULL,
+            .certfile = bc->certfile[0] ? bc->certfile : NULL,
+            .keyfile = bc->keyfile[0] ? bc->keyfile : NULL,
+            .server_name = bc->insecure ? NULL : host,
+        };
+        char why[400];
+        mql_err err = mql_dialer_alloc(&br->dialers[i], b->net, &o, &bridge_ops, br, dial_failed,
+                                       why, sizeof(why));
+        if (err != MQL_OK) {
+            snprintf(errbuf, errlen, "bridge %s (line %d): %s", bc->name, bc->line, why);
+            return err;
+        }
+    }
+
+    char idbuf[sizeof(bc->local_clientid) + 16];
+    const char *lid = bc->local_clientid;
+    if (lid[0] == '\0') {
+        snprintf(idbuf, sizeof(idbuf), "$bridge/%s", bc->name);
+        lid = idbuf;
+    }
+    mql_session *s = mql_session_find(b, (const uint8_t *)lid, (uint32_t)strlen(lid));
+    if (s != NULL && s->bridge != NULL) {
+        snprintf(errbuf, errlen, "bridge %s (line %d): local_clientid '%s' is bridge %s's already",
+                 bc->name, bc->line, lid, s->bridge->conf->name);
+        return MQL_E_CONFIG;
+    }
+    if (s == NULL && (s = mql_session_new(b, (const uint8_t *)lid, (uint32_t)strlen(lid))) == NULL)
+        return MQL_E_NOMEM;
+    br->s = s;
+    s->bridge = br;
+    s->version = bc->protocol_version;
+    s->expiry = MQL_SESSION_NEVER; /* its queue is the store-and-forward buffer */
+    s->disconnected_at = mql_now_ms();
+    mql_persist_session(b, s);
+    mql_err err = local_subscriptions(br);
+    if (err != MQL_OK) {
+        snprintf(errbuf, errlen, "bridge %s: out of memory", bc->name);
+        return err;
+    }
+    /* Restored queued messages may have gone out just before a crash (their state change
+     * was in the last commit window): their first send is marked as a possible
+     * re-delivery. */
+    for (out_msg *o = s->queue.head; o != NULL; o = o->next)
+        o->dup = true;
+    if (s->queue.count + s->inflight.count > 0)
+        mql_notice("bridge.restore", "bridge \"%s\": %u messages waiting from before the restart",
+                   bc->name, s->queue.count + s->inflight.count);
+    publish_state(br, "disconnected");
+    br->state = BR_IDLE;
+    br->next_attempt = 0; /* at the first tick */
+    return MQL_OK;
+}
+
+mql_err mql_bridges_start(mql_broker *b, char *errbuf, size_t errlen)
+{
+    if (b->cfg.n_bridges == 0)
+        return MQL_OK;
+    b->bridges = calloc((size_t)b->cfg.n_bridges, sizeof(*b->bridges));
+    if (b->bridges == NULL)
+        return MQL_E_NOMEM;
+    srand((unsigned)mql_now_ms() ^ (unsigned)getpid());
+    pthread_mutex_lock(&b->lock);
+    mql_err err = MQL_OK;
+    for (int i = 0; i < b->cfg.n_bridges && err == MQL_OK; i++)
+        err = bridge_init(b, &b->bridges[i], &b->cfg.bridges[i], errbuf, errlen);
+    pthread_mutex_unlock(&b->lock);
+    return err;
+}
+
+void mql_bridges_tick(mql_broker *b, uint64_t now)
+{
+    for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++) {
+        mql_bridge *br = &b->bridges[i];
+        mql_conn *c = br->c;
+        if (br->stopped)
+            continue;
+        switch (br->state) {
+        case BR_IDLE:
+            if (now >= br->next_attempt && br->dialers[br->addr] != NULL) {
+                br->state = BR_DIALING;
+                mql_debug("bridge.dial", "bridge \"%s\": connecting to %s", bname(br),
+                          br->conf->addresses[br->addr]);
+                mql_dialer_dial(br->dialers[br->addr]);
+            }
+            break;
+        case BR_DIALING:
+            break;
+        case BR_CONNECTING:
+            if (c->state == CS_NEW && now - c->created_at > CONNACK_TIMEOUT_MS)
+                bridge_violation(c, MQL_E_PROTOCOL, "sent no CONNACK within 10 s");
+            break;
+        case BR_UP:
+            if (c->state != CS_ACTIVE)
+                break;
+            if (c->keepalive != 0 && now - c->last_rx > (uint64_t)c->keepalive * 1500u) {
+                bridge_violation(c, MQL_E_KEEPALIVE, "answered nothing for 1.5 x keepalive");
+                break;
+            }
+            if (c->keepalive != 0 && now - br->last_ping >= (uint64_t)c->keepalive * 1000u) {
+                mql_packet p = {.type = MQL_PINGREQ};
+                (void)mql_conn_send_packet(c, &p);
+                br->last_ping = now;
+            }
+            mql_session_pump(b, br->s); /* queued QoS 0 waits for socket room */
+            break;
+        }
+        if (c != NULL && c->state == CS_CLOSING && now - c->closing_since > MQL_CLOSE_FLUSH_MS)
+            mql_link_close(c->link, false);
+    }
+}
+
+void mql_bridges_stop(mql_broker *b)
+{
+    for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++) {
+        mql_bridge *br = &b->bridges[i];
+        br->stopped = true;
+        mql_conn *c = br->c;
+        if (c == NULL || c->state == CS_CLOSING)
+            continue;
+        snprintf(c->why, sizeof(c->why), "server shutting down");
+        if (c->state == CS_ACTIVE) {
+            mql_packet p;
+            memset(&p, 0, sizeof(p));
+            p.type = MQL_DISCONNECT; /* normal: the remote session stays, no will */
+            (void)mql_conn_send_packet(c, &p);
+        }
+        c->state = CS_CLOSING;
+        c->closing_since = mql_now_ms();
+        mql_link_close(c->link, true);
+    }
+}
+
+void mql_bridges_free(mql_broker *b)
+{
+    for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++)
+        for (int j = 0; j < MQL_MAX_BRIDGE_ADDRS; j++) {
+            mql_dialer_free(b->bridges[i].dialers[j]);
+            b->bridges[i].dialers[j] = NULL;
+        }
+}
