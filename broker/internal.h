@@ -26,7 +26,6 @@
 #include "platform/net.h"
 
 #define MQL_MAX_ROUTE_IDS 8 /* subscription identifiers carried per delivered message */
-#define MQL_CONNECT_TIMEOUT_MS 10000
 #define MQL_CLOSE_FLUSH_MS 3000
 #define MQL_PRECONNECT_MAX (256u * 1024u)    /* largest frame accepted before CONNACK */
 #define MQL_QOS0_BACKLOG_MAX (1024u * 1024u) /* QoS 0 is dropped beyond this backlog */
