@@ -2,11 +2,12 @@
 # Install the Debian 12 packages mqlite needs, only when something is missing.
 #   bash .ci/deps.sh build   compiler, meson, libraries (enough to build and run mqlite)
 #   bash .ci/deps.sh test    also criterion, clang (fuzzing), mosquitto and its clients,
-#                            python3-paho-mqtt (the test suite's real clients)
+#                            python3-paho-mqtt (the test suite's real clients), openssl (test certificates)
 set -euo pipefail
 want=(gcc libc6-dev meson ninja-build pkg-config libnng-dev libsqlite3-dev libmbedtls-dev)
 if [ "${1:-build}" = test ]; then
-  want+=(libcriterion-dev clang clang-format git mosquitto mosquitto-clients python3 python3-paho-mqtt)
+  want+=(libcriterion-dev clang clang-format git mosquitto mosquitto-clients python3 python3-paho-mqtt
+         openssl)
 fi
 missing=()
 for p in "${want[@]}"; do
