@@ -387,12 +387,14 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
                    tls ? (l->require_certificate ? ", TLS, client certificate required" : ", TLS")
                        : "");
     }
+    /* before the ticker starts: it reads started_at (under b->lock, which this thread does
+     * not take here), so a later write would race with it (found by ThreadSanitizer) */
+    b->started_at = mql_now_ms();
     if (pthread_create(&b->ticker, NULL, ticker_main, b) != 0) {
         snprintf(errbuf, errlen, "cannot start the housekeeping thread");
         return MQL_E_NOMEM;
     }
     b->ticker_started = true;
-    b->started_at = mql_now_ms();
     return MQL_OK;
 }
 
