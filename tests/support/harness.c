@@ -495,6 +495,26 @@ long tb_rss_kib(const mql_broker *b)
     return kb;
 }
 
+const char *tb_sanitizer(const mql_broker *b)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof(path), "/proc/%d/maps", (int)b->pid);
+    FILE *f = b->pid > 0 ? fopen(path, "r") : NULL;
+    const char *found = NULL;
+    if (f == NULL) {
+        return NULL;
+    }
+    while (found == NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (strstr(line, "/libasan.so") != NULL) {
+            found = "address";
+        } else if (strstr(line, "/libtsan.so") != NULL) {
+            found = "thread";
+        }
+    }
+    fclose(f);
+    return found;
+}
+
 int tb_fd_count(const mql_broker *b)
 {
     char path[64];
