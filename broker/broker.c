@@ -318,15 +318,19 @@ static void *ticker_main(void *arg)
         int rv = pthread_cond_timedwait(&b->tick_cv, &b->lock, &ts);
         if (rv != ETIMEDOUT && rv != 0)
             break;
-        uint64_t now = mql_now_ms();
-        if (now >= trim_next) {
-            trim_next = now + TRIM_EVERY_MS;
+        if (mql_now_ms() >= trim_next) {
+            trim_next = mql_now_ms() + TRIM_EVERY_MS;
             pthread_mutex_unlock(&b->lock); /* nobody waits for the broker lock meanwhile */
             release_free_memory();
             pthread_mutex_lock(&b->lock);
             if (b->stopping)
                 break;
         }
+        /* Read the clock only now, under the lock: a connection accepted (created_at) or a
+         * packet received (last_rx) while the lock was released above would otherwise be
+         * later than `now`, and the unsigned differences in mql_conn_tick would wrap and
+         * close it at once. */
+        uint64_t now = mql_now_ms();
         mql_conn_tick(b, now);
         mql_session_expire_scan(b, now);
         if (b->cfg.sys_interval != 0 && now >= b->sys_next) {
