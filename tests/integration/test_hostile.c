@@ -372,7 +372,7 @@ static void probe(mql_broker *b)
 /*
  * 10,000 TCP connections, 100 at a time, each dropped without a CONNECT: most with a reset,
  * every fourth after the first 3 bytes of a CONNECT, one batch in ten with a normal close
- * (FIN). Bounded in time. The second 5,000 must not grow RSS (nothing is kept per
+ * (FIN). Bounded in time. The last 8,000 must not grow RSS (nothing is kept per
  * connection); afterwards every descriptor is given back, RSS is near its baseline, and a
  * client is served.
  */
@@ -386,8 +386,8 @@ Test(hostile, ten_thousand_connections_without_connect)
     int fds[CHURN_BATCH];
     long half = 0;
     for (int done = 0; done < total; done += CHURN_BATCH) {
-        if (done == total / 2)
-            half = tb_rss_kib(b);
+        if (done == total / 5)
+            half = tb_rss_kib(b); /* after a warm-up of 2,000 */
         cr_assert_lt(tb_now_ms() - start, 60000, "only %d connections in 60 s", done);
         for (int i = 0; i < CHURN_BATCH; i++) {
             fds[i] = dial_raw(tb_port(b));
@@ -406,7 +406,11 @@ Test(hostile, ten_thousand_connections_without_connect)
     int64_t took = tb_now_ms() - start;
     fprintf(stderr, "churn: %d connections opened and dropped in %lld ms\n", total,
             (long long)took);
-    check_rss(b, half, RSS_FLAT_KIB, 0, "connections without CONNECT, 2nd half against 1st");
+    /* 2 MiB for 8,000 connections: under 256 bytes each, less than any per-connection
+     * structure; a smaller bound would trip over malloc making one more arena for one more
+     * nng thread (about 1 MiB, at random) */
+    check_rss(b, half, RSS_BACK_KIB, 3000,
+              "connections without CONNECT, last 8,000 vs first 2,000");
     check_recovered(b, &bs, "connections without CONNECT");
     tb_stop(b);
 }
