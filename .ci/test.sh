@@ -5,7 +5,9 @@
 #      under qemu-user (.ci/cross.sh)
 #      and the busybox boot test (tests/boot/boot-armhf.sh)
 #   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
-#   4. the decoder fuzzer (clang libFuzzer) for FUZZ_SECONDS (default 60)
+#   4. the integration suite against a broker built with ThreadSanitizer (.ci/tsan.sh):
+#      any TSan report fails
+#   5. the decoder fuzzer (clang libFuzzer) for FUZZ_SECONDS (default 60)
 # Ends with one line "N passed, M failed" counting every test case of every run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +80,20 @@ else
   echo "build: build-asan FAIL" >>"$extra"; status=1
 fi
 unset ASAN_OPTIONS UBSAN_OPTIONS
+
+echo "== ThreadSanitizer: integration suite against a TSan broker"
+log=$(mktemp)
+NATIVE_BUILD=build-ci bash .ci/tsan.sh >"$log" 2>&1
+line=$(tail -n 1 "$log")
+if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+  echo "counts: tsan ${BASH_REMATCH[1]} ${BASH_REMATCH[2]}" >>"$extra"
+  [ "${BASH_REMATCH[2]}" = 0 ] || { tail -60 "$log"; status=1; }
+else
+  tail -40 "$log"
+  echo "tsan: integration-tsan FAIL" >>"$extra"; status=1
+fi
+grep -E "^tsan:" "$log" || true
+rm -f "$log"
 
 echo "== fuzz: decoder for ${fuzz_seconds}s"
 if CC=clang setup build-fuzz -Dfuzz=true && ninja -C build-fuzz tests/fuzz/fuzz_decode; then

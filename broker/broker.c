@@ -8,9 +8,13 @@
  * session (which sends it, queues it or drops it by its own rules).
  *
  * The housekeeping thread wakes every 250 ms under broker->lock for keepalive and CONNECT
- * timeouts, delayed wills and session expiry.
+ * timeouts, delayed wills and session expiry; every 2 s it also hands free heap pages back
+ * to the kernel (outside the lock).
  */
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -24,6 +28,23 @@
 #include "storage/store.h"
 
 #define TICK_MS 250
+#define TRIM_EVERY_MS 2000
+
+/*
+ * Give free heap memory back to the kernel. glibc returns memory to the kernel only from
+ * the top of each arena, so after a burst (a stalled subscriber's 1,000 queued messages
+ * freed when it leaves, thousands of connections dropped) the freed pages in the middle of
+ * the heap stay resident, and on a gateway with little RAM RSS would stay at the burst's
+ * high-water mark. malloc_trim(0) releases every whole free page of every arena
+ * (madvise). When little is free it is a short walk of the free lists, so the ticker
+ * calls it every TRIM_EVERY_MS. Other C libraries: nothing to do here.
+ */
+static void release_free_memory(void)
+{
+#ifdef __GLIBC__
+    (void)malloc_trim(0);
+#endif
+}
 
 struct route_ctx {
     mql_broker *b;
@@ -290,6 +311,7 @@ static void sys_publish(mql_broker *b, uint64_t now)
 static void *ticker_main(void *arg)
 {
     mql_broker *b = arg;
+    uint64_t trim_next = mql_now_ms() + TRIM_EVERY_MS;
     pthread_mutex_lock(&b->lock);
     while (!b->stopping) {
         struct timespec ts;
@@ -302,6 +324,18 @@ static void *ticker_main(void *arg)
         int rv = pthread_cond_timedwait(&b->tick_cv, &b->lock, &ts);
         if (rv != ETIMEDOUT && rv != 0)
             break;
+        if (mql_now_ms() >= trim_next) {
+            trim_next = mql_now_ms() + TRIM_EVERY_MS;
+            pthread_mutex_unlock(&b->lock); /* nobody waits for the broker lock meanwhile */
+            release_free_memory();
+            pthread_mutex_lock(&b->lock);
+            if (b->stopping)
+                break;
+        }
+        /* Read the clock only now, under the lock: a connection accepted (created_at) or a
+         * packet received (last_rx) while the lock was released above would otherwise be
+         * later than `now`, and the unsigned differences in mql_conn_tick would wrap and
+         * close it at once. */
         uint64_t now = mql_now_ms();
         mql_conn_tick(b, now);
         mql_bridges_tick(b, now);
@@ -367,12 +401,14 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
                    tls ? (l->require_certificate ? ", TLS, client certificate required" : ", TLS")
                        : "");
     }
+    /* before the ticker starts: it reads started_at (under b->lock, which this thread does
+     * not take here), so a later write would race with it (found by ThreadSanitizer) */
+    b->started_at = mql_now_ms();
     if (pthread_create(&b->ticker, NULL, ticker_main, b) != 0) {
         snprintf(errbuf, errlen, "cannot start the housekeeping thread");
         return MQL_E_NOMEM;
     }
     b->ticker_started = true;
-    b->started_at = mql_now_ms();
     return MQL_OK;
 }
 

@@ -718,6 +718,8 @@ static const struct option options[] = {
      0, 9007199254740991LL, OFF(max_queued_bytes)},
     {"max_connections", 1, 1, "-1 (no limit) or a number from 0 to 2147483647", set_i32, -1,
      INT32_MAX, OFF(max_connections)},
+    {"connect_timeout", 1, 1, "a number of seconds from 1 to 3600", set_u32, 1, 3600,
+     OFF(connect_timeout)},
     {"retain_available", 1, 1, "true or false", set_bool, 0, 0, OFF(retain_available)},
     {"shared_subscriptions", 1, 1, "true or false", set_bool, 0, 0, OFF(shared_subscriptions)},
     {"subscription_identifiers", 1, 1, "true or false", set_bool, 0, 0,
@@ -871,6 +873,7 @@ void mql_config_defaults(mql_config *cfg)
     cfg->max_inflight_messages = 20;
     cfg->max_queued_messages = 1000;
     cfg->max_connections = -1;
+    cfg->connect_timeout = 10;
     cfg->retain_available = true;
     cfg->shared_subscriptions = true;
     cfg->subscription_identifiers = true;

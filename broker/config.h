@@ -147,6 +147,8 @@ typedef struct mql_config {
     uint32_t max_queued_messages;   /* per session, default 1000; 0 = no limit */
     uint64_t max_queued_bytes;      /* payload bytes queued per session, default 0 = no limit */
     int32_t max_connections;        /* default -1 = no limit */
+    uint32_t connect_timeout;       /* seconds from accept to a complete CONNECT, default 10;
+                                       the file accepts 1..3600 */
     bool retain_available;          /* default true */
     bool shared_subscriptions;      /* $share/ filters allowed, default true */
     bool subscription_identifiers;  /* v5 Subscription Identifiers allowed, default true */

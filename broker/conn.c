@@ -1316,9 +1316,13 @@ void mql_conn_tick(mql_broker *b, uint64_t now)
     for (mql_conn *c = b->conns; c != NULL; c = c->next) {
         switch (c->state) {
         case CS_NEW:
-            if (now - c->created_at > MQL_CONNECT_TIMEOUT_MS) {
-                mql_notice("conn.timeout", "connection from %s sent no CONNECT in %d s; closing",
-                           c->peer, MQL_CONNECT_TIMEOUT_MS / 1000);
+            /* Counted from accept (created_at), never from the last byte received: a client
+             * that trickles a CONNECT one byte at a time (slowloris) is cut all the same. */
+            if (now - c->created_at > (uint64_t)b->cfg.connect_timeout * 1000u) {
+                mql_notice("conn.timeout",
+                           "connection from %s sent no complete CONNECT in %u s "
+                           "(connect_timeout); closing",
+                           c->peer, b->cfg.connect_timeout);
                 c->version = 0;
                 mql_conn_close(c, MQL_E_MAX_CONNECT_TIME, "no CONNECT in time");
             }

@@ -26,11 +26,11 @@
 #include "platform/net.h"
 
 #define MQL_MAX_ROUTE_IDS 8 /* subscription identifiers carried per delivered message */
-#define MQL_CONNECT_TIMEOUT_MS 10000
 #define MQL_CLOSE_FLUSH_MS 3000
 #define MQL_PRECONNECT_MAX (256u * 1024u)    /* largest frame accepted before CONNACK */
 #define MQL_QOS0_BACKLOG_MAX (1024u * 1024u) /* QoS 0 is dropped beyond this backlog */
 #define MQL_SESSION_NEVER UINT32_MAX
+#define MQL_QOS2_SMALL 8 /* inbound QoS 2 ids kept inline before a session uses a bitmap */
 
 enum out_state {
     OUT_QUEUED = 0,
@@ -74,8 +74,14 @@ typedef struct mql_session {
     out_list queue;
     uint64_t queued_bytes; /* payload bytes in `queue` */
     uint16_t next_pid;
-    uint16_t *qos2_in; /* inbound QoS 2 packet ids awaiting PUBREL */
-    uint32_t n_qos2_in, cap_qos2_in;
+    /* Inbound QoS 2 packet ids awaiting PUBREL: the first MQL_QOS2_SMALL inline, beyond that
+     * all of them in a bitmap of the whole packet id space. The table is bounded by the id
+     * space (at most 65,535 ids, 8 KiB), which is the only bound MQTT 3.1.1 has (MQTT 5 adds
+     * Receive Maximum), and every lookup is O(1): a client flooding QoS 2 without PUBREL
+     * cannot make each of its PUBLISHes scan a long list under the broker lock. */
+    uint16_t qos2_small[MQL_QOS2_SMALL];
+    uint64_t *qos2_bits; /* 65536 bits, or NULL while the ids fit in qos2_small */
+    uint32_t n_qos2_in;
     bool stored;       /* the session (and all it holds) is mirrored in the store */
     char *username;    /* of its last connection, for read ACL checks while offline */
     uint64_t next_seq; /* for out_msg.seq */
@@ -235,9 +241,13 @@ void mql_session_pump(mql_broker *b, mql_session *s);
 void mql_session_resume(mql_broker *b, mql_session *s);
 out_msg *mql_session_inflight_find(mql_session *s, uint16_t pid);
 void mql_session_inflight_done(mql_broker *b, mql_session *s, out_msg *o);
+/* Inbound QoS 2 ids awaiting PUBREL (see mql_session.qos2_small): is pid there; add it
+ * (adding one that is there does nothing; MQL_E_NOMEM when the bitmap cannot be made);
+ * remove it (false if it was not there); call fn for each, in no particular order. */
 bool mql_session_qos2_has(const mql_session *s, uint16_t pid);
 MQL_MUST_CHECK mql_err mql_session_qos2_add(mql_session *s, uint16_t pid);
 bool mql_session_qos2_remove(mql_session *s, uint16_t pid);
+void mql_session_qos2_each(const mql_session *s, void (*fn)(void *arg, uint16_t pid), void *arg);
 void mql_session_expire_scan(mql_broker *b, uint64_t now);
 
 /* conn.c */

@@ -141,6 +141,17 @@ static void put_out_row(mql_broker *b, mql_session *s, out_msg *o)
     o->stored = true;
 }
 
+struct qos2_put_ctx {
+    mql_broker *b;
+    mql_session *s;
+};
+
+static void qos2_put_cb(void *arg, uint16_t pid)
+{
+    struct qos2_put_ctx *qc = arg;
+    mql_persist_qos2(qc->b, qc->s, pid, true);
+}
+
 void mql_persist_session(mql_broker *b, mql_session *s)
 {
     if (b->store == NULL)
@@ -161,8 +172,8 @@ void mql_persist_session(mql_broker *b, mql_session *s)
         put_out_row(b, s, o);
     for (out_msg *o = s->queue.head; o != NULL; o = o->next)
         put_out_row(b, s, o);
-    for (uint32_t i = 0; i < s->n_qos2_in; i++)
-        mql_persist_qos2(b, s, s->qos2_in[i], true);
+    struct qos2_put_ctx qc = {.b = b, .s = s};
+    mql_session_qos2_each(s, qos2_put_cb, &qc);
 }
 
 void mql_persist_session_del(mql_broker *b, mql_session *s)

@@ -182,7 +182,7 @@ void mql_session_end(mql_broker *b, mql_session *s)
     out_list_clear(&s->inflight);
     out_list_clear(&s->queue);
     s->queued_qos0 = 0;
-    free(s->qos2_in);
+    free(s->qos2_bits);
 
     mql_session **pp = &b->slots[s->hval & (b->nslots - 1)];
     while (*pp != s)
@@ -446,37 +446,75 @@ void mql_session_inflight_done(mql_broker *b, mql_session *s, out_msg *o)
     mql_session_pump(b, s);
 }
 
+#define QOS2_WORDS (65536u / 64u)
+
+static bool qos2_bit(const uint64_t *m, uint16_t pid)
+{
+    return (m[pid >> 6] >> (pid & 63u)) & 1u;
+}
+
 bool mql_session_qos2_has(const mql_session *s, uint16_t pid)
 {
+    if (s->qos2_bits != NULL)
+        return qos2_bit(s->qos2_bits, pid);
     for (uint32_t i = 0; i < s->n_qos2_in; i++)
-        if (s->qos2_in[i] == pid)
+        if (s->qos2_small[i] == pid)
             return true;
     return false;
 }
 
 mql_err mql_session_qos2_add(mql_session *s, uint16_t pid)
 {
-    if (s->n_qos2_in == s->cap_qos2_in) {
-        uint32_t cap = s->cap_qos2_in ? s->cap_qos2_in * 2 : 8;
-        uint16_t *p = realloc(s->qos2_in, cap * sizeof(*p));
-        if (p == NULL)
-            return MQL_E_NOMEM;
-        s->qos2_in = p;
-        s->cap_qos2_in = cap;
+    if (mql_session_qos2_has(s, pid))
+        return MQL_OK;
+    if (s->qos2_bits == NULL && s->n_qos2_in < MQL_QOS2_SMALL) {
+        s->qos2_small[s->n_qos2_in++] = pid;
+        return MQL_OK;
     }
-    s->qos2_in[s->n_qos2_in++] = pid;
+    if (s->qos2_bits == NULL) { /* more than a few in flight: move them into a bitmap */
+        uint64_t *m = calloc(QOS2_WORDS, sizeof(*m));
+        if (m == NULL)
+            return MQL_E_NOMEM;
+        for (uint32_t i = 0; i < s->n_qos2_in; i++)
+            m[s->qos2_small[i] >> 6] |= 1ull << (s->qos2_small[i] & 63u);
+        s->qos2_bits = m;
+    }
+    s->qos2_bits[pid >> 6] |= 1ull << (pid & 63u);
+    s->n_qos2_in++;
     return MQL_OK;
 }
 
 bool mql_session_qos2_remove(mql_session *s, uint16_t pid)
 {
+    if (s->qos2_bits != NULL) {
+        if (!qos2_bit(s->qos2_bits, pid))
+            return false;
+        s->qos2_bits[pid >> 6] &= ~(1ull << (pid & 63u));
+        if (--s->n_qos2_in == 0) { /* back to the inline table: idle sessions cost nothing */
+            free(s->qos2_bits);
+            s->qos2_bits = NULL;
+        }
+        return true;
+    }
     for (uint32_t i = 0; i < s->n_qos2_in; i++) {
-        if (s->qos2_in[i] == pid) {
-            s->qos2_in[i] = s->qos2_in[--s->n_qos2_in];
+        if (s->qos2_small[i] == pid) {
+            s->qos2_small[i] = s->qos2_small[--s->n_qos2_in];
             return true;
         }
     }
     return false;
+}
+
+void mql_session_qos2_each(const mql_session *s, void (*fn)(void *arg, uint16_t pid), void *arg)
+{
+    if (s->qos2_bits == NULL) {
+        for (uint32_t i = 0; i < s->n_qos2_in; i++)
+            fn(arg, s->qos2_small[i]);
+        return;
+    }
+    for (uint32_t w = 0; w < QOS2_WORDS; w++)
+        for (uint64_t bits = s->qos2_bits[w]; bits != 0; bits &= bits - 1)
+            fn(arg, (uint16_t)(w * 64u + (uint32_t)__builtin_ctzll(bits)));
 }
 
 /* Drop queued messages whose Message Expiry Interval has passed while nobody could take

@@ -112,10 +112,12 @@ Test(persist, kill9_loses_nothing_acknowledged)
 
     uint32_t seq = 0, n_acked = 0;
     uint16_t pid = 0;
+    /* often mid-commit; an emulated broker (MQLITE_WRAPPER, qemu) or one built with
+     * ThreadSanitizer is ~10x slower */
+    const char *san = tb_sanitizer(b);
+    int64_t scale = getenv("MQLITE_WRAPPER") || (san && strcmp(san, "thread") == 0) ? 10 : 1;
     for (int cycle = 0; cycle < CYCLES; cycle++) {
         tc_client *p = tc_open(tb_port(b), "k9-pub", true, 60, false);
-        /* often mid-commit; an emulated broker (MQLITE_WRAPPER, qemu) is ~10x slower */
-        int64_t scale = getenv("MQLITE_WRAPPER") ? 10 : 1;
         int64_t stop_at = tb_now_ms() + scale * (2 + rand() % 40);
         int sent = 0;
         uint8_t buf[64];

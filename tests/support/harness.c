@@ -23,6 +23,7 @@
 #include <criterion/new/assert.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -474,6 +475,68 @@ bool tb_alive(mql_broker *b)
 int tb_pid(const mql_broker *b)
 {
     return (int)b->pid;
+}
+
+long tb_rss_kib(const mql_broker *b)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)b->pid);
+    FILE *f = b->pid > 0 ? fopen(path, "r") : NULL;
+    long kb = -1;
+    if (f == NULL) {
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+const char *tb_sanitizer(const mql_broker *b)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof(path), "/proc/%d/maps", (int)b->pid);
+    FILE *f = b->pid > 0 ? fopen(path, "r") : NULL;
+    const char *found = NULL;
+    if (f == NULL) {
+        return NULL;
+    }
+    while (found == NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (strstr(line, "/libasan.so") != NULL) {
+            found = "address";
+        } else if (strstr(line, "/libtsan.so") != NULL) {
+            found = "thread";
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+int tb_fd_count(const mql_broker *b)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)b->pid);
+    DIR *d = b->pid > 0 ? opendir(path) : NULL;
+    if (d == NULL) {
+        return -1;
+    }
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] != '.') {
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+uint16_t tb_free_port(void)
+{
+    return pick_port();
 }
 
 uint16_t tb_port(const mql_broker *b)

@@ -77,6 +77,20 @@ bool tb_alive(mql_broker *b);
 uint16_t tb_port(const mql_broker *b);
 /* The broker's process id (0 when not running), e.g. to read /proc/PID/status. */
 int tb_pid(const mql_broker *b);
+/* The broker's resident memory in KiB (VmRSS of /proc/PID/status), or -1 if it cannot be
+ * read. Under $MQLITE_WRAPPER this is the emulator's process, broker included. */
+long tb_rss_kib(const mql_broker *b);
+/* "address" or "thread" when the broker process runs with AddressSanitizer or
+ * ThreadSanitizer (its runtime library is mapped), else NULL. RSS says little about the
+ * broker's own memory then (quarantine, shadow memory): tests that bound RSS skip that
+ * check. Works whatever the test executable itself was built with. */
+const char *tb_sanitizer(const mql_broker *b);
+/* How many file descriptors the broker process has open (entries of /proc/PID/fd), or -1. */
+int tb_fd_count(const mql_broker *b);
+/* A free 127.0.0.1 TCP port (bound, read, closed), for extra listeners in extra_conf; 0 on
+ * failure. Another process may take it before the broker binds it: rare, and tb_start then
+ * fails the test with the broker's log. */
+uint16_t tb_free_port(void);
 const char *tb_dir(const mql_broker *b);
 const char *tb_log_path(const mql_broker *b);
 

@@ -602,6 +602,25 @@ static long long get_connections(void)
     return cfg.max_connections;
 }
 
+static long long get_connect_timeout(void)
+{
+    return cfg.connect_timeout;
+}
+
+/* connect_timeout: seconds from accept to a complete CONNECT; 0 (no limit) is refused, so a
+ * connection that never logs in is always cut. */
+Test(config, connect_timeout)
+{
+    cr_assert_eq(cfg.connect_timeout, 10);
+    struct good good[] = {{"1", 1}, {"2", 2}, {"10", 10}, {"3600", 3600}};
+    const char *bad[] = {"0", "-1", "3601", "4294967296", NOT_NUMBERS};
+    check_number("connect_timeout", good, 4, bad, sizeof(bad) / sizeof(bad[0]),
+                 "a number of seconds from 1 to 3600", get_connect_timeout);
+    parse("connect_timeout 0");
+    cr_assert_str_eq(err,
+                     "t.conf:7: connect_timeout: '0' is not a number of seconds from 1 to 3600");
+}
+
 Test(config, max_connections)
 {
     struct good good[] = {{"100", 100}, {"0", 0}, {"2147483647", 2147483647}, {"-1", -1}};
