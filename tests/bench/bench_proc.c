@@ -7,10 +7,12 @@
 #include "bench_proc.h"
 
 #include <dirent.h>
+#include <linux/perf_event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static bool read_file(const char *path, char *buf, size_t cap)
@@ -135,4 +137,80 @@ bool mqb_dir_bytes(const char *dir, uint64_t *bytes)
     closedir(d);
     *bytes = sum;
     return true;
+}
+
+/* The perf id of a syscalls tracepoint, from tracefs (either mount point). */
+static bool tracepoint_id(const char *name, unsigned long long *id)
+{
+    static const char *const roots[] = {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"};
+    char path[160], buf[32];
+    for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
+        snprintf(path, sizeof(path), "%s/events/syscalls/%s/id", roots[i], name);
+        if (read_file(path, buf, sizeof(buf)) && sscanf(buf, "%llu", id) == 1)
+            return true;
+    }
+    return false;
+}
+
+bool mqb_syncs_open(mqb_syncs *s, pid_t pid)
+{
+    static const char *const events[] = {"sys_enter_fsync", "sys_enter_fdatasync"};
+    unsigned long long ids[2];
+    char path[64];
+    s->n = 0;
+    if (pid <= 0 || !tracepoint_id(events[0], &ids[0]) || !tracepoint_id(events[1], &ids[1]))
+        return false;
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    struct dirent *e;
+    if (d == NULL)
+        return false;
+    bool ok = true;
+    while (ok && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        int tid = atoi(e->d_name);
+        for (int k = 0; k < 2 && ok; k++) {
+            struct perf_event_attr a;
+            memset(&a, 0, sizeof(a));
+            a.type = PERF_TYPE_TRACEPOINT;
+            a.size = sizeof(a);
+            a.config = ids[k];
+            int fd = (int)syscall(SYS_perf_event_open, &a, tid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+            if (fd < 0 || s->n == MQB_SYNC_MAX_FDS) {
+                if (fd >= 0)
+                    close(fd);
+                ok = false;
+                break;
+            }
+            s->fds[s->n++] = fd;
+        }
+    }
+    closedir(d);
+    if (!ok || s->n == 0) {
+        mqb_syncs_close(s);
+        return false;
+    }
+    return true;
+}
+
+bool mqb_syncs_read(const mqb_syncs *s, uint64_t *count)
+{
+    uint64_t sum = 0, v;
+    if (s->n == 0)
+        return false;
+    for (int i = 0; i < s->n; i++) {
+        if (read(s->fds[i], &v, sizeof(v)) != (ssize_t)sizeof(v))
+            return false;
+        sum += v;
+    }
+    *count = sum;
+    return true;
+}
+
+void mqb_syncs_close(mqb_syncs *s)
+{
+    for (int i = 0; i < s->n; i++)
+        close(s->fds[i]);
+    s->n = 0;
 }

@@ -177,6 +177,7 @@ struct bench {
     const char *store_dir;
     int keepalive;
     bool cleanup;
+    double rate; /* persistent: publish at this many msgs/s (0: as fast as the window allows) */
 
     /* run state */
     int ep;
@@ -212,6 +213,8 @@ struct bench {
     uint64_t seq_n;
     bool seq_retain;
     bool seq_empty;
+    int64_t seq_t0;  /* with --rate: message i is due at seq_t0 + i / rate */
+    int64_t wake_at; /* with --rate: when the next message is due (0: none) */
 
     /* subscriber arrival bookkeeping (retained, persistent) */
     uint8_t *seen;
@@ -546,6 +549,8 @@ static void loop_once(bench *b, int64_t until)
     struct epoll_event ev[512];
     int64_t now = now_ns();
     int ms = 0;
+    if (b->wake_at > 0 && b->wake_at < until)
+        until = b->wake_at; /* a paced publisher's next message is due */
     if (until > now) {
         int64_t d = (until - now + NS_PER_MS - 1) / NS_PER_MS;
         ms = d > 10 ? 10 : (int)d;
@@ -1132,8 +1137,16 @@ static int scen_takeover(bench *b)
 static void seq_pump(bench *b, conn *c)
 {
     bool any = false;
+    b->wake_at = 0;
     while (c->st == C_READY && c->sent < b->seq_n && c->inflight < (uint32_t)b->window) {
         uint32_t i = (uint32_t)c->sent;
+        if (b->rate > 0) { /* open loop: on schedule, the window only as an upper bound */
+            int64_t due = b->seq_t0 + (int64_t)((double)i * (double)NS_PER_S / b->rate);
+            if (now_ns() < due) {
+                b->wake_at = due;
+                break;
+            }
+        }
         if (b->seq_retain) /* one topic per message */
             c->topic_len =
                 (size_t)snprintf(c->topic, sizeof(c->topic), "bench/%s/r/%" PRIu32, b->run, i);
@@ -1150,10 +1163,13 @@ static bool seq_publish(bench *b, conn *c, int64_t deadline)
 {
     c->sent = c->acked = 0;
     c->inflight = 0;
+    b->seq_t0 = now_ns();
     for (;;) {
         seq_pump(b, c);
-        if (c->acked >= b->seq_n)
+        if (c->acked >= b->seq_n) {
+            b->wake_at = 0;
             return true;
+        }
         if (c->st != C_READY)
             return false;
         int64_t now = now_ns();
@@ -1318,6 +1334,9 @@ static int scen_persistent(bench *b)
     conn_open(b, pub, id, true);
     if (!wait_for(b, pred_connacked, &rp, after(10)) || !ready_range(b, 1, 2))
         return setup_fail(b, "publisher connect");
+    mqb_syncs syncs;
+    uint64_t sync0 = 0, sync1 = 0;
+    bool syncs_ok = mqb_syncs_open(&syncs, b->pid) && mqb_syncs_read(&syncs, &sync0);
     probe p0 = probe_take(b);
     int64_t tp0 = now_ns();
     b->lat_on = true;
@@ -1325,6 +1344,8 @@ static int scen_persistent(bench *b)
     b->lat_on = false;
     int64_t tp1 = now_ns();
     probe p1 = probe_take(b);
+    syncs_ok = syncs_ok && mqb_syncs_read(&syncs, &sync1);
+    mqb_syncs_close(&syncs);
 
     /* 3. drain: the subscriber comes back and receives everything */
     b->on_publish = seq_on_publish;
@@ -1361,6 +1382,10 @@ static int scen_persistent(bench *b)
     }
     if (p0.dir_ok && p1.dir_ok)
         kv(&o, "store_growth_b", "%" PRId64, (int64_t)p1.dir - (int64_t)p0.dir);
+    /* fsync + fdatasync while storing: what a flash device feels as write barriers */
+    kv(&o, "fsyncs", syncs_ok ? "%.0f" : "na", (double)(sync1 - sync0));
+    kv(&o, "fsyncs_per_s", syncs_ok ? "%.1f" : "na", (double)(sync1 - sync0) / pub_secs);
+    kv(&o, "rate", b->rate > 0 ? "%.0f" : "none", b->rate);
     kv(&o, "session_present", "%d", session_present);
     kv(&o, "window", "%d", b->window);
     kv(&o, "lost", "%" PRIu64, b->seq_n - got);
@@ -1394,6 +1419,8 @@ static void usage(FILE *f)
                "  --store-dir DIR   broker's persistence directory (persistent: growth)\n"
                "  --keepalive S     MQTT keep alive sent in CONNECT (default 300)\n"
                "  --no-cleanup      retained: leave the retained messages behind\n"
+               "  --rate N          persistent: publish N msgs/s on a fixed schedule, the\n"
+               "                    window only as an upper bound (default: closed loop)\n"
                "Prints one line of key=value pairs; exit 0 when status=ok.\n");
 }
 
@@ -1445,6 +1472,7 @@ int main(int argc, char **argv)
         {"store-dir", required_argument, 0, 'D'},
         {"keepalive", required_argument, 0, 'k'},
         {"no-cleanup", no_argument, 0, 'N'},
+        {"rate", required_argument, 0, 'r'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -1533,6 +1561,9 @@ int main(int argc, char **argv)
         case 'N':
             b.cleanup = false;
             break;
+        case 'r':
+            bad = parse_num(optarg, 1, 10000000, &b.rate) ? NULL : "--rate";
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -1555,12 +1586,17 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (b.rate > 0 && which != 7) {
+        fprintf(stderr, "mqbench: --rate applies to the persistent scenario only, not '%s'\n",
+                b.scenario);
+        return 2;
+    }
     if (b.clients < 0)
         b.clients = which == 4 ? 10000 : which == 5 ? 1000 : 8;
     if (b.concurrency < 0)
         b.concurrency = which == 4 ? 100 : 8;
     if (b.timeout < 0)
-        b.timeout = b.seconds + b.warmup + 60;
+        b.timeout = b.seconds + b.warmup + 60 + (b.rate > 0 ? b.count / b.rate : 0);
 
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
