@@ -12,6 +12,9 @@
 # usage: tests/bench/compare.sh [MQLITE_BIN] [--reps N] [--seconds S] [--only a,b]
 #                               [--mqbench PATH] [--mosquitto PATH] [--chart out.png]
 #                               [--workdir DIR] [--keep]
+#                               [--mqlite-conf LINE]... [--mosquitto-conf LINE]...
+# --mqlite-conf / --mosquitto-conf append a configuration line for that broker (repeatable),
+# e.g. --mosquitto-conf 'autosave_interval 1'.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,6 +29,8 @@ only=""
 chart=""
 workdir=""
 keep=0
+mqlite_extra=()
+mosquitto_extra=()
 
 die() { echo "compare.sh: $*" >&2; exit 2; }
 
@@ -39,7 +44,9 @@ while [ $# -gt 0 ]; do
     --chart) chart=$2; shift 2 ;;
     --workdir) workdir=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --mqlite-conf) mqlite_extra+=("$2"); shift 2 ;;
+    --mosquitto-conf) mosquitto_extra+=("$2"); shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1" ;;
     *) mqlite=$1; shift ;;
     esac
@@ -95,6 +102,7 @@ scenarios=(
     "takeover|--scenario takeover --clients 1000|0"
     "retained|--scenario retained --count 10000 --no-cleanup|0"
     "persistent|--scenario persistent --count 5000 --window 32|1"
+    "persist-rate|--scenario persistent --count 5000 --window 32 --rate 1000|1"
 )
 
 free_port() {
@@ -126,6 +134,11 @@ write_conf() {
             echo "persistence_location $dir/store/"
         elif [ "$broker" = mqlite ]; then
             echo "persistence false"
+        fi
+        if [ "$broker" = mosquitto ]; then
+            for l in ${mosquitto_extra[@]+"${mosquitto_extra[@]}"}; do echo "$l"; done
+        else
+            for l in ${mqlite_extra[@]+"${mqlite_extra[@]}"}; do echo "$l"; done
         fi
     } >"$f"
     echo "$f"
@@ -276,7 +289,7 @@ function med(name, broker, key) { return median(vals[name, broker, key]) }
     b = val($0, "broker"); n = val($0, "name"); st = val($0, "status")
     runs[n, b]++
     if (st == "ok") ok[n, b]++
-    split("msgs_per_s msgs_per_cpu_s p99_us rss_kb rss_per_conn_b us_per_takeover survivors store_msgs_per_s drain_msgs_per_s write_bytes_per_msg store_growth_b lost", keys, " ")
+    split("msgs_per_s msgs_per_cpu_s p99_us rss_kb rss_per_conn_b us_per_takeover survivors store_msgs_per_s drain_msgs_per_s write_bytes_per_msg store_growth_b fsyncs_per_s lost", keys, " ")
     for (k in keys) {
         v = val($0, keys[k])
         if (v ~ /^-?[0-9.]+$/) vals[n, b, keys[k]] = vals[n, b, keys[k]] " " v
@@ -314,7 +327,11 @@ END {
                "persistent:msgs_per_s:store rate (QoS 1 msgs/s);" \
                "persistent:drain_msgs_per_s:drain rate (msgs/s);" \
                "persistent:write_bytes_per_msg:bytes written per message;" \
-               "persistent:store_growth_b:store growth (B)", items, ";")
+               "persistent:store_growth_b:store growth (B);" \
+               "persistent:fsyncs_per_s:fsyncs per second;" \
+               "persist-rate:msgs_per_s:QoS 1 msgs/s stored (target 1000);" \
+               "persist-rate:write_bytes_per_msg:bytes written per message;" \
+               "persist-rate:fsyncs_per_s:fsyncs per second", items, ";")
     for (k = 1; k <= ns; k++) {
         split(items[k], f, ":"); n = f[1]; key = f[2]; label = items[k]; sub(/^[^:]*:[^:]*:/, "", label)
         if (!((n, "mqlite") in runs) && !((n, "mosquitto") in runs)) continue
