@@ -309,6 +309,19 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
                       "enhanced authentication is not configured on this broker");
             return;
         }
+        /* A will the server could not publish as asked is refused up front, before the
+         * session is touched (found by tests/fuzz/fuzz_conn). 3.1.1 has no such rule: its
+         * will is delivered at the subscribers' (capped) QoS like any message. */
+        if (cn->will && cn->will_qos > b->cfg.max_qos) {
+            violation(c, MQL_E_QOS_UNSUPPORTED,
+                      "Will QoS above the server's Maximum QoS (max_qos) [MQTT-3.2.2-12]");
+            return;
+        }
+        if (cn->will && cn->will_retain && !b->cfg.retain_available) {
+            violation(c, MQL_E_RETAIN_UNSUPPORTED,
+                      "Will Retain 1 while retain_available is false [MQTT-3.2.2-13]");
+            return;
+        }
     }
     if (id.len == 0) {
         if (cn->version != MQL_V5 && !cn->clean_start) {

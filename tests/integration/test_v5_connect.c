@@ -363,6 +363,49 @@ Test(v5_connect, auth_method_connack_0x8c)
 }
 
 /*
+ * With `max_qos 1`, a will at QoS 2 exceeds the server's capabilities: CONNACK 0x9B (QoS not
+ * supported) then close; the same will at QoS 1 is accepted. No will is published for the
+ * refused connection (an observer on the will topic gets nothing). [MQTT-3.2.2-12]
+ * (Regression: found by tests/fuzz/fuzz_conn; the broker used to accept it.)
+ */
+Test(v5_connect, will_qos_above_max_qos_connack_0x9b)
+{
+    mql_broker *b = tb_start("max_qos 1\n");
+    tc_client *o =
+        tc_open_v5(tb_port(b), false, NULL, .client_id = "wmq-obs", .clean = true, .keepalive = 60);
+    tc_sub1_v5(o, 1, "wmq/will", 1, 0, 1);
+    tb_pkt p = PK_CONNECT(.version = 5, .client_id = "wmq", .clean = true, .keepalive = 60,
+                          .will_topic = "wmq/will", .will_payload = "x", .will_qos = 2);
+    expect_connect_rejected(b, p, 0x9B);
+    tc_expect_nothing(o, TB_QUIET_MS);
+    tc_client *c =
+        tc_open_v5(tb_port(b), false, NULL, .client_id = "wmq", .clean = true, .keepalive = 60,
+                   .will_topic = "wmq/will", .will_payload = "x", .will_qos = 1);
+    tc_ping(c);
+    tc_disconnect(c);
+    tc_disconnect(o);
+    tb_stop(b);
+}
+
+/*
+ * With `retain_available false`, a will with Will Retain 1 cannot be honoured: CONNACK 0x9A
+ * (Retain not supported) then close; the same will without retain is accepted.
+ * [MQTT-3.2.2-13] (Regression: found by tests/fuzz/fuzz_conn.)
+ */
+Test(v5_connect, will_retain_unsupported_connack_0x9a)
+{
+    mql_broker *b = tb_start("retain_available false\n");
+    tb_pkt p = PK_CONNECT(.version = 5, .client_id = "wru", .clean = true, .keepalive = 60,
+                          .will_topic = "wru/will", .will_payload = "x", .will_retain = true);
+    expect_connect_rejected(b, p, 0x9A);
+    tc_client *c = tc_open_v5(tb_port(b), false, NULL, .client_id = "wru", .clean = true,
+                              .keepalive = 60, .will_topic = "wru/will", .will_payload = "x");
+    tc_ping(c);
+    tc_disconnect(c);
+    tb_stop(b);
+}
+
+/*
  * A second CONNECT on a connection is a Protocol Error: DISCONNECT 0x82 then close; the
  * session's ClientID is free again afterwards. [MQTT-3.1.0-2] [MQTT-4.13.1-1]
  */
