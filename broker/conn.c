@@ -158,7 +158,8 @@ static void send_disconnect(mql_conn *c, uint8_t reason, const char *why)
     (void)send_packet(c, &p);
 }
 
-static void send_connack(mql_conn *c, bool present, uint8_t reason, const mql_props *props)
+static enum send_result send_connack(mql_conn *c, bool present, uint8_t reason,
+                                     const mql_props *props)
 {
     mql_packet p;
     memset(&p, 0, sizeof(p));
@@ -167,7 +168,7 @@ static void send_connack(mql_conn *c, bool present, uint8_t reason, const mql_pr
     p.u.connack.reason = reason;
     if (props != NULL)
         p.u.connack.props = *props;
-    (void)send_packet(c, &p);
+    return send_packet(c, &p);
 }
 
 void mql_conn_close(mql_conn *c, mql_err reason, const char *why)
@@ -550,7 +551,29 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         if (c->aliases == NULL)
             c->alias_max = 0;
     }
-    send_connack(c, present, 0, cn->version == MQL_V5 ? &ack : NULL);
+    enum send_result sent = send_connack(c, present, 0, cn->version == MQL_V5 ? &ack : NULL);
+    if (sent == SEND_TOO_LARGE && (ack.present & MQL_PBIT(MQL_PROP_RESPONSE_INFO))) {
+        /* Response Information is optional: leave it out rather than exceed the client's
+         * Maximum Packet Size [MQTT-3.1.2-24] */
+        ack.present &= ~MQL_PBIT(MQL_PROP_RESPONSE_INFO);
+        sent = send_connack(c, present, 0, &ack);
+    }
+    if (sent == SEND_TOO_LARGE) {
+        /* Even the plain CONNACK exceeds it: the client cannot take part in MQTT with us.
+         * Close without CONNACK (nothing else may precede it [MQTT-3.2.0-1]) and without
+         * the will, as for a refused connection. Before this check the broker kept such a
+         * connection open without a CONNACK (found by tests/fuzz/fuzz_conn). */
+        mql_notice("client.refused",
+                   "client \"%s\" (%s) refused: its Maximum Packet Size %u is smaller than the "
+                   "CONNACK; closing [MQTT-3.1.2-24]",
+                   s->client_id, c->peer, c->client_max_packet);
+        snprintf(c->why, sizeof(c->why), "Maximum Packet Size too small for the CONNACK");
+        c->will_suppressed = true;
+        c->state = CS_CLOSING;
+        c->closing_since = now;
+        mql_link_close(c->link, false);
+        return;
+    }
     mql_notice("client.connect",
                "client \"%s\" (%s) connected: %s, clean %s %d, keepalive %u, session %s%s",
                s->client_id, c->peer, vname(cn->version),

@@ -406,6 +406,50 @@ Test(v5_connect, will_retain_unsupported_connack_0x9a)
 }
 
 /*
+ * The CONNACK respects the client's Maximum Packet Size [MQTT-3.1.2-24]: with Maximum Packet
+ * Size 20 and Request Response Information 1, the optional Response Information (which would
+ * make the CONNACK 27 bytes) is left out and the CONNACK (0x00) arrives within 20 bytes; the
+ * connection works. (Regression: found by tests/fuzz/fuzz_conn; the broker used to drop the
+ * whole CONNACK and keep the connection open without it.)
+ */
+Test(v5_connect, response_information_left_out_to_fit_maximum_packet_size)
+{
+    mql_broker *b = tb_start(NULL);
+    tb_pkt props = {0};
+    pk_prop_u32(&props, PK_P_MAXIMUM_PACKET_SIZE, 20);
+    pk_prop_u8(&props, PK_P_REQUEST_RESPONSE_INFO, 1);
+    pk_v5 ack;
+    tc_client *c = tc_open_v5(tb_port(b), false, &ack, .client_id = "mps", .clean = true,
+                              .keepalive = 60, .props = &props);
+    char hex[512];
+    cr_assert(ack.len <= 20, "CONNACK of %zu bytes exceeds Maximum Packet Size 20 [%s]", ack.len,
+              pk_hex(ack.b, ack.len, hex, sizeof hex));
+    cr_assert_eq(pk_prop_count(ack.props, PK_P_RESPONSE_INFO), 0);
+    tc_ping(c);
+    tc_disconnect(c);
+    tb_stop(b);
+}
+
+/*
+ * A Maximum Packet Size smaller than even the plain CONNACK (8 bytes; it is 11): nothing may
+ * be sent before a CONNACK [MQTT-3.2.0-1] and the CONNACK may not be sent [MQTT-3.1.2-24], so
+ * the broker closes the connection without a packet; it keeps serving others.
+ */
+Test(v5_connect, maximum_packet_size_below_connack_closed)
+{
+    mql_broker *b = tb_start(NULL);
+    tb_pkt props = {0};
+    pk_prop_u32(&props, PK_P_MAXIMUM_PACKET_SIZE, 8);
+    tc_client *c = tc_connect(tb_port(b));
+    tc_sendp(c, PK_CONNECT(.version = 5, .client_id = "mps8", .clean = true, .keepalive = 60,
+                           .props = &props));
+    tc_expect_closed(c, TB_WAIT_MS);
+    tc_close(c);
+    tb_assert_serves(b);
+    tb_stop(b);
+}
+
+/*
  * A second CONNECT on a connection is a Protocol Error: DISCONNECT 0x82 then close; the
  * session's ClientID is free again afterwards. [MQTT-3.1.0-2] [MQTT-4.13.1-1]
  */
