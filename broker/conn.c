@@ -1237,6 +1237,13 @@ static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
             memset(&p, 0, sizeof(p));
         err = mql_decode(buf + off, fr.total, c->state == CS_NEW ? 0 : c->version, &p, &why);
         if (err != MQL_OK) {
+            if (c->state != CS_NEW && fr.type == MQL_CONNECT) {
+                /* Any second CONNECT is a Protocol Error [MQTT-3.1.0-2], well-formed or not.
+                 * Its own decode error may be a CONNACK-only reason code (0x84 for a bad
+                 * level), which is not valid in DISCONNECT (found by tests/fuzz/fuzz_conn). */
+                err = MQL_E_PROTOCOL;
+                why = "second CONNECT on one connection [MQTT-3.1.0-2]";
+            }
             if (c->state == CS_NEW && fr.type == MQL_CONNECT) {
                 /* an unknown level gets 3.1.1's CONNACK 0x01: its rule is a MUST
                  * [v3.1.1 MQTT-3.1.2-2], MQTT 5's 0x84 a MAY [MQTT-3.1.2-2] */

@@ -468,6 +468,23 @@ Test(v5_connect, second_connect_disconnect_0x82)
 }
 
 /*
+ * A second CONNECT that would not even decode (protocol level 6) is still a Protocol Error:
+ * DISCONNECT 0x82, not the CONNACK-only 0x84, which table 3-10 does not allow in DISCONNECT.
+ * [MQTT-3.1.0-2] [MQTT-3.14.2-1] (Regression: found by tests/fuzz/fuzz_conn.)
+ */
+Test(v5_connect, second_connect_bad_level_disconnect_0x82)
+{
+    mql_broker *b = tb_start(NULL);
+    tc_client *c =
+        tc_open_v5(tb_port(b), false, NULL, .client_id = "twice6", .clean = true, .keepalive = 60);
+    tc_sendp(c, pk_connect_raw("MQTT", 6, 0x02, 60, "twice6"));
+    tc_expect_disconnect_v5(c, 0x82, TB_WAIT_MS);
+    tc_close(c);
+    tb_assert_serves(b);
+    tb_stop(b);
+}
+
+/*
  * Takeover: a second connection with the same ClientID makes the broker send DISCONNECT
  * 0x8E (Session taken over) to the first and close it; the second stays connected.
  * [MQTT-3.1.4-3]
