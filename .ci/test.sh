@@ -81,8 +81,8 @@ fi
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 echo "== fuzz: decoder, connections, config parser, ${fuzz_seconds}s each (in parallel)"
-# Each libFuzzer target starts from a copy of its checked-in corpus (new inputs go to a
-# scratch dir). A failure prints the end of its log and keeps the crashing input under
+# Each libFuzzer target starts from a copy of its checked-in corpus (new inputs, and the
+# targets' temporary files, go to a scratch dir). A failure prints the end of its log and keeps the crashing input under
 # build-fuzz/fuzz-artifacts/ (reproduce: build-fuzz/tests/fuzz/fuzz_NAME FILE).
 fuzzers=(decode conn config)
 if CC=clang setup build-fuzz -Dfuzz=true &&
@@ -93,7 +93,7 @@ if CC=clang setup build-fuzz -Dfuzz=true &&
   for name in "${fuzzers[@]}"; do
     mkdir -p "$work/$name/new"
     cp -r "tests/fuzz/corpus/$name" "$work/$name/seed"
-    (cd "$work/$name" && exec "$root/build-fuzz/tests/fuzz/fuzz_$name" \
+    (cd "$work/$name" && TMPDIR="$work/$name" exec "$root/build-fuzz/tests/fuzz/fuzz_$name" \
        -max_total_time="$fuzz_seconds" -timeout=30 -print_final_stats=1 new seed) \
       >"$work/$name/fuzz.log" 2>&1 &
     pids[$name]=$!
