@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (README's second command):
-#   1. a -Werror build and every test (unit, fuzz-corpus replay, integration, real clients)
+#   1. a -Werror build and every test (unit, fuzz-corpora replay, integration, real clients)
 #   2. static cross builds for armhf and arm64, and the integration suite run against them
 #      under qemu-user (.ci/cross.sh)
 #      and the busybox boot test (tests/boot/boot-armhf.sh)
 #   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   4. the integration suite against a broker built with ThreadSanitizer (.ci/tsan.sh):
 #      any TSan report fails
-#   5. the decoder fuzzer (clang libFuzzer) for FUZZ_SECONDS (default 60)
+#   5. the three fuzzers (clang libFuzzer: decoder, connections, config parser), each for
+#      FUZZ_SECONDS (default 60), in parallel
 # Ends with one line "N passed, M failed" counting every test case of every run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -95,22 +96,40 @@ fi
 grep -E "^tsan:" "$log" || true
 rm -f "$log"
 
-echo "== fuzz: decoder for ${fuzz_seconds}s"
-if CC=clang setup build-fuzz -Dfuzz=true && ninja -C build-fuzz tests/fuzz/fuzz_decode; then
+echo "== fuzz: decoder, connections, config parser, ${fuzz_seconds}s each (in parallel)"
+# Each libFuzzer target starts from a copy of its checked-in corpus (new inputs, and the
+# targets' temporary files, go to a scratch dir). A failure prints the end of its log and keeps the crashing input under
+# build-fuzz/fuzz-artifacts/ (reproduce: build-fuzz/tests/fuzz/fuzz_NAME FILE).
+fuzzers=(decode conn config)
+if CC=clang setup build-fuzz -Dfuzz=true &&
+  ninja -C build-fuzz "${fuzzers[@]/#/tests/fuzz/fuzz_}"; then
+  root=$PWD
   work=$(mktemp -d)
-  cp -r tests/fuzz/corpus/decode "$work/seed"
-  mkdir -p "$work/new"
-  if (cd "$work" && "$OLDPWD/build-fuzz/tests/fuzz/fuzz_decode" -max_total_time="$fuzz_seconds" \
-        -print_final_stats=1 new seed) >"$work/fuzz.log" 2>&1; then
-    echo "fuzz: fuzz_decode PASS" >>"$extra"
-    grep -E 'stat::number_of_executed_units|Done' "$work/fuzz.log" | tail -2
-  else
-    tail -40 "$work/fuzz.log"
-    echo "fuzz: fuzz_decode FAIL" >>"$extra"; status=1
-  fi
+  declare -A pids
+  for name in "${fuzzers[@]}"; do
+    mkdir -p "$work/$name/new"
+    cp -r "tests/fuzz/corpus/$name" "$work/$name/seed"
+    (cd "$work/$name" && TMPDIR="$work/$name" exec "$root/build-fuzz/tests/fuzz/fuzz_$name" \
+       -max_total_time="$fuzz_seconds" -timeout=30 -print_final_stats=1 new seed) \
+      >"$work/$name/fuzz.log" 2>&1 &
+    pids[$name]=$!
+  done
+  for name in "${fuzzers[@]}"; do
+    if wait "${pids[$name]}"; then
+      echo "fuzz: fuzz_$name PASS" >>"$extra"
+      echo "fuzz_$name: $(grep -E 'stat::number_of_executed_units' "$work/$name/fuzz.log")"
+    else
+      echo "-- fuzz_$name failed:"
+      tail -40 "$work/$name/fuzz.log"
+      mkdir -p build-fuzz/fuzz-artifacts
+      cp "$work/$name"/crash-* "$work/$name"/leak-* "$work/$name"/timeout-* \
+        "$work/$name"/oom-* build-fuzz/fuzz-artifacts/ 2>/dev/null
+      echo "fuzz: fuzz_$name FAIL" >>"$extra"; status=1
+    fi
+  done
   rm -rf "$work"
 else
-  echo "fuzz: fuzz_decode-build FAIL" >>"$extra"; status=1
+  echo "fuzz: fuzz-build FAIL" >>"$extra"; status=1
 fi
 
 /usr/bin/python3 .ci/summary.py "$extra" build-ci build-asan || status=1

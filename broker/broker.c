@@ -308,6 +308,25 @@ static void sys_publish(mql_broker *b, uint64_t now)
     }
 }
 
+void mql_broker_tick(mql_broker *b, uint64_t now)
+{
+    mql_conn_tick(b, now);
+    mql_bridges_tick(b, now);
+    mql_session_expire_scan(b, now);
+    if (b->cfg.sys_interval != 0 && now >= b->sys_next) {
+        sys_publish(b, now);
+        b->sys_next = now + (uint64_t)b->cfg.sys_interval * 1000u;
+    }
+    if (b->store != NULL) {
+        bool full = mql_store_get_stats(b->store).full;
+        if (!full && b->store_full) {
+            mql_notice("store.full", "store is below store_max_bytes again");
+            b->store_full_logged = false;
+        }
+        b->store_full = full;
+    }
+}
+
 static void *ticker_main(void *arg)
 {
     mql_broker *b = arg;
@@ -336,22 +355,7 @@ static void *ticker_main(void *arg)
          * packet received (last_rx) while the lock was released above would otherwise be
          * later than `now`, and the unsigned differences in mql_conn_tick would wrap and
          * close it at once. */
-        uint64_t now = mql_now_ms();
-        mql_conn_tick(b, now);
-        mql_bridges_tick(b, now);
-        mql_session_expire_scan(b, now);
-        if (b->cfg.sys_interval != 0 && now >= b->sys_next) {
-            sys_publish(b, now);
-            b->sys_next = now + (uint64_t)b->cfg.sys_interval * 1000u;
-        }
-        if (b->store != NULL) {
-            bool full = mql_store_get_stats(b->store).full;
-            if (!full && b->store_full) {
-                mql_notice("store.full", "store is below store_max_bytes again");
-                b->store_full_logged = false;
-            }
-            b->store_full = full;
-        }
+        mql_broker_tick(b, mql_now_ms());
     }
     pthread_mutex_unlock(&b->lock);
     return NULL;

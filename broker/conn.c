@@ -169,7 +169,8 @@ static void send_disconnect(mql_conn *c, uint8_t reason, const char *why)
     (void)send_packet(c, &p);
 }
 
-static void send_connack(mql_conn *c, bool present, uint8_t reason, const mql_props *props)
+static enum send_result send_connack(mql_conn *c, bool present, uint8_t reason,
+                                     const mql_props *props)
 {
     mql_packet p;
     memset(&p, 0, sizeof(p));
@@ -178,7 +179,7 @@ static void send_connack(mql_conn *c, bool present, uint8_t reason, const mql_pr
     p.u.connack.reason = reason;
     if (props != NULL)
         p.u.connack.props = *props;
-    (void)send_packet(c, &p);
+    return send_packet(c, &p);
 }
 
 void mql_conn_close(mql_conn *c, mql_err reason, const char *why)
@@ -318,6 +319,19 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         if (cn->props.present & MQL_PBIT(MQL_PROP_AUTH_METHOD)) {
             violation(c, MQL_E_BAD_AUTH_METHOD,
                       "enhanced authentication is not configured on this broker");
+            return;
+        }
+        /* A will the server could not publish as asked is refused up front, before the
+         * session is touched (found by tests/fuzz/fuzz_conn). 3.1.1 has no such rule: its
+         * will is delivered at the subscribers' (capped) QoS like any message. */
+        if (cn->will && cn->will_qos > b->cfg.max_qos) {
+            violation(c, MQL_E_QOS_UNSUPPORTED,
+                      "Will QoS above the server's Maximum QoS (max_qos) [MQTT-3.2.2-12]");
+            return;
+        }
+        if (cn->will && cn->will_retain && !b->cfg.retain_available) {
+            violation(c, MQL_E_RETAIN_UNSUPPORTED,
+                      "Will Retain 1 while retain_available is false [MQTT-3.2.2-13]");
             return;
         }
     }
@@ -562,7 +576,29 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         if (c->aliases == NULL)
             c->alias_max = 0;
     }
-    send_connack(c, present, 0, cn->version == MQL_V5 ? &ack : NULL);
+    enum send_result sent = send_connack(c, present, 0, cn->version == MQL_V5 ? &ack : NULL);
+    if (sent == SEND_TOO_LARGE && (ack.present & MQL_PBIT(MQL_PROP_RESPONSE_INFO))) {
+        /* Response Information is optional: leave it out rather than exceed the client's
+         * Maximum Packet Size [MQTT-3.1.2-24] */
+        ack.present &= ~MQL_PBIT(MQL_PROP_RESPONSE_INFO);
+        sent = send_connack(c, present, 0, &ack);
+    }
+    if (sent == SEND_TOO_LARGE) {
+        /* Even the plain CONNACK exceeds it: the client cannot take part in MQTT with us.
+         * Close without CONNACK (nothing else may precede it [MQTT-3.2.0-1]) and without
+         * the will, as for a refused connection. Before this check the broker kept such a
+         * connection open without a CONNACK (found by tests/fuzz/fuzz_conn). */
+        mql_notice("client.refused",
+                   "client \"%s\" (%s) refused: its Maximum Packet Size %u is smaller than the "
+                   "CONNACK; closing [MQTT-3.1.2-24]",
+                   s->client_id, c->peer, c->client_max_packet);
+        snprintf(c->why, sizeof(c->why), "Maximum Packet Size too small for the CONNACK");
+        c->will_suppressed = true;
+        c->state = CS_CLOSING;
+        c->closing_since = now;
+        mql_link_close(c->link, false);
+        return;
+    }
     mql_notice("client.connect",
                "client \"%s\" (%s) connected: %s, clean %s %d, keepalive %u, session %s%s",
                s->client_id, c->peer, vname(cn->version),
@@ -1226,6 +1262,13 @@ static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
             memset(&p, 0, sizeof(p));
         err = mql_decode(buf + off, fr.total, c->state == CS_NEW ? 0 : c->version, &p, &why);
         if (err != MQL_OK) {
+            if (c->state != CS_NEW && fr.type == MQL_CONNECT) {
+                /* Any second CONNECT is a Protocol Error [MQTT-3.1.0-2], well-formed or not.
+                 * Its own decode error may be a CONNACK-only reason code (0x84 for a bad
+                 * level), which is not valid in DISCONNECT (found by tests/fuzz/fuzz_conn). */
+                err = MQL_E_PROTOCOL;
+                why = "second CONNECT on one connection [MQTT-3.1.0-2]";
+            }
             if (c->state == CS_NEW && fr.type == MQL_CONNECT) {
                 /* an unknown level gets 3.1.1's CONNACK 0x01: its rule is a MUST
                  * [v3.1.1 MQTT-3.1.2-2], MQTT 5's 0x84 a MAY [MQTT-3.1.2-2] */

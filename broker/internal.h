@@ -296,6 +296,11 @@ MQL_MUST_CHECK mql_err mql_persist_open(mql_broker *b, char *errbuf, size_t errl
 void mql_persist_close(mql_broker *b);
 
 /* broker.c */
+/* One round of housekeeping at monotonic time `now` (ms): keepalive and CONNECT timeouts,
+ * delayed wills, session expiry, $SYS, the store's fullness. Under broker->lock. The ticker
+ * thread calls it every 250 ms; the connection fuzzer calls it directly with its own clock
+ * (it never starts the ticker), which is why it is not static. */
+void mql_broker_tick(mql_broker *b, uint64_t now);
 
 void mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from);
 void mql_broker_publish_will(mql_broker *b, mql_msg *will);

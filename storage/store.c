@@ -1491,8 +1491,9 @@ mql_err mql_store_load(mql_store *st, const mql_store_loader *ld, uint64_t *max_
         " (" MSG_UNREFERENCED("msgs.msg_id") ") ORDER BY msg_id",
         "SELECT client_id, version, expiry, disconnected_at FROM sessions ORDER BY client_id",
         "SELECT client_id, filter, qos, options, sub_id FROM subs ORDER BY client_id, filter",
-        "SELECT client_id, seq, msg_id, qos, retain, state, packet_id, sub_id FROM outq"
-        " ORDER BY client_id, seq",
+        /* parenthesised: one element split over two lines (clang -Wstring-concatenation) */
+        ("SELECT client_id, seq, msg_id, qos, retain, state, packet_id, sub_id FROM outq"
+         " ORDER BY client_id, seq"),
         "SELECT client_id, packet_id FROM qos2_in ORDER BY client_id, packet_id",
         "SELECT topic, msg_id FROM retained ORDER BY topic",
         "SELECT coalesce(max(msg_id), 0) FROM msgs",

@@ -10,7 +10,7 @@
  * abort()s so libFuzzer reports it; a failed decode must say why.
  *
  * Built two ways by tests/fuzz/meson.build: with -fsanitize=fuzzer,address,undefined as the
- * libFuzzer target `fuzz_decode`, and with -DMQL_FUZZ_REPLAY as `fuzz_decode_replay`, a plain
+ * libFuzzer target `fuzz_decode`, and linked with replay.c as `fuzz_decode_replay`, a plain
  * program that runs every file of the seed corpus through the same checks (the unit suite
  * runs it, so the corpus is a regression test under gcc too).
  */
@@ -354,82 +354,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         one_version(data, f.total, versions[i]);
     return 0;
 }
-
-#ifdef MQL_FUZZ_REPLAY
-#include <dirent.h>
-#include <sys/stat.h>
-
-static int replay_file(const char *path)
-{
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
-        perror(path);
-        return -1;
-    }
-    uint8_t *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 4096;
-            uint8_t *nb = realloc(buf, cap);
-            if (nb == NULL) {
-                free(buf);
-                fclose(fp);
-                return -1;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, cap - len, fp);
-        if (got == 0)
-            break;
-        len += got;
-    }
-    int rc = ferror(fp) ? -1 : 0;
-    fclose(fp);
-    if (rc == 0)
-        LLVMFuzzerTestOneInput(buf, len);
-    free(buf);
-    return rc;
-}
-
-/* Usage: fuzz_decode_replay DIR_OR_FILE... Runs every regular file (not dot files). */
-int main(int argc, char **argv)
-{
-    size_t count = 0;
-    for (int i = 1; i < argc; i++) {
-        struct stat st;
-        if (stat(argv[i], &st) != 0) {
-            perror(argv[i]);
-            return 1;
-        }
-        if (!S_ISDIR(st.st_mode)) {
-            if (replay_file(argv[i]) != 0)
-                return 1;
-            count++;
-            continue;
-        }
-        DIR *d = opendir(argv[i]);
-        if (d == NULL) {
-            perror(argv[i]);
-            return 1;
-        }
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (e->d_name[0] == '.')
-                continue;
-            char path[4096];
-            snprintf(path, sizeof(path), "%s/%s", argv[i], e->d_name);
-            if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-                continue;
-            if (replay_file(path) != 0) {
-                closedir(d);
-                return 1;
-            }
-            count++;
-        }
-        closedir(d);
-    }
-    printf("replayed %zu inputs\n", count);
-    return count > 0 ? 0 : 1;
-}
-#endif

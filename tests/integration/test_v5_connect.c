@@ -363,6 +363,93 @@ Test(v5_connect, auth_method_connack_0x8c)
 }
 
 /*
+ * With `max_qos 1`, a will at QoS 2 exceeds the server's capabilities: CONNACK 0x9B (QoS not
+ * supported) then close; the same will at QoS 1 is accepted. No will is published for the
+ * refused connection (an observer on the will topic gets nothing). [MQTT-3.2.2-12]
+ * (Regression: found by tests/fuzz/fuzz_conn; the broker used to accept it.)
+ */
+Test(v5_connect, will_qos_above_max_qos_connack_0x9b)
+{
+    mql_broker *b = tb_start("max_qos 1\n");
+    tc_client *o =
+        tc_open_v5(tb_port(b), false, NULL, .client_id = "wmq-obs", .clean = true, .keepalive = 60);
+    tc_sub1_v5(o, 1, "wmq/will", 1, 0, 1);
+    tb_pkt p = PK_CONNECT(.version = 5, .client_id = "wmq", .clean = true, .keepalive = 60,
+                          .will_topic = "wmq/will", .will_payload = "x", .will_qos = 2);
+    expect_connect_rejected(b, p, 0x9B);
+    tc_expect_nothing(o, TB_QUIET_MS);
+    tc_client *c =
+        tc_open_v5(tb_port(b), false, NULL, .client_id = "wmq", .clean = true, .keepalive = 60,
+                   .will_topic = "wmq/will", .will_payload = "x", .will_qos = 1);
+    tc_ping(c);
+    tc_disconnect(c);
+    tc_disconnect(o);
+    tb_stop(b);
+}
+
+/*
+ * With `retain_available false`, a will with Will Retain 1 cannot be honoured: CONNACK 0x9A
+ * (Retain not supported) then close; the same will without retain is accepted.
+ * [MQTT-3.2.2-13] (Regression: found by tests/fuzz/fuzz_conn.)
+ */
+Test(v5_connect, will_retain_unsupported_connack_0x9a)
+{
+    mql_broker *b = tb_start("retain_available false\n");
+    tb_pkt p = PK_CONNECT(.version = 5, .client_id = "wru", .clean = true, .keepalive = 60,
+                          .will_topic = "wru/will", .will_payload = "x", .will_retain = true);
+    expect_connect_rejected(b, p, 0x9A);
+    tc_client *c = tc_open_v5(tb_port(b), false, NULL, .client_id = "wru", .clean = true,
+                              .keepalive = 60, .will_topic = "wru/will", .will_payload = "x");
+    tc_ping(c);
+    tc_disconnect(c);
+    tb_stop(b);
+}
+
+/*
+ * The CONNACK respects the client's Maximum Packet Size [MQTT-3.1.2-24]: with Maximum Packet
+ * Size 20 and Request Response Information 1, the optional Response Information (which would
+ * make the CONNACK 27 bytes) is left out and the CONNACK (0x00) arrives within 20 bytes; the
+ * connection works. (Regression: found by tests/fuzz/fuzz_conn; the broker used to drop the
+ * whole CONNACK and keep the connection open without it.)
+ */
+Test(v5_connect, response_information_left_out_to_fit_maximum_packet_size)
+{
+    mql_broker *b = tb_start(NULL);
+    tb_pkt props = {0};
+    pk_prop_u32(&props, PK_P_MAXIMUM_PACKET_SIZE, 20);
+    pk_prop_u8(&props, PK_P_REQUEST_RESPONSE_INFO, 1);
+    pk_v5 ack;
+    tc_client *c = tc_open_v5(tb_port(b), false, &ack, .client_id = "mps", .clean = true,
+                              .keepalive = 60, .props = &props);
+    char hex[512];
+    cr_assert(ack.len <= 20, "CONNACK of %zu bytes exceeds Maximum Packet Size 20 [%s]", ack.len,
+              pk_hex(ack.b, ack.len, hex, sizeof hex));
+    cr_assert_eq(pk_prop_count(ack.props, PK_P_RESPONSE_INFO), 0);
+    tc_ping(c);
+    tc_disconnect(c);
+    tb_stop(b);
+}
+
+/*
+ * A Maximum Packet Size smaller than even the plain CONNACK (8 bytes; it is 11): nothing may
+ * be sent before a CONNACK [MQTT-3.2.0-1] and the CONNACK may not be sent [MQTT-3.1.2-24], so
+ * the broker closes the connection without a packet; it keeps serving others.
+ */
+Test(v5_connect, maximum_packet_size_below_connack_closed)
+{
+    mql_broker *b = tb_start(NULL);
+    tb_pkt props = {0};
+    pk_prop_u32(&props, PK_P_MAXIMUM_PACKET_SIZE, 8);
+    tc_client *c = tc_connect(tb_port(b));
+    tc_sendp(c, PK_CONNECT(.version = 5, .client_id = "mps8", .clean = true, .keepalive = 60,
+                           .props = &props));
+    tc_expect_closed(c, TB_WAIT_MS);
+    tc_close(c);
+    tb_assert_serves(b);
+    tb_stop(b);
+}
+
+/*
  * A second CONNECT on a connection is a Protocol Error: DISCONNECT 0x82 then close; the
  * session's ClientID is free again afterwards. [MQTT-3.1.0-2] [MQTT-4.13.1-1]
  */
@@ -377,6 +464,23 @@ Test(v5_connect, second_connect_disconnect_0x82)
     c = tc_open_v5(tb_port(b), false, NULL, .client_id = "twice", .clean = true, .keepalive = 60);
     tc_ping(c);
     tc_disconnect(c);
+    tb_stop(b);
+}
+
+/*
+ * A second CONNECT that would not even decode (protocol level 6) is still a Protocol Error:
+ * DISCONNECT 0x82, not the CONNACK-only 0x84, which table 3-10 does not allow in DISCONNECT.
+ * [MQTT-3.1.0-2] [MQTT-3.14.2-1] (Regression: found by tests/fuzz/fuzz_conn.)
+ */
+Test(v5_connect, second_connect_bad_level_disconnect_0x82)
+{
+    mql_broker *b = tb_start(NULL);
+    tc_client *c =
+        tc_open_v5(tb_port(b), false, NULL, .client_id = "twice6", .clean = true, .keepalive = 60);
+    tc_sendp(c, pk_connect_raw("MQTT", 6, 0x02, 60, "twice6"));
+    tc_expect_disconnect_v5(c, 0x82, TB_WAIT_MS);
+    tc_close(c);
+    tb_assert_serves(b);
     tb_stop(b);
 }
 
