@@ -131,18 +131,10 @@ static mql_bytes rule_filter(const mql_bridge_topic *r, const char *prefix, char
 
 /* ---- state ---- */
 
-/* The retained $SYS/broker/bridge/NAME/state value (not stored: it is rebuilt at start). */
+/* The retained $SYS/broker/bridge/NAME/state value. */
 static void publish_state(mql_bridge *br, const char *state)
 {
-    mql_broker *b = br->b;
-    mql_bytes t = {(const uint8_t *)br->state_topic, (uint32_t)strlen(br->state_topic)};
-    mql_bytes v = {(const uint8_t *)state, (uint32_t)strlen(state)};
-    mql_msg *m = mql_msg_new(t, v, 0, true, NULL, mql_now_ms());
-    if (m == NULL)
-        return;
-    if (mql_topics_retain(b->topics, t, m) == MQL_OK)
-        mql_broker_route(b, m, NULL);
-    mql_msg_unref(m);
+    mql_broker_sys_set(br->b, br->state_topic, state);
 }
 
 /* Milliseconds until the next attempt after br->failures failed ones: restart_timeout BASE

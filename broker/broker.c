@@ -245,9 +245,14 @@ static void sys_put(mql_broker *b, const char *topic, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return;
+    val[n < (int)sizeof(val) ? n : (int)sizeof(val) - 1] = '\0';
+    mql_broker_sys_set(b, topic, val);
+}
+
+void mql_broker_sys_set(mql_broker *b, const char *topic, const char *value)
+{
     mql_bytes t = {(const uint8_t *)topic, (uint32_t)strlen(topic)};
-    mql_bytes v = {(const uint8_t *)val,
-                   (uint32_t)(n < (int)sizeof(val) ? n : (int)sizeof(val) - 1)};
+    mql_bytes v = {(const uint8_t *)value, (uint32_t)strlen(value)};
     mql_msg *m = mql_msg_new(t, v, 0, true, NULL, mql_now_ms());
     if (m == NULL)
         return;

@@ -304,6 +304,9 @@ void mql_broker_tick(mql_broker *b, uint64_t now);
 
 void mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from);
 void mql_broker_publish_will(mql_broker *b, mql_msg *will);
+/* Publish a retained QoS 0 value of the broker's own ($SYS), kept in memory only: $SYS is
+ * rebuilt at start and would wear the flash for nothing. */
+void mql_broker_sys_set(mql_broker *b, const char *topic, const char *value);
 bool mql_broker_share_deliver(mql_broker *b, mql_share *g, mql_msg *msg, uint8_t qos, bool retain);
 
 #endif
