@@ -267,6 +267,7 @@ static void *bridge_open(void *arg, mql_link *link, const char *peer)
     c->session = br->s;
     c->state = CS_NEW;
     c->request_problem_info = true;
+    c->prechecked = true; /* no CONNECT comes in: nothing to check before the lock */
     c->client_receive_max = 65535;
     c->created_at = c->last_rx = mql_now_ms();
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
@@ -379,13 +380,6 @@ static void handle_suback(mql_bridge *br, const mql_suback *sa)
                         bname(br), i + 1, sa->codes[i]);
 }
 
-static void bridge_violation(mql_conn *c, mql_err err, const char *why)
-{
-    mql_warning("bridge.violation", "bridge \"%s\": the remote broker %s: %s; closing",
-                bname(c->bridge), mql_err_str(err), why);
-    mql_conn_close(c, err, why);
-}
-
 static void handle_inbound(mql_bridge *br, mql_conn *c, mql_publish *pub)
 {
     char buf[512];
@@ -406,12 +400,12 @@ static void handle_inbound(mql_bridge *br, mql_conn *c, mql_publish *pub)
     free(heap);
 }
 
-static void bridge_packet(mql_conn *c, mql_packet *p)
+void mql_bridge_packet(mql_conn *c, mql_packet *p)
 {
     mql_bridge *br = c->bridge;
     if (c->state == CS_NEW) {
         if (p->type != MQL_CONNACK) {
-            bridge_violation(c, MQL_E_PROTOCOL, "sent another packet before CONNACK");
+            mql_conn_violation(c, MQL_E_PROTOCOL, "sent another packet before CONNACK");
             return;
         }
         handle_connack(br, c, &p->u.connack);
@@ -445,51 +439,9 @@ static void bridge_packet(mql_conn *c, mql_packet *p)
         break;
     }
     default:
-        bridge_violation(c, MQL_E_PROTOCOL, "sent a packet type a server must not send");
+        mql_conn_violation(c, MQL_E_PROTOCOL, "sent a packet type a server must not send");
         break;
     }
-}
-
-/* Bytes from the remote broker: like conn_data, with the client side's packets. */
-static size_t bridge_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
-{
-    mql_conn *c = ctx;
-    mql_broker *b = c->b;
-    size_t off = 0;
-    mql_net_defer_begin();
-    pthread_mutex_lock(&b->lock);
-    c->last_rx = mql_now_ms();
-    b->stats.bytes_received += len;
-    while (c->state != CS_CLOSING) {
-        mql_frame fr;
-        mql_err err = MQL_OK;
-        mql_scan sc = mql_frame_scan(buf + off, len - off, b->cfg.max_packet_size, &fr, &err);
-        if (sc == MQL_SCAN_NEED_MORE) {
-            if (fr.header_len != 0)
-                *want = fr.total;
-            break;
-        }
-        if (sc == MQL_SCAN_ERROR) {
-            bridge_violation(c, err,
-                             err == MQL_E_TOO_LARGE ? "sent a packet larger than max_packet_size"
-                                                    : "sent an invalid Remaining Length");
-            break;
-        }
-        mql_packet p;
-        const char *why = NULL;
-        err = mql_decode(buf + off, fr.total, c->version, &p, &why);
-        if (err != MQL_OK) {
-            bridge_violation(c, err, why ? why : "sent a malformed packet");
-            break;
-        }
-        bridge_packet(c, &p);
-        off += fr.total;
-    }
-    mql_conn_flush_acks(c);
-    bool closing = c->state == CS_CLOSING;
-    pthread_mutex_unlock(&b->lock);
-    mql_net_defer_end();
-    return closing ? len : off;
 }
 
 static void bridge_closed(void *ctx)
@@ -529,7 +481,7 @@ static void bridge_closed(void *ctx)
 
 static const mql_link_ops bridge_ops = {
     .open = bridge_open,
-    .data = bridge_data,
+    .data = mql_conn_data,
     .closed = bridge_closed,
 };
 
@@ -716,13 +668,13 @@ void mql_bridges_tick(mql_broker *b, uint64_t now)
             break;
         case BR_CONNECTING:
             if (c->state == CS_NEW && now - c->created_at > CONNACK_TIMEOUT_MS)
-                bridge_violation(c, MQL_E_PROTOCOL, "sent no CONNACK within 10 s");
+                mql_conn_violation(c, MQL_E_PROTOCOL, "sent no CONNACK within 10 s");
             break;
         case BR_UP:
             if (c->state != CS_ACTIVE)
                 break;
             if (c->keepalive != 0 && now - c->last_rx > (uint64_t)c->keepalive * 1500u) {
-                bridge_violation(c, MQL_E_KEEPALIVE, "answered nothing for 1.5 x keepalive");
+                mql_conn_violation(c, MQL_E_KEEPALIVE, "answered nothing for 1.5 x keepalive");
                 break;
             }
             if (c->keepalive != 0 && now - br->last_ping >= (uint64_t)c->keepalive * 1000u) {

@@ -203,13 +203,20 @@ void mql_conn_close(mql_conn *c, mql_err reason, const char *why)
     mql_link_close(c->link, flush);
 }
 
-/* A protocol violation by the client: log it in plain words and close. */
-static void violation(mql_conn *c, mql_err err, const char *why)
+/* A protocol violation by the peer (a client, or the remote broker of a bridge's uplink):
+ * log it in plain words and close. */
+void mql_conn_violation(mql_conn *c, mql_err err, const char *why)
 {
-    mql_notice("client.violation", "client \"%s\" (%s): %s: %s; closing the connection", cid(c),
-               c->peer, mql_err_str(err), why ? why : "no detail");
+    if (c->bridge != NULL)
+        mql_warning("bridge.violation", "bridge \"%s\" (%s): the remote broker: %s: %s; closing",
+                    c->bridge->conf->name, c->peer, mql_err_str(err), why ? why : "no detail");
+    else
+        mql_notice("client.violation", "client \"%s\" (%s): %s: %s; closing the connection", cid(c),
+                   c->peer, mql_err_str(err), why ? why : "no detail");
     mql_conn_close(c, err, why);
 }
+
+#define violation mql_conn_violation
 
 static void *conn_open(void *arg, mql_link *link, const char *peer)
 {
@@ -1225,7 +1232,10 @@ static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
     pthread_mutex_unlock(&b->lock);
 }
 
-static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
+/* Bytes from the peer, for client connections and bridge uplinks alike: frames are
+ * scanned and decoded here, and each packet goes to handle_packet (we are the server) or
+ * mql_bridge_packet (we are the client). */
+size_t mql_conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
 {
     mql_conn *c = ctx;
     mql_broker *b = c->b;
@@ -1260,7 +1270,9 @@ static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
         const char *why = NULL;
         if (c->state == CS_NEW)
             memset(&p, 0, sizeof(p));
-        err = mql_decode(buf + off, fr.total, c->state == CS_NEW ? 0 : c->version, &p, &why);
+        /* before CONNECT the level is not known yet; a bridge knows its own from the start */
+        uint8_t level = c->state == CS_NEW && c->bridge == NULL ? 0 : c->version;
+        err = mql_decode(buf + off, fr.total, level, &p, &why);
         if (err != MQL_OK) {
             if (c->state != CS_NEW && fr.type == MQL_CONNECT) {
                 /* Any second CONNECT is a Protocol Error [MQTT-3.1.0-2], well-formed or not.
@@ -1269,7 +1281,7 @@ static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
                 err = MQL_E_PROTOCOL;
                 why = "second CONNECT on one connection [MQTT-3.1.0-2]";
             }
-            if (c->state == CS_NEW && fr.type == MQL_CONNECT) {
+            if (c->state == CS_NEW && fr.type == MQL_CONNECT && c->bridge == NULL) {
                 /* an unknown level gets 3.1.1's CONNACK 0x01: its rule is a MUST
                  * [v3.1.1 MQTT-3.1.2-2], MQTT 5's 0x84 a MAY [MQTT-3.1.2-2] */
                 c->version = p.u.connect.version == MQL_V5 ? MQL_V5 : MQL_V311;
@@ -1286,7 +1298,10 @@ static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
             violation(c, err, why);
             break;
         }
-        handle_packet(c, &p);
+        if (c->bridge != NULL)
+            mql_bridge_packet(c, &p);
+        else
+            handle_packet(c, &p);
         off += fr.total;
     }
     mql_conn_flush_acks(c);
@@ -1390,6 +1405,6 @@ void mql_conn_tick(mql_broker *b, uint64_t now)
 
 const mql_link_ops mql_conn_link_ops = {
     .open = conn_open,
-    .data = conn_data,
+    .data = mql_conn_data,
     .closed = conn_closed,
 };

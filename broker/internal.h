@@ -266,10 +266,16 @@ void mql_conn_handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack);
 void mql_conn_flush_acks(mql_conn *c);
 void mql_conn_unref(mql_conn *c);
 bool mql_conn_send_packet(mql_conn *c, const mql_packet *pkt);
+/* The peer broke the protocol: log it (naming the client or the bridge) and close. */
+void mql_conn_violation(mql_conn *c, mql_err err, const char *why);
+/* mql_link_ops.data of client connections and bridge uplinks. */
+size_t mql_conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want);
 
 /* bridge.c (under broker->lock unless said otherwise) */
 /* Set up every configured bridge (after the store is loaded) and start connecting. */
 MQL_MUST_CHECK mql_err mql_bridges_start(mql_broker *b, char *errbuf, size_t errlen);
+/* One decoded packet from a bridge's remote broker (from mql_conn_data). */
+void mql_bridge_packet(mql_conn *c, mql_packet *p);
 /* Reconnects, CONNACK timeouts, keep alive. */
 void mql_bridges_tick(mql_broker *b, uint64_t now);
 /* Disconnect every uplink (at shutdown). */

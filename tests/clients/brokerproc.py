@@ -66,13 +66,15 @@ class Broker:
     connect to; `log()` returns what the broker wrote to stdout and stderr so far.
     """
 
-    def __init__(self, extra_lines=(), files=None, extra_listeners=()):
+    def __init__(self, extra_lines=(), files=None, extra_listeners=(), binary=None):
         """extra_lines: configuration lines added after the listener; files: a dict of
         name -> text written into the broker's directory before it starts (use
         "{dir}" in extra_lines to refer to that directory); extra_listeners: a list of
         lists of lines, each one more listener on its own free port of 127.0.0.1 with
         those lines after it (e.g. ["protocol websockets"]); their ports are in
-        `ports[1:]` (`ports[0]` is `port`)."""
+        `ports[1:]` (`ports[0]` is `port`); binary: another broker program than
+        MQLITE_BIN (e.g. mosquitto as the remote end of a bridge)."""
+        self.binary = binary
         self.extra_lines = list(extra_lines)
         self.files = dict(files or {})
         self.extra_listeners = [list(lines) for lines in extra_listeners]
@@ -123,10 +125,17 @@ class Broker:
             lines += [line.replace("{dir}", self.dir.name) for line in extra]
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
+        self._launch()
+
+    def _launch(self):
+        """Run the broker on the configuration in self.dir (the log is appended to) and
+        wait until every port accepts."""
+        conf = os.path.join(self.dir.name, "broker.conf")
         log_path = os.path.join(self.dir.name, "broker.log")
-        self._log = open(log_path, "w+b")
-        self.proc = subprocess.Popen([broker_path(), "-c", conf], stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._log = open(log_path, "a+b")
+        self.proc = subprocess.Popen([self.binary or broker_path(), "-c", conf],
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         waiting = list(self.ports)
         while time.monotonic() < deadline:
@@ -156,10 +165,13 @@ class Broker:
             self.proc.kill()
             self.proc.wait(timeout=STOP_TIMEOUT)
 
-    def stop(self):
-        """SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL. Returns the exit status."""
+    def halt(self, kill=False):
+        """Stop the process (SIGTERM as stop() does, or SIGKILL at once) but keep the
+        directory and port for restart(). Returns the exit status."""
         status = None
         if self.proc is not None:
+            if kill:
+                self._kill()
             if self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGTERM)
                 try:
@@ -174,6 +186,16 @@ class Broker:
         if self._log is not None:
             self._log.close()
             self._log = None
+        return status
+
+    def restart(self):
+        """Start again after halt(): same configuration, directory and ports."""
+        self._launch()
+
+    def stop(self):
+        """SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL; remove the directory. Returns
+        the exit status."""
+        status = self.halt()
         if self.dir is not None:
             self.dir.cleanup()
             self.dir = None

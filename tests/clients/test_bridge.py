@@ -17,7 +17,6 @@ Run: MQLITE_BIN=build/mqlite /usr/bin/python3 tests/clients/test_bridge.py
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ WAIT = 10.0
 
 class Remote(brokerproc.Broker):
     """mosquitto as the cloud broker, with persistence in its own directory so that a
-    stop/start keeps the remote subscriber's session."""
+    halt() / restart() keeps the remote subscriber's session."""
 
     def __init__(self, extra_lines=(), files=None):
         # `user root`: started as root, mosquitto would drop to its own user, which cannot
@@ -45,63 +44,7 @@ class Remote(brokerproc.Broker):
         # lost at each restart
         super().__init__(["user root", "persistence true", "persistence_location {dir}/",
                           "max_queued_messages 0", "max_inflight_messages 0",
-                          "log_type all"] + list(extra_lines), files)
-        self.keep_dir = None
-
-    def start(self):
-        if self.keep_dir is None:
-            super().start()
-            self.keep_dir = self.dir  # reused by restarts
-            return
-        self.dir = self.keep_dir
-        self._start_on(self.port)
-
-    def stop(self, final=True):
-        status = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=brokerproc.STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self._kill()
-            status = self.proc.returncode
-            self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if final and self.keep_dir is not None:
-            self.keep_dir.cleanup()
-            self.keep_dir = None
-            self.dir = None
-        return status
-
-    def _start_on(self, port):
-        saved = os.environ.get("MQLITE_BIN")
-        os.environ["MQLITE_BIN"] = MOSQUITTO
-        try:
-            # append to the log across restarts
-            conf = os.path.join(self.dir.name, "broker.conf")
-            if os.path.exists(conf) and self.proc is None and self.port == port:
-                log_path = os.path.join(self.dir.name, "broker.log")
-                self._log = open(log_path, "a+b")
-                self.proc = subprocess.Popen([MOSQUITTO, "-c", conf], stdout=self._log,
-                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-                deadline = time.monotonic() + brokerproc.START_TIMEOUT
-                while time.monotonic() < deadline:
-                    try:
-                        import socket
-                        with socket.create_connection((brokerproc.HOST, port), timeout=0.5):
-                            return
-                    except OSError:
-                        time.sleep(0.05)
-                raise RuntimeError("mosquitto did not restart:\n" + self.log())
-            super()._start_on(port)
-        finally:
-            if saved is None:
-                del os.environ["MQLITE_BIN"]
-            else:
-                os.environ["MQLITE_BIN"] = saved
+                          "log_type all"] + list(extra_lines), files, binary=MOSQUITTO)
 
 
 class Local(brokerproc.Broker):
@@ -114,30 +57,6 @@ class Local(brokerproc.Broker):
                  "restart_timeout 1 2",
                  "keepalive_interval 10"] + list(bridge_lines)
         super().__init__(list(extra_lines) + lines, files)
-
-    def kill9(self):
-        self.proc.kill()
-        self.proc.wait(timeout=5)
-        self.proc = None
-        self._log.close()
-        self._log = None
-
-    def restart(self):
-        """Start again on the same port and directory (after kill9)."""
-        conf = os.path.join(self.dir.name, "broker.conf")
-        log_path = os.path.join(self.dir.name, "broker.log")
-        self._log = open(log_path, "a+b")
-        self.proc = subprocess.Popen([brokerproc.broker_path(), "-c", conf], stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + brokerproc.START_TIMEOUT
-        import socket
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((brokerproc.HOST, self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mqlite did not restart:\n" + self.log())
 
     def sanitized(self):
         """True for an ASan/TSan build, whose allocator holds on to freed memory."""
@@ -338,12 +257,12 @@ class BridgeBasics(unittest.TestCase):
                 state = Collector(local.port, "$SYS/broker/bridge/cloud/state")
                 state.wait_count(1)
                 self.assertEqual(state.msgs[0][1], b"connected")
-                remote.stop(final=False)
+                remote.halt()
                 state.wait_count(2)
                 self.assertEqual(state.msgs[-1][1], b"disconnected")
                 self.assertTrue(local.wait_log("connection to 127.0.0.1:%d lost" % remote.port),
                                 local.log())
-                remote.start()
+                remote.restart()
                 state.wait_count(3)
                 self.assertEqual(state.msgs[-1][1], b"connected")
                 state.close()
@@ -453,19 +372,19 @@ class BridgeOutage(unittest.TestCase):
             with Local(remote.port, ["topic data/# out 1 \"\" gw/",
                                      "bridge_max_inflight 100"]) as local:
                 self.assertTrue(local.wait_log('bridge "cloud": connected'), local.log())
-                remote.stop(final=False)
+                remote.halt()
                 self.assertTrue(local.wait_log("lost"), local.log())
                 t0 = time.monotonic()
                 publish_many(local.port, "data/x", self.N, qos=1)
                 t_pub = time.monotonic() - t0
-                remote.start()
+                remote.restart()
                 if kill_local:
                     # SIGKILL mqlite in the middle of the drain, then start it again
                     deadline = time.monotonic() + 60
                     while len(up.msgs) < self.N // 4 and time.monotonic() < deadline:
                         time.sleep(0.005)
                     at_kill = len(up.msgs)
-                    local.kill9()
+                    local.halt(kill=True)
                     self.assertLess(at_kill, self.N, "drain finished before the kill")
                     local.restart()
                 t0 = time.monotonic()
@@ -529,9 +448,9 @@ class BridgeFlapping(unittest.TestCase):
                 try:
                     for cycle in range(self.CYCLES):
                         time.sleep(0.3)
-                        remote.stop(final=False)
+                        remote.halt()
                         time.sleep(0.3)
-                        remote.start()
+                        remote.restart()
                         self.assertTrue(local.wait_log('bridge "cloud": connected',
                                                        timeout=15, count=cycle + 2),
                                         "cycle %d:\n%s" % (cycle, local.log()[-3000:]))
