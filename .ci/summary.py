@@ -9,7 +9,8 @@ Crashing: C" line, or our python tests' "N passed, M failed" line. A meson test 
 although its own counts say all passed (a crash at exit, a sanitizer report, a timeout)
 adds one failure. Anything else counts as one test. EXTRA_FILE holds lines
 "kind: name PASS|FAIL" for checks outside meson (builds, the fuzzer), or
-"counts: NAME PASSED FAILED" for a run that counted its own tests (cross builds).
+"counts: NAME PASSED FAILED" for a run that counted its own tests (cross builds), or
+"detail: TEXT" naming what failed inside such a run (printed with the failures, not counted).
 """
 import json
 import os
@@ -65,6 +66,9 @@ def main():
         for line in f:
             line = line.strip()
             if not line:
+                continue
+            if line.startswith("detail:"):
+                failures.append(line[len("detail:"):].strip())
                 continue
             if line.startswith("counts:"):
                 _, name, p, f = line.split()

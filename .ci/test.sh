@@ -24,6 +24,11 @@ setup() { # DIR OPTIONS...
     { cat "$dir.setup.log"; return 1; }
 }
 
+details() { # NAME LOG: the failed test cases of a run that counts its own, for the summary
+  grep -a -E '\[FAIL\]|Assertion Failed|^FAIL|: FAIL' "$2" | head -12 |
+    sed "s/^ */detail: $1: /" >>"$extra"
+}
+
 run_suite() { # DIR
   local dir=$1
   ninja -C "$dir" || { echo "build: $dir FAIL" >>"$extra"; status=1; return; }
@@ -50,7 +55,7 @@ for arch in armhf arm64; do
   line=$(tail -n 1 "$log")
   if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     echo "counts: cross-$arch ${BASH_REMATCH[1]} ${BASH_REMATCH[2]}" >>"$extra"
-    [ "${BASH_REMATCH[2]}" = 0 ] || { tail -40 "$log"; status=1; }
+    [ "${BASH_REMATCH[2]}" = 0 ] || { tail -40 "$log"; details "cross-$arch" "$log"; status=1; }
   else
     tail -40 "$log"
     echo "cross: cross-$arch FAIL" >>"$extra"; status=1
@@ -65,7 +70,7 @@ bash tests/boot/boot-armhf.sh >"$log" 2>&1
 line=$(tail -n 1 "$log")
 if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
   echo "counts: boot-armhf ${BASH_REMATCH[1]} ${BASH_REMATCH[2]}" >>"$extra"
-  [ "${BASH_REMATCH[2]}" = 0 ] || { tail -40 "$log"; status=1; }
+  [ "${BASH_REMATCH[2]}" = 0 ] || { tail -40 "$log"; details boot-armhf "$log"; status=1; }
 else
   tail -40 "$log"
   echo "boot: boot-armhf FAIL" >>"$extra"; status=1
@@ -88,7 +93,7 @@ NATIVE_BUILD=build-ci bash .ci/tsan.sh >"$log" 2>&1
 line=$(tail -n 1 "$log")
 if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
   echo "counts: tsan ${BASH_REMATCH[1]} ${BASH_REMATCH[2]}" >>"$extra"
-  [ "${BASH_REMATCH[2]}" = 0 ] || { tail -60 "$log"; status=1; }
+  [ "${BASH_REMATCH[2]}" = 0 ] || { tail -60 "$log"; details tsan "$log"; status=1; }
 else
   tail -40 "$log"
   echo "tsan: integration-tsan FAIL" >>"$extra"; status=1
