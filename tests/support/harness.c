@@ -3,9 +3,9 @@
  *
  * Purpose: black-box integration tests. Nothing here links or includes broker code; packets
  * are built and framed from the specification text, so a bug in the broker's codec cannot
- * hide itself by being mirrored in the tests. The client's transport is an nng stream
- * (tcp://, tls+tcp://, ws://, wss://, chosen by $MQLITE_TEST_TRANSPORT), so every
- * protocol test runs over every transport without knowing it.
+ * hide itself by being mirrored in the tests. The client's transport is chosen by
+ * $MQLITE_TEST_TRANSPORT: a plain socket for tcp, an nng stream for tls+tcp://, ws:// and
+ * wss://, so every protocol test runs over every transport without knowing it.
  *
  * Assumptions and rules:
  * - One Criterion test is one process. Brokers started by it are kept in a small registry so
@@ -13,10 +13,10 @@
  *   PR_SET_PDEATHSIG(SIGKILL), so it cannot outlive a test process killed on timeout.
  * - The broker child closes every inherited descriptor, so a test client's socket never
  *   stays open inside a broker started later.
- * - All waits have deadlines on a monotonic clock; nothing blocks without a bound. A
- *   client keeps one receive outstanding (see struct tc_client) and tc_recv_packet waits on
- *   a condition variable; nng's TLS and WebSocket streams can lose the broker's close,
- *   which stream_lost / abort_if_lost make visible again.
+ * - All waits have deadlines on a monotonic clock; nothing blocks without a bound. A tcp
+ *   client polls its socket; a tls/ws/wss client waits on a condition variable for its
+ *   receive (see struct tc_client). nng's TLS and WebSocket streams can lose the broker's
+ *   close, which stream_lost / abort_if_lost make visible again.
  * - Performance is irrelevant beyond "fast enough": logs are re-read whole when searched,
  *   the receive buffer is compacted with memmove.
  * - Thread safety: the registry is touched only by tb_* (main test thread); tc_* on
@@ -36,6 +36,7 @@
 #include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -56,7 +57,8 @@
 #define STOP_TIMEOUT_MS 5000
 #define START_ATTEMPTS 4
 #define IO_TIMEOUT_MS 5000
-#define PROBE_MS 50 /* tc_recv_packet: look for a lost close this often */
+#define PROBE_MS 50          /* stream_fill: look for a lost close this often */
+#define RX_CHUNK (64 * 1024) /* one stream receive */
 #define MAX_BROKERS 8
 #define MAX_WRAPPER_ARGS 16
 
@@ -75,28 +77,30 @@ struct mql_broker {
 };
 
 /*
- * A client is an nng stream of the transport under test. One receive is always
- * outstanding: its callback appends to rx under mtx and signals cv, so tc_recv_packet waits
- * on the condition variable with a deadline instead of polling a descriptor (and no receive
- * is ever cancelled half way, which TLS and WebSocket streams need not survive). Sends wait
- * for their aio, bounded by IO_TIMEOUT_MS.
+ * A client over tcp is a blocking socket, read only while a test waits for input (so a test
+ * that does not read makes the broker's output back up, as a slow client does). Over tls,
+ * ws and wss it is an nng stream (fd -1): a receive is started when a test waits for input
+ * and is never cancelled (a cancelled TLS or WebSocket receive need not leave the stream
+ * usable); its callback appends to rx under mtx and signals cv, and the waiting test wakes.
  */
 struct tc_client {
+    int fd; /* tcp; -1 for a stream */
     nng_stream_dialer *dialer;
-    nng_stream *stream;
+    nng_stream *stream; /* tls, ws, wss; NULL for tcp */
     nng_aio *rx_aio;
     nng_aio *tx_aio;
-    pthread_mutex_t mtx; /* rx, rx_len, rx_cap, closed, close_reason, rx_nomem */
+    pthread_mutex_t mtx; /* streams: rx, rx_len, rx_cap, closed, rx_busy, rx_nomem */
     pthread_cond_t cv;
     bool closed;      /* the connection is over (EOF, reset, transport error) */
-    int close_reason; /* nng error that ended it */
+    int close_reason; /* streams: the nng error that ended it */
+    bool rx_busy;     /* streams: a receive is outstanding */
     bool rx_nomem;
-    bool aborted; /* abort_if_lost closed the stream */
+    bool aborted; /* streams: abort_if_lost closed the stream */
     uint8_t *rx;  /* received and not yet consumed */
     size_t rx_len;
     size_t rx_cap;
+    uint8_t *rx_chunk; /* streams: target of the outstanding receive (RX_CHUNK bytes) */
     uint16_t next_id;
-    uint8_t rx_chunk[65536]; /* target of the outstanding receive */
 };
 
 static mql_broker *registry[MAX_BROKERS];
@@ -1285,13 +1289,130 @@ static bool rx_reserve(tc_client *c, size_t extra)
     return true;
 }
 
-/* The receive callback: append what arrived to c->rx and receive again, or note that the
- * connection is over. Runs on an nng thread. */
-static void client_rx_cb(void *arg)
+/* Lock c->mtx of a stream client (a tcp client has no other thread to exclude). */
+static void rx_lock(tc_client *c)
+{
+    if (c->stream != NULL) {
+        pthread_mutex_lock(&c->mtx);
+    }
+}
+
+static void rx_unlock(tc_client *c)
+{
+    if (c->stream != NULL) {
+        pthread_mutex_unlock(&c->mtx);
+    }
+}
+
+/* ---- tcp: a blocking socket, read only when the test waits for input ---------------- */
+
+static tc_client *socket_connect(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        return NULL;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = false;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        ok = true;
+    } else if (errno == EINPROGRESS) {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        if (poll(&pfd, 1, IO_TIMEOUT_MS) == 1) {
+            int err = 0;
+            socklen_t len = sizeof err;
+            ok = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+            if (ok == false && err != 0) {
+                errno = err;
+            }
+        }
+    }
+    int one = 1;
+    int fl = fcntl(fd, F_GETFL);
+    if (!ok || fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    tc_client *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        close(fd);
+        return NULL;
+    }
+    c->fd = fd;
+    c->next_id = 1;
+    return c;
+}
+
+static int socket_send(tc_client *c, const uint8_t *p, size_t len)
+{
+    int64_t deadline = tb_now_ms() + IO_TIMEOUT_MS;
+    while (len > 0) {
+        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+            int left = remaining_ms(deadline);
+            if (left == 0 || poll(&pfd, 1, left) <= 0) {
+                return -1;
+            }
+            continue;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* Wait (until deadline) for input and read what there is. 0: something changed (bytes,
+ * EOF); TC_TIMEOUT or TC_ERROR otherwise. */
+static int socket_fill(tc_client *c, int64_t deadline)
+{
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+    int r = poll(&pfd, 1, remaining_ms(deadline));
+    if (r < 0 && errno == EINTR) {
+        return 0;
+    }
+    if (r < 0) {
+        return TC_ERROR;
+    }
+    if (r == 0) {
+        return TC_TIMEOUT;
+    }
+    if (!rx_reserve(c, 65536)) {
+        return TC_ERROR;
+    }
+    ssize_t n = recv(c->fd, c->rx + c->rx_len, c->rx_cap - c->rx_len, MSG_DONTWAIT);
+    if (n > 0) {
+        c->rx_len += (size_t)n;
+    } else if (n == 0 || errno == ECONNRESET || errno == EPIPE) {
+        c->closed = true;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        return TC_ERROR;
+    }
+    return 0;
+}
+
+/* ---- tls, ws, wss: an nng stream ----------------------------------------------------- */
+
+/* A receive completed: append what arrived, or note that the connection is over. The next
+ * receive is started by the next wait for input (stream_fill), as a socket is read only
+ * when the test asks: a client that does not read stops reading (after one chunk). */
+static void stream_rx_cb(void *arg)
 {
     tc_client *c = arg;
     int rv = nng_aio_result(c->rx_aio);
     pthread_mutex_lock(&c->mtx);
+    c->rx_busy = false;
     if (rv == 0) {
         size_t n = nng_aio_count(c->rx_aio);
         if (rx_reserve(c, n)) {
@@ -1299,23 +1420,73 @@ static void client_rx_cb(void *arg)
             c->rx_len += n;
         } else {
             c->rx_nomem = true;
-            rv = NNG_ENOMEM;
         }
-    }
-    if (rv != 0) {
+    } else {
         /* EOF, reset, a TLS alert or a WebSocket close: the connection is over either way */
         c->closed = true;
         c->close_reason = rv;
-    } else {
-        nng_iov iov = {.iov_buf = c->rx_chunk, .iov_len = sizeof c->rx_chunk};
-        nng_aio_set_iov(c->rx_aio, 1, &iov);
-        nng_stream_recv(c->stream, c->rx_aio);
     }
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mtx);
 }
 
-static void client_free(tc_client *c)
+/*
+ * nng 1.5.2's TLS and WebSocket client streams (like the broker's, see platform/net.c
+ * mql_net_reap_lost) can lose the end of a connection: when the server's close reaches the
+ * TLS/HTTP layer while no receive is queued there, that layer closes the TCP connection but
+ * a receive started later waits forever (seen with the socket in CLOSE-WAIT or gone). Tests
+ * must see the broker close, so: the TCP socket under such a stream has no peer any more
+ * and asking for the peer address fails, while it works on every live connection.
+ */
+static bool stream_lost(tc_client *c)
+{
+    nng_sockaddr sa;
+    return nng_stream_get_addr(c->stream, NNG_OPT_REMADDR, &sa) != 0;
+}
+
+/* Called with c->mtx held while waiting for input. If the stream lost its close, abort it:
+ * that fails the waiting receive (after any data completion already on its way), so the
+ * receive callback reports the close in order. */
+static void abort_if_lost(tc_client *c)
+{
+    if (c->closed || c->aborted || !stream_lost(c)) {
+        return;
+    }
+    c->aborted = true;
+    pthread_mutex_unlock(&c->mtx);
+    nng_stream_close(c->stream);
+    pthread_mutex_lock(&c->mtx);
+}
+
+/* Like socket_fill, with c->mtx held: make sure a receive is outstanding, then wait for its
+ * callback in slices of PROBE_MS, looking for a lost close between them. */
+static int stream_fill(tc_client *c, int64_t deadline)
+{
+    int left = remaining_ms(deadline);
+    if (left == 0) {
+        return TC_TIMEOUT;
+    }
+    if (!c->rx_busy) {
+        c->rx_busy = true;
+        nng_iov iov = {.iov_buf = c->rx_chunk, .iov_len = RX_CHUNK};
+        nng_aio_set_iov(c->rx_aio, 1, &iov);
+        nng_stream_recv(c->stream, c->rx_aio);
+    }
+    int wait = left < PROBE_MS ? left : PROBE_MS;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += (long)wait * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    if (pthread_cond_timedwait(&c->cv, &c->mtx, &until) == ETIMEDOUT) {
+        abort_if_lost(c);
+    }
+    return 0;
+}
+
+static void stream_free(tc_client *c)
 {
     if (c->stream != NULL) {
         nng_stream_close(c->stream);
@@ -1340,38 +1511,9 @@ static void client_free(tc_client *c)
     }
     pthread_mutex_destroy(&c->mtx);
     pthread_cond_destroy(&c->cv);
+    free(c->rx_chunk);
     free(c->rx);
     free(c);
-}
-
-/*
- * nng 1.5.2's TLS and WebSocket client streams (like the broker's, see platform/net.c
- * mql_net_reap_lost) can lose the end of a connection: when the server's close arrives
- * while no receive is queued in the TLS/HTTP layer, that layer closes the TCP connection
- * but the next receive waits forever (seen with the socket already in CLOSE-WAIT or gone,
- * in about 1 of 100 closes under load). Tests must see the broker close, so: the TCP socket
- * under a stream that lost its close has no peer any more, and asking for the peer address
- * fails, while it works on every live connection. Not needed (and not done) for tcp.
- */
-static bool stream_lost(tc_client *c)
-{
-    nng_sockaddr sa;
-    return tb_transport_get() != TB_TCP &&
-           nng_stream_get_addr(c->stream, NNG_OPT_REMADDR, &sa) != 0;
-}
-
-/* Called with c->mtx held while waiting for input. If the stream lost its close, abort it:
- * that fails the waiting receive (after any data completion already on its way), so the
- * receive callback reports the close in order. */
-static void abort_if_lost(tc_client *c)
-{
-    if (c->closed || c->aborted || !stream_lost(c)) {
-        return;
-    }
-    c->aborted = true;
-    pthread_mutex_unlock(&c->mtx);
-    nng_stream_close(c->stream);
-    pthread_mutex_lock(&c->mtx);
 }
 
 /* The URL of the broker on port for the current transport. */
@@ -1388,7 +1530,7 @@ static void broker_url(uint16_t port, char *out, size_t cap)
 
 /* TLS for the client. The broker's certificate is not verified: each broker has its own
  * throw-away certificate and these tests are about MQTT over the transport; certificate
- * checking is tested with real clients (tests/clients/test_security.py, test_tls_reload.py). */
+ * checking is tested with real clients (tests/clients/test_security.py). */
 static int client_tls(nng_stream_dialer *d)
 {
     nng_tls_config *cfg;
@@ -1403,25 +1545,27 @@ static int client_tls(nng_stream_dialer *d)
     return rv;
 }
 
-static _Thread_local int last_connect_error;
+static _Thread_local int last_stream_error;
 
-tc_client *tc_connect_try(uint16_t port)
+static tc_client *stream_connect(uint16_t port)
 {
     char url[96];
     tb_transport t = tb_transport_get();
     broker_url(port, url, sizeof url);
     tc_client *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        last_connect_error = NNG_ENOMEM;
+    if (c == NULL || (c->rx_chunk = malloc(RX_CHUNK)) == NULL) {
+        free(c);
+        last_stream_error = NNG_ENOMEM;
         return NULL;
     }
+    c->fd = -1;
+    c->next_id = 1;
     pthread_mutex_init(&c->mtx, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deadlines are monotonic */
     pthread_cond_init(&c->cv, &ca);
     pthread_condattr_destroy(&ca);
-    c->next_id = 1;
     int rv = nng_stream_dialer_alloc(&c->dialer, url);
     if (rv == 0 && (t == TB_TLS || t == TB_WSS)) {
         rv = client_tls(c->dialer);
@@ -1433,11 +1577,11 @@ tc_client *tc_connect_try(uint16_t port)
         rv = nng_aio_alloc(&c->tx_aio, NULL, NULL);
     }
     if (rv == 0) {
-        rv = nng_aio_alloc(&c->rx_aio, client_rx_cb, c);
+        rv = nng_aio_alloc(&c->rx_aio, stream_rx_cb, c);
     }
     if (rv == 0) {
-        /* tcp and tls: the TCP connection; ws and wss: also the TLS and HTTP upgrade
-         * handshakes (nng's TLS otherwise shakes hands with the first byte sent or read) */
+        /* tls: the TCP connection (nng's TLS shakes hands with the first byte sent or read);
+         * ws and wss: also the TLS handshake and the HTTP upgrade */
         nng_aio_set_timeout(c->tx_aio, IO_TIMEOUT_MS);
         nng_stream_dialer_dial(c->dialer, c->tx_aio);
         nng_aio_wait(c->tx_aio);
@@ -1446,16 +1590,47 @@ tc_client *tc_connect_try(uint16_t port)
     if (rv == 0) {
         c->stream = nng_aio_get_output(c->tx_aio, 0);
         (void)nng_stream_set_bool(c->stream, NNG_OPT_TCP_NODELAY, true);
-        pthread_mutex_lock(&c->mtx);
-        nng_iov iov = {.iov_buf = c->rx_chunk, .iov_len = sizeof c->rx_chunk};
-        nng_aio_set_iov(c->rx_aio, 1, &iov);
-        nng_stream_recv(c->stream, c->rx_aio);
-        pthread_mutex_unlock(&c->mtx);
         return c;
     }
-    last_connect_error = rv;
-    client_free(c);
+    last_stream_error = rv;
+    stream_free(c);
     return NULL;
+}
+
+static int stream_send(tc_client *c, const uint8_t *bytes, size_t len)
+{
+    if (stream_lost(c)) {
+        return -1; /* as a send into a closed TCP connection fails at once */
+    }
+    /* nng_stream_send may write less than asked: send the rest until done. Over a WebSocket
+     * every call is one binary message, which may hold any part of a packet [MQTT-6.0.0-2]. */
+    uint8_t *p = (uint8_t *)bytes;
+    int64_t deadline = tb_now_ms() + IO_TIMEOUT_MS;
+    while (len > 0) {
+        int left = remaining_ms(deadline);
+        if (left == 0) {
+            return -1;
+        }
+        nng_iov iov = {.iov_buf = p, .iov_len = len};
+        nng_aio_set_iov(c->tx_aio, 1, &iov);
+        nng_aio_set_timeout(c->tx_aio, left);
+        nng_stream_send(c->stream, c->tx_aio);
+        nng_aio_wait(c->tx_aio);
+        if (nng_aio_result(c->tx_aio) != 0) {
+            return -1;
+        }
+        size_t n = nng_aio_count(c->tx_aio);
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* ---- the client ---------------------------------------------------------------------- */
+
+tc_client *tc_connect_try(uint16_t port)
+{
+    return tb_transport_get() == TB_TCP ? socket_connect(port) : stream_connect(port);
 }
 
 tc_client *tc_connect_at(const char *file, int line, uint16_t port)
@@ -1464,7 +1639,8 @@ tc_client *tc_connect_at(const char *file, int line, uint16_t port)
     if (c == NULL) {
         char url[96];
         broker_url(port, url, sizeof url);
-        FAIL_AT(file, line, "cannot connect to %s: %s", url, nng_strerror(last_connect_error));
+        FAIL_AT(file, line, "cannot connect to %s: %s", url,
+                tb_transport_get() == TB_TCP ? strerror(errno) : nng_strerror(last_stream_error));
     }
     return c;
 }
@@ -1474,7 +1650,13 @@ void tc_close(tc_client *c)
     if (c == NULL) {
         return;
     }
-    client_free(c);
+    if (c->stream != NULL) {
+        stream_free(c);
+        return;
+    }
+    close(c->fd);
+    free(c->rx);
+    free(c);
 }
 
 void tc_disconnect(tc_client *c)
@@ -1498,34 +1680,14 @@ void tc_disconnect(tc_client *c)
     tc_close(c);
 }
 
+int tc_fd(const tc_client *c)
+{
+    return c->fd;
+}
+
 int tc_send(tc_client *c, const void *bytes, size_t len)
 {
-    if (stream_lost(c)) {
-        return -1; /* as a send into a closed TCP connection fails at once */
-    }
-    /* nng_stream_send may write less than asked (tcp): send the rest until done. Over a
-     * WebSocket every call is one binary message, which MQTT allows to hold any part of a
-     * packet [MQTT-6.0.0-2]. */
-    uint8_t *p = (uint8_t *)bytes;
-    int64_t deadline = tb_now_ms() + IO_TIMEOUT_MS;
-    while (len > 0) {
-        int left = remaining_ms(deadline);
-        if (left == 0) {
-            return -1;
-        }
-        nng_iov iov = {.iov_buf = p, .iov_len = len};
-        nng_aio_set_iov(c->tx_aio, 1, &iov);
-        nng_aio_set_timeout(c->tx_aio, left);
-        nng_stream_send(c->stream, c->tx_aio);
-        nng_aio_wait(c->tx_aio);
-        if (nng_aio_result(c->tx_aio) != 0) {
-            return -1;
-        }
-        size_t n = nng_aio_count(c->tx_aio);
-        p += n;
-        len -= n;
-    }
-    return 0;
+    return c->stream != NULL ? stream_send(c, bytes, len) : socket_send(c, bytes, len);
 }
 
 int tc_sendp(tc_client *c, tb_pkt p)
@@ -1533,8 +1695,7 @@ int tc_sendp(tc_client *c, tb_pkt p)
     return tc_send(c, p.b, p.len);
 }
 
-/* If the buffer holds a whole packet, return its length; 0 if not; -1 if malformed. Caller
- * holds c->mtx. */
+/* If the buffer holds a whole packet, return its length; 0 if not; -1 if malformed. */
 static long buffered_packet(const tc_client *c)
 {
     uint32_t rl;
@@ -1550,16 +1711,9 @@ static long buffered_packet(const tc_client *c)
 
 int tc_recv_packet(tc_client *c, uint8_t *buf, size_t cap, int timeout_ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    int64_t deadline = tb_now_ms() + timeout_ms;
     int r;
-    pthread_mutex_lock(&c->mtx);
+    rx_lock(c);
     for (;;) {
         long plen = buffered_packet(c);
         if (plen < 0 || c->rx_nomem) {
@@ -1581,46 +1735,25 @@ int tc_recv_packet(tc_client *c, uint8_t *buf, size_t cap, int timeout_ms)
             r = TC_CLOSED;
             break;
         }
-        /* Wait in slices: between them, look for a close the stream lost (see
-         * stream_lost). */
-        struct timespec slice;
-        clock_gettime(CLOCK_MONOTONIC, &slice);
-        slice.tv_nsec += PROBE_MS * 1000000L;
-        if (slice.tv_nsec >= 1000000000L) {
-            slice.tv_sec++;
-            slice.tv_nsec -= 1000000000L;
-        }
-        bool last = slice.tv_sec > until.tv_sec ||
-                    (slice.tv_sec == until.tv_sec && slice.tv_nsec >= until.tv_nsec);
-        int w = pthread_cond_timedwait(&c->cv, &c->mtx, last ? &until : &slice);
-        if (w != ETIMEDOUT) {
-            continue;
-        }
-        if (!last) {
-            abort_if_lost(c);
-            continue;
-        }
-        /* one last look: the callback may have delivered just now */
-        plen = buffered_packet(c);
-        if (plen == 0 && !c->closed) {
-            r = TC_TIMEOUT;
+        r = c->stream != NULL ? stream_fill(c, deadline) : socket_fill(c, deadline);
+        if (r != 0) {
             break;
         }
     }
-    pthread_mutex_unlock(&c->mtx);
+    rx_unlock(c);
     return r;
 }
 
 void tc_unread(tc_client *c, const uint8_t *pkt, size_t len)
 {
-    pthread_mutex_lock(&c->mtx);
+    rx_lock(c);
     bool ok = rx_reserve(c, len);
     if (ok) {
         memmove(c->rx + len, c->rx, c->rx_len);
         memcpy(c->rx, pkt, len);
         c->rx_len += len;
     }
-    pthread_mutex_unlock(&c->mtx);
+    rx_unlock(c);
     if (!ok) {
         cr_fatal("harness: out of memory");
     }
@@ -1677,12 +1810,12 @@ void tc_expect_closed_at(const char *file, int line, tc_client *c, int timeout_m
                 pk_hex(got, (size_t)r, got_hex, sizeof got_hex));
     }
     if (r == TC_CLOSED) {
-        pthread_mutex_lock(&c->mtx);
+        rx_lock(c);
         size_t partial = c->rx_len;
         if (partial > 0) {
             pk_hex(c->rx, c->rx_len, got_hex, sizeof got_hex);
         }
-        pthread_mutex_unlock(&c->mtx);
+        rx_unlock(c);
         if (partial > 0) {
             FAIL_AT(file, line, "connection closed, but after %zu bytes of a partial packet [%s]",
                     partial, got_hex);

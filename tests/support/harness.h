@@ -12,10 +12,12 @@
  *
  * Transports: $MQLITE_TEST_TRANSPORT = tcp (default), tls, ws or wss. The broker is started
  * with its listener speaking that transport (tls and wss with a throw-away certificate made
- * by openssl in the broker's temp dir), and every tc_* client dials it over nng streams
- * (tcp://, tls+tcp://, ws://.../mqtt, wss://.../mqtt, WebSocket subprotocol "mqtt"), so the
- * same protocol tests run over every transport. The bytes a test sends and expects are the
- * same on all of them: TLS and WebSocket framing stay below the tc_* interface.
+ * by openssl in the broker's temp dir), and every tc_* client dials it: over a plain socket
+ * for tcp (as before transports existed), over nng streams for tls+tcp://, ws://.../mqtt
+ * and wss://.../mqtt (WebSocket subprotocol "mqtt"). The same protocol tests run over
+ * every transport: the bytes a test sends and expects are the same on all of them, TLS and
+ * WebSocket framing stay below the tc_* interface. Differences: tc_fd is -1 on streams, and
+ * a stream client reads at most one 64 KiB chunk ahead of what the test asked for.
  *
  * Every wait is bounded: no function here blocks longer than the timeout it is given (or a
  * documented fixed bound), so a misbehaving broker fails a test instead of hanging it.
@@ -309,6 +311,10 @@ tc_client *tc_connect_at(const char *file, int line, uint16_t port);
 void tc_close(tc_client *c);
 /* Send DISCONNECT, then close and free c. */
 void tc_disconnect(tc_client *c);
+/* The socket of a tcp client (for socket options, or to watch it directly); -1 over tls,
+ * ws and wss, where the connection is an nng stream: tests that need it call
+ * tb_skip_unless_tcp first. */
+int tc_fd(const tc_client *c);
 
 /* Send bytes, completely (bounded 5 s). Returns 0, or -1 if the connection failed (that is
  * not an assertion: error tests may send into a closed connection). Never raises SIGPIPE. */
