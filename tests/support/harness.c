@@ -94,9 +94,11 @@ struct tc_client {
     bool closed;      /* the connection is over (EOF, reset, transport error) */
     int close_reason; /* streams: the nng error that ended it */
     bool rx_busy;     /* streams: a receive is outstanding */
+    bool tx_busy;     /* streams: a send is outstanding */
     bool rx_nomem;
-    bool aborted; /* streams: abort_if_lost closed the stream */
-    uint8_t *rx;  /* received and not yet consumed */
+    bool aborted;     /* streams: abort_if_lost closed the stream */
+    bool send_failed; /* streams: a send failed, so every later one fails at once */
+    uint8_t *rx;      /* received and not yet consumed */
     size_t rx_len;
     size_t rx_cap;
     uint8_t *rx_chunk; /* streams: target of the outstanding receive (RX_CHUNK bytes) */
@@ -1404,6 +1406,8 @@ static int socket_fill(tc_client *c, int64_t deadline)
 
 /* ---- tls, ws, wss: an nng stream ----------------------------------------------------- */
 
+static void stream_tx_cb(void *arg);
+
 /* A receive completed: append what arrived, or note that the connection is over. The next
  * receive is started by the next wait for input (stream_fill), as a socket is read only
  * when the test asks: a client that does not read stops reading (after one chunk). */
@@ -1465,6 +1469,12 @@ static int stream_fill(tc_client *c, int64_t deadline)
     int left = remaining_ms(deadline);
     if (left == 0) {
         return TC_TIMEOUT;
+    }
+    if (c->aborted && !c->rx_busy) {
+        /* we closed the stream (a lost close, or a send that did not finish): a receive
+         * started now might never complete (nng 1.5.2 TLS), and the connection is over */
+        c->closed = true;
+        return 0;
     }
     if (!c->rx_busy) {
         c->rx_busy = true;
@@ -1574,7 +1584,7 @@ static tc_client *stream_connect(uint16_t port)
         rv = nng_stream_dialer_set_string(c->dialer, NNG_OPT_WS_PROTOCOL, "mqtt");
     }
     if (rv == 0) {
-        rv = nng_aio_alloc(&c->tx_aio, NULL, NULL);
+        rv = nng_aio_alloc(&c->tx_aio, stream_tx_cb, c);
     }
     if (rv == 0) {
         rv = nng_aio_alloc(&c->rx_aio, stream_rx_cb, c);
@@ -1597,33 +1607,76 @@ static tc_client *stream_connect(uint16_t port)
     return NULL;
 }
 
+/* A send (or the dial) completed. */
+static void stream_tx_cb(void *arg)
+{
+    tc_client *c = arg;
+    pthread_mutex_lock(&c->mtx);
+    c->tx_busy = false;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mtx);
+}
+
+/* Wait with c->mtx held until the send in flight completes. nng 1.5.2's TLS stream does not
+ * always honour the aio timeout of a send (seen: a send into a connection the broker had
+ * closed, still waiting after 30 s), so at the deadline the stream is closed, which fails
+ * every queued send. The connection is then over, as after a failed write. */
+static void stream_tx_wait(tc_client *c, int64_t deadline)
+{
+    while (c->tx_busy) {
+        int left = remaining_ms(deadline);
+        int wait = left < PROBE_MS ? left : PROBE_MS;
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += (long)wait * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        if (pthread_cond_timedwait(&c->cv, &c->mtx, &until) != ETIMEDOUT || !c->tx_busy ||
+            c->aborted) {
+            continue;
+        }
+        if (left == 0 || stream_lost(c)) {
+            c->aborted = true;
+            pthread_mutex_unlock(&c->mtx);
+            nng_stream_close(c->stream);
+            pthread_mutex_lock(&c->mtx);
+            deadline = tb_now_ms() + IO_TIMEOUT_MS; /* for the close to fail the send */
+        }
+    }
+}
+
 static int stream_send(tc_client *c, const uint8_t *bytes, size_t len)
 {
-    if (stream_lost(c)) {
-        return -1; /* as a send into a closed TCP connection fails at once */
+    /* As a send into a closed TCP connection fails at once: after one failed send, and
+     * when the TCP socket has no peer any more. */
+    if (c->send_failed || stream_lost(c)) {
+        c->send_failed = true;
+        return -1;
     }
     /* nng_stream_send may write less than asked: send the rest until done. Over a WebSocket
      * every call is one binary message, which may hold any part of a packet [MQTT-6.0.0-2]. */
     uint8_t *p = (uint8_t *)bytes;
     int64_t deadline = tb_now_ms() + IO_TIMEOUT_MS;
+    pthread_mutex_lock(&c->mtx);
     while (len > 0) {
-        int left = remaining_ms(deadline);
-        if (left == 0) {
-            return -1;
-        }
         nng_iov iov = {.iov_buf = p, .iov_len = len};
         nng_aio_set_iov(c->tx_aio, 1, &iov);
-        nng_aio_set_timeout(c->tx_aio, left);
+        nng_aio_set_timeout(c->tx_aio, remaining_ms(deadline));
+        c->tx_busy = true;
         nng_stream_send(c->stream, c->tx_aio);
-        nng_aio_wait(c->tx_aio);
-        if (nng_aio_result(c->tx_aio) != 0) {
-            return -1;
+        stream_tx_wait(c, deadline);
+        if (nng_aio_result(c->tx_aio) != 0 || remaining_ms(deadline) == 0) {
+            c->send_failed = true;
+            break;
         }
         size_t n = nng_aio_count(c->tx_aio);
         p += n;
         len -= n;
     }
-    return 0;
+    pthread_mutex_unlock(&c->mtx);
+    return c->send_failed ? -1 : 0;
 }
 
 /* ---- the client ---------------------------------------------------------------------- */
