@@ -24,6 +24,8 @@
 
 TestSuite(listeners, .fini = tb_fini, .timeout = 60);
 
+#define READY_MS 20000 /* start(): generous for a broker under qemu-user */
+
 /* A connection the broker must refuse at once: either the transport already fails to
  * connect (a WebSocket upgrade can be cut short), or the connection is closed without any
  * byte in reply, even to a CONNECT. */
@@ -36,6 +38,30 @@ static void expect_refused(uint16_t port, const char *client_id)
     tc_sendp(c, PK_CONNECT(.client_id = client_id, .clean = true, .keepalive = 60));
     tc_expect_closed(c, TB_WAIT_MS);
     tc_close(c);
+}
+
+/*
+ * Start a broker for these tests and wait until it is ready for exact counting: every
+ * listener open (tb_start waits for the harness's listener only; the broker logs
+ * [broker.start] after the last one), and the connection of tb_start's readiness probe
+ * gone, since until the broker has seen it close it takes a max_connections slot (a
+ * broker under an emulator may take a while). The broker logs at debug level for that:
+ * every [conn.open] of a connection that never sent CONNECT has its "closed before
+ * CONNECT" (over ws/wss the probe never gets past nng's HTTP server: no line at all).
+ */
+static mql_broker *start(const char *pre_conf, const char *extra_conf)
+{
+    char conf[2048];
+    snprintf(conf, sizeof conf, "log_type all\n%s", extra_conf != NULL ? extra_conf : "");
+    mql_broker *b = tb_start_with(pre_conf, conf);
+    cr_assert(tb_log_contains(b, "[broker.start]", READY_MS), "no [broker.start] in the log");
+    int64_t deadline = tb_now_ms() + READY_MS;
+    while (tb_log_count(b, "[conn.open]") > tb_log_count(b, "closed before CONNECT") &&
+           tb_now_ms() < deadline)
+        tb_sleep_ms(20);
+    cr_assert_eq(tb_log_count(b, "[conn.open]"), tb_log_count(b, "closed before CONNECT"),
+                 "the readiness probe's connection did not close");
+    return b;
 }
 
 /* extra_conf for a second listener on port, followed by `after` (may be ""). */
@@ -52,7 +78,7 @@ Test(listeners, max_connections_per_listener)
     char extra[1024], l2[512];
     snprintf(extra, sizeof extra, "max_connections 2\n%s",
              second_listener(port2, "", l2, sizeof l2));
-    mql_broker *b = tb_start(extra);
+    mql_broker *b = start(NULL, extra);
     uint16_t port1 = tb_port(b);
     char url[128];
     snprintf(url, sizeof url, "127.0.0.1:%u", port1);
@@ -98,7 +124,7 @@ Test(listeners, max_connections_per_listener)
 /* max_connections 0 on a listener: nobody gets in there. */
 Test(listeners, max_connections_zero)
 {
-    mql_broker *b = tb_start("max_connections 0\n");
+    mql_broker *b = start(NULL, "max_connections 0\n");
     expect_refused(tb_port(b), "zero");
     cr_assert(tb_log_contains(b, "has reached its max_connections 0", TB_WAIT_MS));
     tb_stop(b);
@@ -109,7 +135,7 @@ Test(listeners, max_connections_global_across_listeners)
 {
     uint16_t port2 = tb_free_port();
     char l2[512];
-    mql_broker *b = tb_start_with("max_connections 3\n", second_listener(port2, "", l2, sizeof l2));
+    mql_broker *b = start("max_connections 3\n", second_listener(port2, "", l2, sizeof l2));
     uint16_t port1 = tb_port(b);
     tc_client *a = tc_open(port1, "g-1", true, 60, false);
     tc_client *c = tc_open(port2, "g-2", true, 60, false);
@@ -135,7 +161,7 @@ Test(listeners, max_connections_listener_and_global)
     char extra[1024], l2[512];
     snprintf(extra, sizeof extra, "max_connections 1\n%s",
              second_listener(port2, "", l2, sizeof l2));
-    mql_broker *b = tb_start_with("max_connections 2\n", extra);
+    mql_broker *b = start("max_connections 2\n", extra);
     tc_client *a = tc_open(tb_port(b), "both-1", true, 60, false);
     expect_refused(tb_port(b), "both-2"); /* the listener's limit */
     tc_client *c = tc_open(port2, "both-3", true, 60, false);
@@ -178,7 +204,7 @@ Test(listeners, allow_anonymous_per_listener)
     char extra[1024], l2[512];
     snprintf(extra, sizeof extra, "allow_anonymous false\n%s",
              second_listener(port2, "allow_anonymous true\n", l2, sizeof l2));
-    mql_broker *b = tb_start_with("per_listener_settings true\n", extra);
+    mql_broker *b = start("per_listener_settings true\n", extra);
     expect_anonymous_refused(tb_port(b), "anon-a");
     cr_assert(tb_log_contains(b, "this listener has allow_anonymous false", TB_WAIT_MS));
     expect_anonymous_accepted(port2, "anon-b");
@@ -191,8 +217,8 @@ Test(listeners, allow_anonymous_global_default_per_listener)
 {
     uint16_t port2 = tb_free_port();
     char l2[512];
-    mql_broker *b = tb_start_with("per_listener_settings true\nallow_anonymous false\n",
-                                  second_listener(port2, "", l2, sizeof l2));
+    mql_broker *b = start("per_listener_settings true\nallow_anonymous false\n",
+                          second_listener(port2, "", l2, sizeof l2));
     expect_anonymous_accepted(tb_port(b), "dflt-a");
     expect_anonymous_refused(port2, "dflt-b");
     tb_stop(b);
@@ -206,7 +232,7 @@ Test(listeners, allow_anonymous_global_by_default)
     char extra[1024], l2[512];
     snprintf(extra, sizeof extra, "allow_anonymous false\n%s",
              second_listener(port2, "", l2, sizeof l2));
-    mql_broker *b = tb_start(extra);
+    mql_broker *b = start(NULL, extra);
     expect_anonymous_refused(tb_port(b), "glob-a");
     expect_anonymous_refused(port2, "glob-b");
     tb_stop(b);
