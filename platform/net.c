@@ -580,7 +580,11 @@ static void start_rx(mql_link *link)
 }
 
 /* A link for a new stream (taken over: freed on failure). NULL when out of memory. */
-static mql_link *link_new(mql_net *net, nng_stream *s, const mql_link_ops *ops, bool tls)
+/* A link for stream s, in the list of links. tls: a TLS stream; layered: TLS or WebSocket
+ * (mql_net_reap_lost probes it). Both are set before the link is in the list, which the
+ * ticker's mql_net_reap_lost walks. */
+static mql_link *link_new(mql_net *net, nng_stream *s, const mql_link_ops *ops, bool tls,
+                          bool layered)
 {
     mql_link *link = calloc(1, sizeof(*link));
     if (link == NULL || (link->rbuf = malloc(RBUF_INITIAL)) == NULL) {
@@ -605,7 +609,7 @@ static mql_link *link_new(mql_net *net, nng_stream *s, const mql_link_ops *ops, 
     (void)nng_stream_set_bool(s, NNG_OPT_TCP_NODELAY, true);
     format_peer(s, link->peer, sizeof(link->peer));
     link->tls = tls;
-    link->layered = tls; /* the listener adds WebSocket */
+    link->layered = layered;
 
     pthread_mutex_lock(&net->mtx);
     link->next = net->links;
@@ -658,12 +662,11 @@ static void accept_cb(void *arg)
     nng_stream *s = nng_aio_get_output(ln->aio, 0);
     nng_stream_listener_accept(ln->l, ln->aio);
 
-    mql_link *link = link_new(net, s, net->ops, ln->tls != NULL);
+    mql_link *link = link_new(net, s, net->ops, ln->tls != NULL, ln->tls != NULL || ln->ws);
     if (link == NULL) {
         mql_error("net.nomem", "out of memory accepting a connection on %s", ln->url);
         return;
     }
-    link->layered = link->tls || ln->ws;
     link_start(link, net->arg, ln->id);
 }
 
@@ -1015,7 +1018,7 @@ static void dial_cb(void *arg)
         return;
     }
     nng_stream *s = nng_aio_get_output(d->aio, 0);
-    mql_link *link = link_new(d->net, s, d->ops, d->tls != NULL);
+    mql_link *link = link_new(d->net, s, d->ops, d->tls != NULL, d->tls != NULL);
     if (link == NULL) {
         d->failed(d->arg, "out of memory");
         return;
