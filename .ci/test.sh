@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (README's second command):
-#   1. a -Werror build and every test (unit, fuzz-corpora replay, integration, real clients)
+#   1. a -Werror build and every test (unit, fuzz-corpora replay, integration, real clients);
+#      the protocol integration suites run over tcp, and the ones where the transport shows
+#      again over tls, ws and wss (meson suites transport-*, without transport-extra: see
+#      tests/integration/meson.build)
 #   2. static cross builds for armhf and arm64, and the integration suite run against them
 #      under qemu-user (.ci/cross.sh)
 #      and the busybox boot test (tests/boot/boot-armhf.sh)
-#   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer
+#   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer; of the other
+#      transports only wss there (it layers WebSocket on TLS, so it runs both through the
+#      sanitizers)
 #   4. the integration suite against a broker built with ThreadSanitizer (.ci/tsan.sh):
 #      any TSan report fails
 #   5. the three fuzzers (clang libFuzzer: decoder, connections, config parser), each for
@@ -29,10 +34,11 @@ details() { # NAME LOG: the failed test cases of a run that counts its own, for 
     sed "s/^ */detail: $1: /" >>"$extra"
 }
 
-run_suite() { # DIR
+run_suite() { # DIR [MESON TEST OPTIONS...]
   local dir=$1
+  shift
   ninja -C "$dir" || { echo "build: $dir FAIL" >>"$extra"; status=1; return; }
-  meson test -C "$dir" --num-processes 2 --print-errorlogs || status=1
+  meson test -C "$dir" --num-processes 2 --print-errorlogs "$@" || status=1
 }
 
 echo "== formatting (clang-format, .clang-format)"
@@ -46,7 +52,11 @@ else
 fi
 
 echo "== build + tests"
-if setup build-ci; then run_suite build-ci; else echo "build: build-ci FAIL" >>"$extra"; status=1; fi
+if setup build-ci; then
+  run_suite build-ci --no-suite transport-extra
+else
+  echo "build: build-ci FAIL" >>"$extra"; status=1
+fi
 
 echo "== cross builds (armhf, arm64): static broker, integration suite under qemu-user"
 for arch in armhf arm64; do
@@ -81,7 +91,7 @@ echo "== AddressSanitizer + UndefinedBehaviorSanitizer"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
-  run_suite build-asan
+  run_suite build-asan --no-suite transport-extra --no-suite transport-tls --no-suite transport-ws
 else
   echo "build: build-asan FAIL" >>"$extra"; status=1
 fi

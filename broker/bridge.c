@@ -245,8 +245,9 @@ static void send_connect(mql_bridge *br, mql_conn *c)
         b->stats.bytes_sent += n;
 }
 
-static void *bridge_open(void *arg, mql_link *link, const char *peer)
+static void *bridge_open(void *arg, mql_link *link, const char *peer, int listener_id)
 {
+    (void)listener_id; /* -1: a dialed link */
     mql_bridge *br = arg;
     mql_broker *b = br->b;
     mql_conn *c = calloc(1, sizeof(*c));
@@ -260,6 +261,7 @@ static void *bridge_open(void *arg, mql_link *link, const char *peer)
     }
     c->b = b;
     c->link = link;
+    c->listener = -1;
     c->bridge = br;
     c->refs = 1;
     c->version = br->conf->protocol_version;

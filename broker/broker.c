@@ -29,6 +29,7 @@
 
 #define TICK_MS 250
 #define TRIM_EVERY_MS 2000
+#define REAP_LOST_MS 1000 /* mql_net_reap_lost: TLS/WebSocket links whose close got lost */
 
 /*
  * Give free heap memory back to the kernel. glibc returns memory to the kernel only from
@@ -315,6 +316,10 @@ static void sys_publish(mql_broker *b, uint64_t now)
 
 void mql_broker_tick(mql_broker *b, uint64_t now)
 {
+    if (now >= b->reap_lost_next) {
+        (void)mql_net_reap_lost(b->net);
+        b->reap_lost_next = now + REAP_LOST_MS;
+    }
     mql_conn_tick(b, now);
     mql_bridges_tick(b, now);
     mql_session_expire_scan(b, now);
@@ -379,7 +384,7 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
         return perr;
     for (int i = 0; i < b->cfg.n_listeners; i++) {
         const mql_listener_conf *l = &b->cfg.listeners[i];
-        char url[512];
+        char url[sizeof(b->listeners[i].url)];
         const char *addr = l->address[0] ? l->address : "0.0.0.0";
         bool tls = l->certfile[0] != '\0';
         bool ws = l->protocol == MQL_LISTENER_WEBSOCKETS;
@@ -389,7 +394,9 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
             snprintf(url, sizeof(url), "%s://[%s]:%u%s", scheme, addr, l->port, path);
         else
             snprintf(url, sizeof(url), "%s://%s:%u%s", scheme, addr, l->port, path);
+        snprintf(b->listeners[i].url, sizeof(b->listeners[i].url), "%s", url);
         mql_listen_opts lo = {
+            .id = i,
             .url = url,
             .certfile = tls ? l->certfile : NULL,
             .keyfile = l->keyfile[0] ? l->keyfile : NULL,
@@ -406,9 +413,16 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
         mql_err err = mql_net_listen(b->net, &lo, errbuf, errlen);
         if (err != MQL_OK)
             return err;
-        mql_notice("broker.listen", "listening on %s (%s%s)", url, ws ? "websockets" : "mqtt",
+        char limits[96] = "";
+        if (l->max_connections >= 0)
+            snprintf(limits, sizeof(limits), ", max_connections %d", (int)l->max_connections);
+        if (l->allow_anonymous >= 0)
+            snprintf(limits + strlen(limits), sizeof(limits) - strlen(limits),
+                     ", allow_anonymous %s", l->allow_anonymous ? "true" : "false");
+        mql_notice("broker.listen", "listening on %s (%s%s%s)", url, ws ? "websockets" : "mqtt",
                    tls ? (l->require_certificate ? ", TLS, client certificate required" : ", TLS")
-                       : "");
+                       : "",
+                   limits);
     }
     /* before the ticker starts: it reads started_at (under b->lock, which this thread does
      * not take here), so a later write would race with it (found by ThreadSanitizer) */
@@ -495,6 +509,11 @@ mql_err mql_broker_load_auth(mql_broker *b, const char *passwd_path, const char 
     if (acl != NULL)
         mql_notice("auth.load", "ACL file %s: %zu rules", acl_path, mql_acl_rule_count(acl));
     return MQL_OK;
+}
+
+int mql_broker_reload_tls(mql_broker *b)
+{
+    return mql_net_reload_tls(b->net);
 }
 
 mql_stats mql_broker_stats(mql_broker *b)

@@ -42,6 +42,12 @@ void mql_broker_shutdown(mql_broker *b);
 MQL_MUST_CHECK mql_err mql_broker_load_auth(mql_broker *b, const char *passwd_path,
                                             const char *acl_path, char *errbuf, size_t errlen);
 
+/* SIGHUP: re-read the certificate, key and CA files of every TLS listener (the paths it
+ * was started with) for new connections; established connections keep theirs. A listener
+ * whose files do not load keeps its running ones and the reason is logged. Returns the
+ * number of listeners that kept their old files. Call from the thread that shuts down. */
+int mql_broker_reload_tls(mql_broker *b);
+
 /* Free everything. Call after mql_broker_shutdown. */
 void mql_broker_free(mql_broker *b);
 

@@ -160,15 +160,6 @@ static mql_err set_u32(const struct option *opt, struct ctx *c)
     return rc;
 }
 
-static mql_err set_i32(const struct option *opt, struct ctx *c)
-{
-    long long v = 0;
-    mql_err rc = get_number(opt, c, &v);
-    if (rc == MQL_OK)
-        *FIELD(c, opt->off, int32_t) = (int32_t)v;
-    return rc;
-}
-
 static mql_err set_u64(const struct option *opt, struct ctx *c)
 {
     long long v = 0;
@@ -285,18 +276,11 @@ static mql_err set_store_sync(const struct option *opt, struct ctx *c)
     return MQL_OK;
 }
 
+static mql_err get_bool(const struct option *opt, struct ctx *c, bool *out);
+
 static mql_err set_bool(const struct option *opt, struct ctx *c)
 {
-    bool *field = FIELD(c, opt->off, bool);
-
-    /* mosquitto accepts exactly these two words; so do we. */
-    if (strcmp(c->vals[0], "true") == 0)
-        *field = true;
-    else if (strcmp(c->vals[0], "false") == 0)
-        *field = false;
-    else
-        return bad_value(opt, c, c->vals[0]);
-    return MQL_OK;
+    return get_bool(opt, c, FIELD(c, opt->off, bool));
 }
 
 static mql_err set_listener(const struct option *opt, struct ctx *c)
@@ -319,12 +303,87 @@ static mql_err set_listener(const struct option *opt, struct ctx *c)
     if (cfg->n_listeners >= MQL_MAX_LISTENERS)
         return fail(c, "%s: too many listeners (at most %d)", opt->name, MQL_MAX_LISTENERS);
 
-    mql_listener_conf *l = &cfg->listeners[cfg->n_listeners++];
-    memset(l, 0, sizeof(*l));
-    l->port = (uint16_t)port;
-    memcpy(l->address, address, strlen(address) + 1);
-    l->line = c->line;
-    l->protocol = MQL_LISTENER_MQTT;
+    mql_listener_defaults(&cfg->listeners[cfg->n_listeners++], (uint16_t)port, address, c->line);
+    return MQL_OK;
+}
+
+/* Parse "true" / "false" (mosquitto accepts exactly these two words). */
+static mql_err get_bool(const struct option *opt, struct ctx *c, bool *out)
+{
+    if (strcmp(c->vals[0], "true") == 0)
+        *out = true;
+    else if (strcmp(c->vals[0], "false") == 0)
+        *out = false;
+    else
+        return bad_value(opt, c, c->vals[0]);
+    return MQL_OK;
+}
+
+/* `max_connections N`: before the first listener line the whole broker's limit, inside a
+ * listener block that listener's (mosquitto has only the per-listener one). */
+static mql_err set_max_connections(const struct option *opt, struct ctx *c)
+{
+    mql_config *cfg = c->cfg;
+    long long v = 0;
+    mql_err rc = get_number(opt, c, &v);
+    if (rc != MQL_OK)
+        return rc;
+    if (cfg->n_listeners > 0)
+        cfg->listeners[cfg->n_listeners - 1].max_connections = (int32_t)v;
+    else
+        cfg->max_connections = (int32_t)v;
+    return MQL_OK;
+}
+
+/* `allow_anonymous`: per listener inside a listener block with per_listener_settings true,
+ * global otherwise. */
+static mql_err set_allow_anonymous(const struct option *opt, struct ctx *c)
+{
+    mql_config *cfg = c->cfg;
+    bool v = false;
+    mql_err rc = get_bool(opt, c, &v);
+    if (rc != MQL_OK)
+        return rc;
+    cfg->security_keys_seen = true;
+    if (cfg->per_listener_settings && cfg->n_listeners > 0)
+        cfg->listeners[cfg->n_listeners - 1].allow_anonymous = v ? 1 : 0;
+    else
+        cfg->allow_anonymous = v;
+    return MQL_OK;
+}
+
+/* `password_file` / `acl_file`: one file for every listener. Inside a listener block with
+ * per_listener_settings true the operator asks for a file of that listener only, which
+ * this version cannot do: refuse rather than apply it to every listener. */
+static mql_err set_auth_path(const struct option *opt, struct ctx *c)
+{
+    mql_config *cfg = c->cfg;
+    if (cfg->per_listener_settings && cfg->n_listeners > 0)
+        return fail(c,
+                    "%s: a %s per listener (per_listener_settings true) is not supported by "
+                    "this version of mqlite; put %s before the first 'listener' line, where it "
+                    "applies to every listener",
+                    opt->name, opt->name, opt->name);
+    cfg->security_keys_seen = true;
+    return set_path(opt, c);
+}
+
+/* `per_listener_settings`: it changes what allow_anonymous, password_file and acl_file mean,
+ * so it may not change after a listener or one of those keys (mosquitto recommends putting
+ * it first; a silent change of meaning half way through a file helps nobody). */
+static mql_err set_per_listener_settings(const struct option *opt, struct ctx *c)
+{
+    mql_config *cfg = c->cfg;
+    bool v = false;
+    mql_err rc = get_bool(opt, c, &v);
+    if (rc != MQL_OK)
+        return rc;
+    if (v != cfg->per_listener_settings && (cfg->n_listeners > 0 || cfg->security_keys_seen))
+        return fail(c,
+                    "%s: must come before the first 'listener' line and before allow_anonymous, "
+                    "password_file and acl_file (it changes what they mean)",
+                    opt->name);
+    cfg->per_listener_settings = v;
     return MQL_OK;
 }
 
@@ -701,12 +760,13 @@ static const struct option options[] = {
     {"require_certificate", 1, 1, "true or false", set_require_certificate, 0, 0, 0},
     {"websockets_path", 1, 1, "a URL path such as /mqtt", set_listener_str, 0, 128,
      offsetof(mql_listener_conf, websockets_path)},
-    {"password_file", 1, 1, "a password file written by mqlite-passwd", set_path, 0, 0,
+    {"password_file", 1, 1, "a password file written by mqlite-passwd", set_auth_path, 0, 0,
      OFF(password_file)},
-    {"acl_file", 1, 1, "an ACL file", set_path, 0, 0, OFF(acl_file)},
+    {"acl_file", 1, 1, "an ACL file", set_auth_path, 0, 0, OFF(acl_file)},
+    {"per_listener_settings", 1, 1, "true or false", set_per_listener_settings, 0, 0, 0},
     {"sys_interval", 1, 1, "a number of seconds from 0 (off) to 86400", set_u32, 0, 86400,
      OFF(sys_interval)},
-    {"allow_anonymous", 1, 1, "true or false", set_bool, 0, 0, OFF(allow_anonymous)},
+    {"allow_anonymous", 1, 1, "true or false", set_allow_anonymous, 0, 0, 0},
     {"max_keepalive", 1, 1, "a number from 0 to 65535", set_u16, 0, 65535, OFF(max_keepalive)},
     {"max_packet_size", 1, 1, "a number of bytes from 20 to 268435460", set_u32, 20,
      PACKET_SIZE_MAX, OFF(max_packet_size)},
@@ -716,8 +776,8 @@ static const struct option options[] = {
      UINT32_MAX, OFF(max_queued_messages)},
     {"max_queued_bytes", 1, 1, "a number of bytes from 0 (no limit) to 9007199254740991", set_u64,
      0, 9007199254740991LL, OFF(max_queued_bytes)},
-    {"max_connections", 1, 1, "-1 (no limit) or a number from 0 to 2147483647", set_i32, -1,
-     INT32_MAX, OFF(max_connections)},
+    {"max_connections", 1, 1, "-1 (no limit) or a number from 0 to 2147483647", set_max_connections,
+     -1, INT32_MAX, 0},
     {"connect_timeout", 1, 1, "a number of seconds from 1 to 3600", set_u32, 1, 3600,
      OFF(connect_timeout)},
     {"retain_available", 1, 1, "true or false", set_bool, 0, 0, OFF(retain_available)},
@@ -827,7 +887,6 @@ static const char *const mosquitto_only[] = {
     "notifications",
     "notifications_local_only",
     "password",
-    "per_listener_settings",
     "persistence_file",
     "persistent_client_expiration",
     "plugin",
@@ -853,6 +912,28 @@ static const char *const mosquitto_only[] = {
     "websockets_log_level",
 };
 
+/* Why some of them are missing, appended to the "not supported" message. */
+static const struct {
+    const char *key;
+    const char *why;
+} not_supported_why[] = {
+    {"use_identity_as_username",
+     "the TLS library (nng 1.5.2) does not give the broker the client certificate's "
+     "Common Name; use password_file for user names"},
+    {"use_subject_as_username",
+     "the TLS library (nng 1.5.2) does not give the broker the client certificate's "
+     "subject; use password_file for user names"},
+};
+
+static const char *not_supported_reason(const char *key)
+{
+    for (size_t i = 0; i < sizeof(not_supported_why) / sizeof(not_supported_why[0]); i++) {
+        if (strcmp(key, not_supported_why[i].key) == 0)
+            return not_supported_why[i].why;
+    }
+    return NULL;
+}
+
 static bool is_mosquitto_only(const char *key)
 {
     for (size_t i = 0; i < sizeof(mosquitto_only) / sizeof(mosquitto_only[0]); i++) {
@@ -874,6 +955,8 @@ void mql_config_defaults(mql_config *cfg)
     cfg->max_queued_messages = 1000;
     cfg->max_connections = -1;
     cfg->connect_timeout = 10;
+    cfg->per_listener_settings = false;
+    cfg->security_keys_seen = false;
     cfg->retain_available = true;
     cfg->shared_subscriptions = true;
     cfg->subscription_identifiers = true;
@@ -897,6 +980,24 @@ void mql_config_defaults(mql_config *cfg)
     cfg->pid_file[0] = '\0';
     cfg->user[0] = '\0';
     cfg->include_dir[0] = '\0';
+}
+
+void mql_listener_defaults(mql_listener_conf *l, uint16_t port, const char *address, int line)
+{
+    memset(l, 0, sizeof(*l));
+    l->port = port;
+    snprintf(l->address, sizeof(l->address), "%s", address);
+    l->line = line;
+    l->protocol = MQL_LISTENER_MQTT;
+    l->max_connections = -1;
+    l->allow_anonymous = -1;
+}
+
+bool mql_config_allow_anonymous(const mql_config *cfg, int index)
+{
+    if (index >= 0 && index < cfg->n_listeners && cfg->listeners[index].allow_anonymous >= 0)
+        return cfg->listeners[index].allow_anonymous != 0;
+    return cfg->allow_anonymous;
 }
 
 mql_err mql_config_line(mql_config *cfg, const char *text, const char *file, int line, char *errbuf,
@@ -948,6 +1049,10 @@ mql_err mql_config_line(mql_config *cfg, const char *text, const char *file, int
         }
     }
     if (opt == NULL) {
+        const char *why = not_supported_reason(c.key);
+        if (why != NULL)
+            return fail(&c, "option '%s' is not supported by this version of mqlite: %s", c.key,
+                        why);
         if (is_mosquitto_only(c.key))
             return fail(&c, "option '%s' is not supported by this version of mqlite", c.key);
         return fail(&c, "unknown option '%s'", c.key);

@@ -3,9 +3,21 @@
  *
  * Syntax: one option per line, `key value...`, '#' starts a comment line, blank lines are
  * ignored, values are separated by spaces/tabs. `listener PORT [ADDRESS]` starts a listener
- * block; per-listener keys (`protocol`) apply to the most recent listener. Key names follow
- * mosquitto where the option exists there. Unknown keys and bad values are errors that name
- * file:line and what is wrong.
+ * block; per-listener keys (`protocol`, `certfile`, ...) apply to the most recent listener.
+ * Key names follow mosquitto where the option exists there. Unknown keys and bad values are
+ * errors that name file:line and what is wrong.
+ *
+ * Keys whose meaning depends on where they stand (as in mosquitto 2.0):
+ * - `max_connections` before the first `listener` line limits the whole broker; inside a
+ *   listener block it limits that listener. Both limits apply.
+ * - `per_listener_settings true` (default false) makes `allow_anonymous` inside a listener
+ *   block apply to that listener only; before the first listener line it is the value of
+ *   every listener that does not set its own (mosquitto applies it to its default listener
+ *   only). With `false` allow_anonymous is global wherever it stands. Per-listener
+ *   `password_file` / `acl_file` are refused with a clear error (not implemented yet); with
+ *   `per_listener_settings true` these keys are accepted before the first listener and then
+ *   apply to every listener. per_listener_settings must come before any listener line and
+ *   before allow_anonymous, password_file and acl_file, since it changes their meaning.
  */
 #ifndef MQL_CONFIG_H
 #define MQL_CONFIG_H
@@ -126,6 +138,9 @@ typedef struct mql_listener_conf {
     char cafile[MQL_PATH_MAX];  /* CA for client certificates */
     bool require_certificate;   /* mutual TLS */
     char websockets_path[128];  /* default "/mqtt" */
+    int32_t max_connections;    /* connections on this listener; default -1 = no limit */
+    int8_t allow_anonymous;     /* per_listener_settings true: 0/1 set in this block;
+                                   -1 = not set here (mql_config_allow_anonymous) */
 } mql_listener_conf;
 
 /* One `log_dest file PATH` line. */
@@ -146,7 +161,10 @@ typedef struct mql_config {
                                        0 = no limit (as mosquitto); the file accepts 0..65535 */
     uint32_t max_queued_messages;   /* per session, default 1000; 0 = no limit */
     uint64_t max_queued_bytes;      /* payload bytes queued per session, default 0 = no limit */
-    int32_t max_connections;        /* default -1 = no limit */
+    int32_t max_connections;        /* whole broker, default -1 = no limit */
+    bool per_listener_settings;     /* default false (see the top of this file) */
+    bool security_keys_seen;        /* parser state: allow_anonymous, password_file or
+                                       acl_file was set (per_listener_settings must precede) */
     uint32_t connect_timeout;       /* seconds from accept to a complete CONNECT, default 10;
                                        the file accepts 1..3600 */
     bool retain_available;          /* default true */
@@ -185,6 +203,14 @@ typedef struct mql_config {
 
 /* Fill cfg with the defaults above and no listeners. */
 void mql_config_defaults(mql_config *cfg);
+
+/* Fill one listener with its defaults (mqtt, no TLS, no limit, allow_anonymous inherited)
+ * for port and address ("" = all interfaces; truncated to fit). line is for messages. */
+void mql_listener_defaults(mql_listener_conf *l, uint16_t port, const char *address, int line);
+
+/* Whether listener `index` (0..n_listeners-1) admits clients without a user name: its own
+ * allow_anonymous when per_listener_settings set one there, else the global value. */
+bool mql_config_allow_anonymous(const mql_config *cfg, int index);
 
 /*
  * Parse the file at path into cfg (which should hold defaults). `include_dir DIR` lines read

@@ -13,6 +13,7 @@
  *
  * Locking: see internal.h. conn_data takes broker->lock once per batch of frames.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,24 +219,86 @@ void mql_conn_violation(mql_conn *c, mql_err err, const char *why)
 
 #define violation mql_conn_violation
 
-static void *conn_open(void *arg, mql_link *link, const char *peer)
+/*
+ * Whether a new connection on listener `li` would exceed max_connections: the listener's
+ * own limit or the whole broker's. The first refusal of an episode is a warning naming the
+ * listener; the episode ends (with a notice) when a connection closes and makes room, see
+ * count_closed. Under broker->lock.
+ */
+static bool connection_limit_reached(mql_broker *b, int li, const char *peer)
+{
+    const mql_listener_conf *lc = &b->cfg.listeners[li];
+    struct mql_listener_state *ls = &b->listeners[li];
+    if (lc->max_connections >= 0 && ls->nconns >= (uint32_t)lc->max_connections) {
+        if (!ls->full_logged) {
+            ls->full_logged = true;
+            mql_warning("conn.limit",
+                        "listener %s has reached its max_connections %d: refusing new "
+                        "connections on it until one closes (first refused: %s)",
+                        ls->url, lc->max_connections, peer);
+        }
+        mql_debug("conn.refused", "connection from %s refused: listener %s max_connections %d",
+                  peer, ls->url, lc->max_connections);
+        return true;
+    }
+    if (b->cfg.max_connections >= 0 && b->nconns >= (uint32_t)b->cfg.max_connections) {
+        if (!b->conns_full_logged) {
+            b->conns_full_logged = true;
+            mql_warning("conn.limit",
+                        "the broker has reached max_connections %d (all listeners): refusing "
+                        "new connections until one closes (first refused: %s on %s)",
+                        b->cfg.max_connections, peer, ls->url);
+        }
+        mql_debug("conn.refused", "connection from %s on %s refused: max_connections %d", peer,
+                  ls->url, b->cfg.max_connections);
+        return true;
+    }
+    return false;
+}
+
+/* A connection of listener li went away: end a max_connections episode it ends. Under
+ * broker->lock, after the counters were decremented. */
+static void count_closed(mql_broker *b, int li)
+{
+    const mql_listener_conf *lc = &b->cfg.listeners[li];
+    struct mql_listener_state *ls = &b->listeners[li];
+    if (ls->full_logged && ls->nconns < (uint32_t)lc->max_connections) {
+        ls->full_logged = false;
+        mql_notice("conn.limit", "listener %s is below its max_connections %d again", ls->url,
+                   lc->max_connections);
+    }
+    if (b->conns_full_logged && b->nconns < (uint32_t)b->cfg.max_connections) {
+        b->conns_full_logged = false;
+        mql_notice("conn.limit", "the broker is below max_connections %d again",
+                   b->cfg.max_connections);
+    }
+}
+
+/* A new link: refused (NULL) when shutting down or at a max_connections limit, which closes
+ * it before anything is read from it. */
+static void *conn_open(void *arg, mql_link *link, const char *peer, int listener_id)
 {
     mql_broker *b = arg;
+    assert(listener_id >= 0 && listener_id < b->cfg.n_listeners);
     mql_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
     c->b = b;
     c->link = link;
+    c->listener = listener_id;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     c->created_at = c->last_rx = mql_now_ms();
     c->client_receive_max = 65535;
     c->refs = 1;
     pthread_mutex_lock(&b->lock);
-    if (b->stopping ||
-        (b->cfg.max_connections >= 0 && b->nconns >= (uint32_t)b->cfg.max_connections)) {
+    if (b->stopping) {
         pthread_mutex_unlock(&b->lock);
-        mql_notice("conn.refused", "connection from %s refused: %s", peer,
-                   b->stopping ? "shutting down" : "max_connections reached");
+        mql_notice("conn.refused", "connection from %s refused: shutting down", peer);
+        free(c);
+        return NULL;
+    }
+    if (connection_limit_reached(b, listener_id, peer)) {
+        pthread_mutex_unlock(&b->lock);
         free(c);
         return NULL;
     }
@@ -244,8 +307,9 @@ static void *conn_open(void *arg, mql_link *link, const char *peer)
         b->conns->prev = c;
     b->conns = c;
     b->nconns++;
+    b->listeners[listener_id].nconns++;
     pthread_mutex_unlock(&b->lock);
-    mql_debug("conn.open", "connection from %s", peer);
+    mql_debug("conn.open", "connection from %s on %s", peer, b->listeners[listener_id].url);
     return c;
 }
 
@@ -370,10 +434,12 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
             refuse = MQL_E_BAD_USER_PASS;
             refuse_why = "wrong user name or password";
         }
-    } else if (!cn->has_username && !b->cfg.allow_anonymous) {
+    } else if (!cn->has_username && !mql_config_allow_anonymous(&b->cfg, c->listener)) {
         refuse = MQL_E_NOT_AUTHORIZED;
-        refuse_why = "no user name and allow_anonymous is false";
-    } else if (cn->has_username && !b->cfg.allow_anonymous) {
+        refuse_why = b->cfg.listeners[c->listener].allow_anonymous == 0
+                         ? "no user name and this listener has allow_anonymous false"
+                         : "no user name and allow_anonymous is false";
+    } else if (cn->has_username && !mql_config_allow_anonymous(&b->cfg, c->listener)) {
         refuse = MQL_E_BAD_USER_PASS;
         refuse_why = "allow_anonymous is false and there is no password_file to check against";
     }
@@ -1341,6 +1407,8 @@ static void conn_closed(void *ctx)
     if (c->next)
         c->next->prev = c->prev;
     b->nconns--;
+    b->listeners[c->listener].nconns--;
+    count_closed(b, c->listener);
     c->link_gone = true;
     c->session = NULL;
     free(c->batch);

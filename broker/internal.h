@@ -134,6 +134,8 @@ typedef struct mql_conn {
     uint8_t state;
     uint8_t version;
     mql_session *session;
+    int listener; /* index in cfg.listeners of the listener that accepted it; -1 for a
+                     bridge's uplink */
     uint16_t keepalive;
     uint64_t created_at;
     uint64_t last_rx;
@@ -164,8 +166,17 @@ struct route_entry {
     uint32_t ids[MQL_MAX_ROUTE_IDS];
 };
 
+/* Per listener (same index as cfg.listeners), under broker->lock. */
+struct mql_listener_state {
+    char url[256];    /* what it listens on, for messages */
+    uint32_t nconns;  /* its connections (counted in mql_broker.nconns too) */
+    bool full_logged; /* its max_connections episode was logged */
+};
+
 struct mql_broker {
     mql_config cfg;
+    struct mql_listener_state listeners[MQL_MAX_LISTENERS];
+    bool conns_full_logged; /* the broker-wide max_connections episode was logged */
     pthread_mutex_t lock;
     mql_net *net;
     mql_topics *topics;
@@ -187,9 +198,10 @@ struct mql_broker {
     struct mql_store *store; /* NULL without persistence (or after it closed) */
     uint64_t store_ops;      /* operations queued so far (to see if a packet caused any) */
     uint64_t next_msg_id;
-    bool store_full;     /* store_max_bytes reached (refreshed every tick) */
-    uint64_t started_at; /* mql_now_ms() at start, for $SYS uptime */
-    uint64_t sys_next;   /* when $SYS is published next */
+    bool store_full;         /* store_max_bytes reached (refreshed every tick) */
+    uint64_t started_at;     /* mql_now_ms() at start, for $SYS uptime */
+    uint64_t sys_next;       /* when $SYS is published next */
+    uint64_t reap_lost_next; /* when mql_net_reap_lost runs next */
     /* authentication: passwd/acl are replaced on SIGHUP under lock + auth_lock (write);
      * password checks run outside lock with auth_lock (read) */
     pthread_rwlock_t auth_lock;

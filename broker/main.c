@@ -111,31 +111,43 @@ static bool make_absolute(char *path, size_t cap, const char *cwd)
     return true;
 }
 
-/* Before -d changes to "/": make every relative path of cfg absolute. False with a message
- * on stderr if one becomes too long. */
-static bool absolute_paths(mql_config *cfg)
+/* The directory mqlite was started in: -d changes to "/", and relative paths in the
+ * configuration (also when SIGHUP re-reads it) keep meaning this directory. */
+static char start_cwd[PATH_MAX];
+
+/* Before -d changes to "/" (and for a configuration re-read after it): make every relative
+ * path of cfg absolute against start_cwd. False with a message on stderr (logged when
+ * `reload`) if one becomes too long. */
+static bool absolute_paths(mql_config *cfg, bool reload)
 {
-    char cwd[PATH_MAX];
-    if (getcwd(cwd, sizeof(cwd)) == NULL) {
-        fprintf(stderr, "mqlite: -d: cannot get the current directory: %s\n", strerror(errno));
-        return false;
-    }
     struct path_ref {
         const char *what;
         char *path;
         size_t cap;
-    } paths[2 + MQL_MAX_LOG_FILES] = {
+    } paths[4 + MQL_MAX_LOG_FILES + 3 * MQL_MAX_LISTENERS] = {
         {"pid_file", cfg->pid_file, sizeof(cfg->pid_file)},
         {"persistence_location", cfg->persistence_location, sizeof(cfg->persistence_location)},
+        {"password_file", cfg->password_file, sizeof(cfg->password_file)},
+        {"acl_file", cfg->acl_file, sizeof(cfg->acl_file)},
     };
-    size_t n = 2;
+    size_t n = 4;
     for (int i = 0; i < cfg->n_log_files; i++)
         paths[n++] = (struct path_ref){"log_dest file", cfg->log_files[i].path,
                                        sizeof(cfg->log_files[i].path)};
+    for (int i = 0; i < cfg->n_listeners; i++) {
+        mql_listener_conf *l = &cfg->listeners[i];
+        paths[n++] = (struct path_ref){"certfile", l->certfile, sizeof(l->certfile)};
+        paths[n++] = (struct path_ref){"keyfile", l->keyfile, sizeof(l->keyfile)};
+        paths[n++] = (struct path_ref){"cafile", l->cafile, sizeof(l->cafile)};
+    }
     for (size_t i = 0; i < n; i++) {
-        if (!make_absolute(paths[i].path, paths[i].cap, cwd)) {
-            fprintf(stderr, "mqlite: -d: %s '%s' is too long once made absolute (%s/...)\n",
-                    paths[i].what, paths[i].path, cwd);
+        if (!make_absolute(paths[i].path, paths[i].cap, start_cwd)) {
+            if (reload)
+                mql_error("broker.reload", "SIGHUP: %s '%s' is too long once made absolute",
+                          paths[i].what, paths[i].path);
+            else
+                fprintf(stderr, "mqlite: -d: %s '%s' is too long once made absolute (%s/...)\n",
+                        paths[i].what, paths[i].path, start_cwd);
             return false;
         }
     }
@@ -437,10 +449,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "mqlite: -p: too many listeners\n");
             return 1;
         }
-        mql_listener_conf *l = &cfg.listeners[cfg.n_listeners++];
-        memset(l, 0, sizeof(*l));
-        l->port = port;
-        snprintf(l->address, sizeof(l->address), "127.0.0.1");
+        mql_listener_defaults(&cfg.listeners[cfg.n_listeners++], port, "127.0.0.1", 0);
     }
     if (cfg.n_listeners == 0) {
         fprintf(stderr, "mqlite: no listener configured (use -p PORT or a 'listener' line%s%s)\n",
@@ -460,7 +469,11 @@ int main(int argc, char **argv)
             }
             conf_path = conf_path_buf;
         }
-        if (!absolute_paths(&cfg))
+        if (getcwd(start_cwd, sizeof(start_cwd)) == NULL) {
+            fprintf(stderr, "mqlite: -d: cannot get the current directory: %s\n", strerror(errno));
+            return 1;
+        }
+        if (!absolute_paths(&cfg, false))
             return 1;
     }
     if (verbose)
@@ -530,6 +543,9 @@ int main(int argc, char **argv)
                 mql_error("log.reopen", "SIGHUP: %s", err);
                 reopened = "";
             }
+            /* Certificates come from the files the listeners were started with (listeners
+             * themselves change only with a restart), with or without a config file. */
+            (void)mql_broker_reload_tls(b);
             if (conf_path == NULL) {
                 mql_notice("broker.reload", "SIGHUP: %sno configuration file to reload", reopened);
                 continue;
@@ -540,6 +556,8 @@ int main(int argc, char **argv)
                 mql_error("broker.reload", "SIGHUP: keeping the running configuration: %s", err);
                 continue;
             }
+            if (detach && !absolute_paths(&fresh, true))
+                continue;
             mql_log_set_types(verbose ? 0x1f : fresh.log_types);
             mql_notice("broker.reload", "SIGHUP: %slog_type reloaded from %s", reopened, conf_path);
             if (mql_broker_load_auth(b, fresh.password_file, fresh.acl_file, err, sizeof(err)) !=

@@ -5,8 +5,9 @@
  * "close". All I/O is asynchronous (nng aio); callbacks run on nng's task threads.
  *
  * Callback contract (struct mql_link_ops):
- *   open    once per accepted connection, before any data; returns the broker's context
- *           for the link, or NULL to refuse it (the link is then closed and freed).
+ *   open    once per accepted connection, before any data, with the `id` of the listener
+ *           that accepted it (mql_listen_opts.id); returns the broker's context for the
+ *           link, or NULL to refuse it (the link is then closed and freed).
  *   data    bytes arrived. Called serially for one link, never concurrently with itself
  *           or with `closed`. buf[0..len) holds everything not yet consumed; return how many
  *           bytes were consumed. Set *want to the size of the frame in progress when it is
@@ -30,7 +31,7 @@ typedef struct mql_link mql_link;
 typedef struct mql_net mql_net;
 
 typedef struct mql_link_ops {
-    void *(*open)(void *arg, mql_link *link, const char *peer);
+    void *(*open)(void *arg, mql_link *link, const char *peer, int listener_id);
     size_t (*data)(void *ctx, const uint8_t *buf, size_t len, size_t *want);
     void (*closed)(void *ctx);
 } mql_link_ops;
@@ -48,6 +49,7 @@ typedef struct mql_listen_opts {
     const char *keypass;
     const char *cafile;       /* CA chain for client certificates (may be NULL) */
     bool require_certificate; /* mutual TLS: a client without a valid certificate is refused */
+    int id;                   /* passed to ops->open for every link of this listener */
 } mql_listen_opts;
 
 /* Start listening. TLS files are read and checked here, so a missing, unreadable or
@@ -71,7 +73,7 @@ typedef struct mql_dialer mql_dialer;
 
 /*
  * A dialer for one address. Each mql_dialer_dial resolves the host name again and connects.
- * On success ops->open(arg, link, peer) runs (it may send; a NULL return closes the link)
+ * On success ops->open(arg, link, peer, -1) runs (it may send; a NULL return closes the link)
  * and the link then behaves like an accepted one, with `ops`. On failure failed(arg, why)
  * runs. Both run on nng's threads, never inside mql_dialer_dial, one dial at a time.
  * TLS files are read here: a missing or bad file is an error naming it.
@@ -84,6 +86,22 @@ void mql_dialer_dial(mql_dialer *d);
 /* Cancel a dial in progress and free (waits for a callback in progress: do not call it while
  * holding a lock that callback takes). */
 void mql_dialer_free(mql_dialer *d);
+
+/*
+ * Re-read the certificate, key and CA files of every TLS listener (the paths given to
+ * mql_net_listen) and use them for connections accepted from now on; established
+ * connections keep the certificate they were made with. A listener whose files do not load
+ * (missing, not PEM, key does not match) keeps its current ones and the reason is logged.
+ * Returns the number of TLS listeners that kept their old files. Call it from the thread
+ * that calls mql_net_close_listeners / mql_net_free, never concurrently with them.
+ */
+int mql_net_reload_tls(mql_net *net);
+
+/* Abort every TLS or WebSocket link whose TCP connection is already gone although its
+ * stream never reported the end (a loss in nng 1.5.2, see net.c); its `closed` callback then
+ * runs as for any close. Call it every second or so, from any thread (not from a link
+ * callback). Returns how many links it closed. */
+int mql_net_reap_lost(mql_net *net);
 
 /* Stop accepting on every listener (existing links stay). */
 void mql_net_close_listeners(mql_net *net);

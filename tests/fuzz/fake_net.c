@@ -57,6 +57,18 @@ mql_err mql_net_listen(mql_net *net, const mql_listen_opts *opts, char *errbuf, 
     return MQL_OK;
 }
 
+int mql_net_reload_tls(mql_net *net)
+{
+    (void)net;
+    return 0; /* no listener here has TLS */
+}
+
+int mql_net_reap_lost(mql_net *net)
+{
+    (void)net;
+    return 0; /* a fake link never loses its close */
+}
+
 void mql_net_close_listeners(mql_net *net)
 {
     (void)net;
@@ -114,7 +126,7 @@ mql_link *fake_link_open(mql_net *net, const char *peer, void *user)
     link->user = user;
     link->next = net->links;
     net->links = link;
-    link->ctx = net->ops->open(net->arg, link, peer);
+    link->ctx = net->ops->open(net->arg, link, peer, 0); /* the configuration's listener 0 */
     if (link->ctx == NULL)
         link->state = FAKE_DEAD; /* refused: net.c closes it without a closed callback */
     return link;

@@ -183,6 +183,8 @@ static void make_config(mql_config *cfg, uint8_t c0, uint8_t c1, uint8_t c2)
     static const uint16_t alias[] = {10, 0, 1, 65535};
     static const uint8_t max_qos[] = {2, 1, 0, 2};
     mql_config_defaults(cfg);
+    /* one listener in the configuration (nothing listens): links say they came from it */
+    mql_listener_defaults(&cfg->listeners[cfg->n_listeners++], 1883, "", 0);
     cfg->allow_anonymous = !(c0 & 0x01);
     cfg->max_qos = max_qos[(c0 >> 2) & 3];
     cfg->retain_available = !(c0 & 0x10);

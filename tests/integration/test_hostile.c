@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -567,22 +568,82 @@ static void ws_assert_serves(uint16_t port)
 
 /* --- a TLS client: nng's TLS dialer --- */
 
+/*
+ * nng 1.5.2's TLS stream does not always finish an operation at its aio timeout (a send
+ * into a connection the broker closed, or a receive after the broker's close got lost,
+ * waited on past 30 s), so every wait here is bounded by sc_wait: it waits for the aio's
+ * callback, looks in between whether the TCP socket underneath still has a peer, and ends
+ * the operation by closing the stream when the socket has none or the bound passes.
+ */
 typedef struct sc {
     nng_stream_dialer *d;
     nng_stream *s;
     nng_aio *aio;
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    bool busy;
+    bool dead; /* sc_wait closed the stream ... */
+    bool gone; /* ... because the peer had closed the connection */
 } sc;
+
+static void sc_cb(void *arg)
+{
+    sc *c = arg;
+    pthread_mutex_lock(&c->m);
+    c->busy = false;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->m);
+}
+
+/* Start the operation on c->aio first (with c->busy set). Waits at most timeout_ms (plus
+ * the close). Returns 0 when the operation finished by itself, 1 when the TCP connection
+ * turned out to be gone (the peer closed), -1 when the bound passed. */
+static int sc_wait(sc *c, int timeout_ms)
+{
+    int64_t deadline = tb_now_ms() + timeout_ms;
+    int r = 0;
+    pthread_mutex_lock(&c->m);
+    while (c->busy) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (pthread_cond_timedwait(&c->cv, &c->m, &ts) == 0 || !c->busy)
+            continue;
+        nng_sockaddr sa;
+        bool gone = c->s != NULL && nng_stream_get_addr(c->s, NNG_OPT_REMADDR, &sa) != 0;
+        if (!gone && tb_now_ms() < deadline)
+            continue;
+        r = gone ? 1 : -1;
+        c->dead = true;
+        c->gone = gone;
+        pthread_mutex_unlock(&c->m);
+        if (c->s != NULL)
+            nng_stream_close(c->s); /* fails the operation */
+        else
+            nng_stream_dialer_close(c->d);
+        nng_aio_wait(c->aio);
+        pthread_mutex_lock(&c->m);
+    }
+    pthread_mutex_unlock(&c->m);
+    return r;
+}
 
 static bool sc_open(sc *c, const char *url, nng_tls_config *tls)
 {
     memset(c, 0, sizeof(*c));
-    if (nng_stream_dialer_alloc(&c->d, url) != 0 || nng_aio_alloc(&c->aio, NULL, NULL) != 0 ||
+    pthread_mutex_init(&c->m, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (nng_stream_dialer_alloc(&c->d, url) != 0 || nng_aio_alloc(&c->aio, sc_cb, c) != 0 ||
         nng_stream_dialer_set_ptr(c->d, NNG_OPT_TLS_CONFIG, tls) != 0)
         return false;
     nng_aio_set_timeout(c->aio, 5000);
+    c->busy = true;
     nng_stream_dialer_dial(c->d, c->aio);
-    nng_aio_wait(c->aio);
-    if (nng_aio_result(c->aio) != 0)
+    if (sc_wait(c, 6000) != 0 || nng_aio_result(c->aio) != 0)
         return false;
     c->s = nng_aio_get_output(c->aio, 0);
     return true;
@@ -593,12 +654,14 @@ static int sc_send(sc *c, const void *p, size_t n)
 {
     size_t off = 0;
     while (off < n) {
+        if (c->dead)
+            return -1;
         nng_iov iov = {.iov_buf = (uint8_t *)p + off, .iov_len = n - off};
         nng_aio_set_iov(c->aio, 1, &iov);
         nng_aio_set_timeout(c->aio, 5000);
+        c->busy = true;
         nng_stream_send(c->s, c->aio);
-        nng_aio_wait(c->aio);
-        if (nng_aio_result(c->aio) != 0)
+        if (sc_wait(c, 6000) != 0 || nng_aio_result(c->aio) != 0)
             return -1;
         off += nng_aio_count(c->aio);
     }
@@ -608,11 +671,16 @@ static int sc_send(sc *c, const void *p, size_t n)
 /* Receive what is there: > 0 bytes, 0 when the peer closed, -1 after timeout_ms. */
 static int sc_recv(sc *c, uint8_t *buf, size_t cap, int timeout_ms)
 {
+    if (c->dead) /* we closed it: after the peer did, or after a receive that never ended */
+        return c->gone ? 0 : -1;
     nng_iov iov = {.iov_buf = buf, .iov_len = cap};
     nng_aio_set_iov(c->aio, 1, &iov);
     nng_aio_set_timeout(c->aio, timeout_ms > 0 ? timeout_ms : 1);
+    c->busy = true;
     nng_stream_recv(c->s, c->aio);
-    nng_aio_wait(c->aio);
+    int w = sc_wait(c, (timeout_ms > 0 ? timeout_ms : 1) + 1000);
+    if (w != 0)
+        return w > 0 ? 0 : -1;
     int rv = nng_aio_result(c->aio);
     if (rv == NNG_ETIMEDOUT)
         return -1;
@@ -642,6 +710,8 @@ static void sc_close(sc *c)
         nng_aio_free(c->aio);
     if (c->d != NULL)
         nng_stream_dialer_free(c->d);
+    pthread_mutex_destroy(&c->m);
+    pthread_cond_destroy(&c->cv);
     memset(c, 0, sizeof(*c));
 }
 

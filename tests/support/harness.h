@@ -7,8 +7,17 @@
  *   tb_*  the broker under test: a child process started from $MQLITE_BIN (optionally
  *         behind $MQLITE_WRAPPER, e.g. "qemu-arm -L /usr/arm-linux-gnueabihf") with a
  *         generated config in a fresh temp dir, on a free 127.0.0.1 port;
- *   tc_*  a raw test client over a blocking TCP socket with its own packet framing;
+ *   tc_*  a raw test client with its own packet framing, over the transport under test;
  *   pk_*  packet builders and a PUBLISH parser, written from the specification.
+ *
+ * Transports: $MQLITE_TEST_TRANSPORT = tcp (default), tls, ws or wss. The broker is started
+ * with its listener speaking that transport (tls and wss with a throw-away certificate made
+ * by openssl in the broker's temp dir), and every tc_* client dials it: over a plain socket
+ * for tcp (as before transports existed), over nng streams for tls+tcp://, ws://.../mqtt
+ * and wss://.../mqtt (WebSocket subprotocol "mqtt"). The same protocol tests run over
+ * every transport: the bytes a test sends and expects are the same on all of them, TLS and
+ * WebSocket framing stay below the tc_* interface. Differences: tc_fd is -1 on streams, and
+ * a stream client reads at most one 64 KiB chunk ahead of what the test asked for.
  *
  * Every wait is bounded: no function here blocks longer than the timeout it is given (or a
  * documented fixed bound), so a misbehaving broker fails a test instead of hanging it.
@@ -37,6 +46,22 @@
 
 typedef struct mql_broker mql_broker;
 
+typedef enum tb_transport { TB_TCP = 0, TB_TLS, TB_WS, TB_WSS } tb_transport;
+
+/* The transport of this run, from $MQLITE_TEST_TRANSPORT (tcp when unset or empty); any
+ * other value fails the test. */
+tb_transport tb_transport_get(void);
+/* Its name: "tcp", "tls", "ws" or "wss". */
+const char *tb_transport_name(void);
+
+/* Skip the current test unless the transport is tcp, with `why` (a string literal) as the
+ * reason: for tests about the TCP connection itself, not about MQTT. */
+#define tb_skip_unless_tcp(why)                                                                    \
+    do {                                                                                           \
+        if (tb_transport_get() != TB_TCP)                                                          \
+            cr_skip_test("needs transport tcp, this run is %s: %s", tb_transport_name(), why);     \
+    } while (0)
+
 /* Default bound for "something should arrive" waits, in milliseconds. */
 #define TB_WAIT_MS 2000
 /* Default bound for "nothing should arrive" waits, in milliseconds. */
@@ -44,14 +69,27 @@ typedef struct mql_broker mql_broker;
 
 /*
  * Start a broker: pick a free 127.0.0.1 port, create a temp dir, write mqlite.conf there
- * with `listener PORT 127.0.0.1`, `allow_anonymous true`, then extra_conf (may be NULL; any
- * "%DIR%" in it is replaced by the temp dir path) and then $MQLITE_EXTRA_CONF if set
- * (same substitution), run `[$MQLITE_WRAPPER] $MQLITE_BIN -c FILE` with stdout and stderr
+ * with `listener PORT 127.0.0.1` (plus `protocol websockets` and/or `certfile`/`keyfile`
+ * for the transport), `allow_anonymous true`, then extra_conf (may be NULL; any "%DIR%" in
+ * it is replaced by the temp dir path) and then $MQLITE_EXTRA_CONF if set (same
+ * substitution), run `[$MQLITE_WRAPPER] $MQLITE_BIN -c FILE` with stdout and stderr
  * appended to broker.log in the temp dir, and wait (at most 10 s) until the port accepts a
  * TCP connection. Retries with a new port if the broker exits before that (port race).
+ * Lines of extra_conf that apply to the listener above them (protocol, max_connections,
+ * ...) apply to the harness's listener unless extra_conf starts a listener of its own.
  * Fails the test on error; never returns NULL. The caller owns the result: tb_stop() it.
  */
 mql_broker *tb_start(const char *extra_conf);
+/* Same, with pre_conf (may be NULL, same substitution) written before the harness's
+ * listener line: for keys that must precede every listener (per_listener_settings, a
+ * broker-wide max_connections). */
+mql_broker *tb_start_with(const char *pre_conf, const char *extra_conf);
+
+/* The configuration lines of one more listener on 127.0.0.1:port speaking the transport
+ * under test ("listener PORT 127.0.0.1", then `protocol websockets` and the harness's
+ * certificate as needed, each line ending in '\n'), for extra_conf; tc_* clients reach it
+ * like the harness's own listener. Writes at most cap bytes; returns out. */
+char *tb_listener_conf(uint16_t port, char *out, size_t cap);
 
 /*
  * SIGTERM the broker, wait at most 5 s, then SIGKILL; free b and remove its temp dir.
@@ -96,6 +134,8 @@ const char *tb_log_path(const mql_broker *b);
 
 /* Wait at most timeout_ms until the broker log contains needle. Returns whether it did. */
 bool tb_log_contains(mql_broker *b, const char *needle, int timeout_ms);
+/* How many times needle occurs in the broker log now. */
+int tb_log_count(mql_broker *b, const char *needle);
 
 /* Assert the broker is alive and serves a new client: CONNECT -> CONNACK 0, PINGREQ ->
  * PINGRESP, DISCONNECT. Used after error cases. */
@@ -253,21 +293,27 @@ typedef struct tc_client tc_client;
 
 /* tc_recv_packet results other than a length. */
 #define TC_TIMEOUT (-1) /* no whole packet within the timeout */
-#define TC_CLOSED (-2)  /* the peer closed (EOF) or reset the connection */
-#define TC_ERROR (-3)   /* socket error, or a malformed Remaining Length from the peer */
-#define TC_TOOBIG (-4)  /* the packet does not fit into cap (it stays buffered) */
+#define TC_CLOSED                                                                                  \
+    (-2)               /* the peer closed (EOF), reset, or the transport failed (TLS alert,        \
+                          WebSocket close) */
+#define TC_ERROR (-3)  /* a malformed Remaining Length from the peer, or out of memory */
+#define TC_TOOBIG (-4) /* the packet does not fit into cap (it stays buffered) */
 
-/* Open a TCP connection to 127.0.0.1:port (TCP_NODELAY, bounded 5 s). NULL on failure;
- * never asserts (usable from worker threads). */
+/* Connect to the broker on 127.0.0.1:port over the transport under test (TCP_NODELAY;
+ * for ws/wss including the HTTP upgrade; bounded 5 s). NULL on failure; never asserts
+ * (usable from worker threads). */
 tc_client *tc_connect_try(uint16_t port);
 /* Same, failing the test if the connection cannot be made. */
 #define tc_connect(port) tc_connect_at(__FILE__, __LINE__, (port))
 tc_client *tc_connect_at(const char *file, int line, uint16_t port);
 
-/* Close the socket (no DISCONNECT is sent) and free c. NULL is ignored. */
+/* Close the connection (no DISCONNECT is sent) and free c. NULL is ignored. */
 void tc_close(tc_client *c);
 /* Send DISCONNECT, then close and free c. */
 void tc_disconnect(tc_client *c);
+/* The socket of a tcp client (for socket options, or to watch it directly); -1 over tls,
+ * ws and wss, where the connection is an nng stream: tests that need it call
+ * tb_skip_unless_tcp first. */
 int tc_fd(const tc_client *c);
 
 /* Send bytes, completely (bounded 5 s). Returns 0, or -1 if the connection failed (that is

@@ -629,6 +629,144 @@ Test(config, max_connections)
                  "-1 (no limit) or a number from 0 to 2147483647", get_connections);
 }
 
+/* ---- per-listener settings (mosquitto 2.0) ----------------------------------------- */
+
+Test(config, max_connections_global_then_per_listener)
+{
+    OK("max_connections 100"); /* before any listener: the whole broker */
+    OK("listener 1883");
+    cr_assert_eq(cfg.listeners[0].max_connections, -1, "a listener's default is no limit");
+    OK("max_connections 5"); /* in a listener block: that listener */
+    OK("listener 1884");
+    OK("listener 1885");
+    OK("max_connections 0");
+    cr_assert_eq(cfg.max_connections, 100);
+    cr_assert_eq(cfg.listeners[0].max_connections, 5);
+    cr_assert_eq(cfg.listeners[1].max_connections, -1);
+    cr_assert_eq(cfg.listeners[2].max_connections, 0);
+    BAD("max_connections -2", "max_connections: '-2' is not -1 (no limit) or a number from 0 to "
+                              "2147483647");
+    BAD("max_connections 2147483648", "max_connections: '2147483648' is not");
+    cr_assert_eq(cfg.listeners[2].max_connections, 0, "changed by a bad value");
+    cr_assert_eq(cfg.max_connections, 100, "the global limit changed by a listener's line");
+}
+
+Test(config, per_listener_settings_default_false_allow_anonymous_global)
+{
+    cr_assert_eq(cfg.per_listener_settings, false);
+    OK("listener 1883");
+    cr_assert_eq(cfg.listeners[0].allow_anonymous, -1);
+    OK("allow_anonymous false"); /* global wherever it stands */
+    OK("listener 1884");
+    cr_assert_eq(cfg.allow_anonymous, false);
+    cr_assert_eq(cfg.listeners[0].allow_anonymous, -1);
+    cr_assert_eq(mql_config_allow_anonymous(&cfg, 0), false);
+    cr_assert_eq(mql_config_allow_anonymous(&cfg, 1), false);
+    OK("password_file /etc/mqlite/passwd"); /* global too */
+    OK("acl_file /etc/mqlite/acl");
+    cr_assert_str_eq(cfg.password_file, "/etc/mqlite/passwd");
+    cr_assert_str_eq(cfg.acl_file, "/etc/mqlite/acl");
+}
+
+Test(config, per_listener_settings_allow_anonymous_per_listener)
+{
+    OK("per_listener_settings true");
+    OK("allow_anonymous false"); /* before any listener: the default of every listener */
+    OK("password_file /etc/mqlite/passwd");
+    OK("listener 1883 127.0.0.1");
+    OK("allow_anonymous true");
+    OK("listener 8883");
+    OK("listener 8884");
+    OK("allow_anonymous false");
+    cr_assert_eq(cfg.per_listener_settings, true);
+    cr_assert_eq(cfg.allow_anonymous, false);
+    cr_assert_eq(cfg.listeners[0].allow_anonymous, 1);
+    cr_assert_eq(cfg.listeners[1].allow_anonymous, -1);
+    cr_assert_eq(cfg.listeners[2].allow_anonymous, 0);
+    cr_assert_eq(mql_config_allow_anonymous(&cfg, 0), true);
+    cr_assert_eq(mql_config_allow_anonymous(&cfg, 1), false, "inherits the global value");
+    cr_assert_eq(mql_config_allow_anonymous(&cfg, 2), false);
+    cr_assert_eq(mql_config_allow_anonymous(&cfg, 3), false, "-p listener: global value");
+    BAD("allow_anonymous maybe", "allow_anonymous: 'maybe' is not true or false");
+    cr_assert_eq(cfg.listeners[2].allow_anonymous, 0);
+}
+
+Test(config, per_listener_settings_password_and_acl_in_listener_refused)
+{
+    OK("per_listener_settings true");
+    OK("listener 1883");
+    BAD("password_file /etc/mqlite/passwd",
+        "password_file: a password_file per listener (per_listener_settings true) is not "
+        "supported by this version of mqlite",
+        "before the first 'listener' line");
+    BAD("acl_file /etc/mqlite/acl", "acl_file: a acl_file per listener", "not supported");
+    cr_assert_str_eq(cfg.password_file, "");
+    cr_assert_str_eq(cfg.acl_file, "");
+}
+
+Test(config, per_listener_settings_must_come_first)
+{
+    OK("per_listener_settings false"); /* the default again: harmless anywhere */
+    OK("listener 1883");
+    OK("per_listener_settings false");
+    BAD("per_listener_settings true",
+        "per_listener_settings: must come before the first 'listener' line and before "
+        "allow_anonymous, password_file and acl_file");
+    cr_assert_eq(cfg.per_listener_settings, false);
+
+    mql_config_defaults(&cfg);
+    OK("allow_anonymous true");
+    BAD("per_listener_settings true", "must come before");
+    mql_config_defaults(&cfg);
+    OK("acl_file /etc/mqlite/acl");
+    BAD("per_listener_settings true", "must come before");
+
+    mql_config_defaults(&cfg);
+    OK("max_keepalive 60"); /* other keys do not matter */
+    OK("per_listener_settings true");
+    OK("per_listener_settings true");
+    OK("allow_anonymous false");
+    BAD("per_listener_settings false", "must come before");
+    cr_assert_eq(cfg.per_listener_settings, true);
+    BAD("per_listener_settings yes", "per_listener_settings: 'yes' is not true or false");
+    BAD("per_listener_settings", "per_listener_settings: missing value (expected true or false)");
+}
+
+Test(config, per_listener_settings_file_lines)
+{
+    const char *text = "listener 1883\n"
+                       "allow_anonymous false\n"
+                       "per_listener_settings true\n";
+    char path[64];
+    cr_assert_eq(load_text(text, strlen(text), path), MQL_E_CONFIG);
+    char want[128];
+    snprintf(want, sizeof(want), "%s:3: per_listener_settings: must come before", path);
+    cr_assert(strncmp(err, want, strlen(want)) == 0, "%s", err);
+}
+
+Test(config, use_identity_as_username_says_why)
+{
+    OK("listener 8883");
+    BAD("use_identity_as_username true",
+        "option 'use_identity_as_username' is not supported by this version of mqlite",
+        "Common Name", "password_file");
+    BAD("use_subject_as_username true", "is not supported by this version of mqlite", "subject");
+}
+
+Test(config, listener_defaults_helper)
+{
+    mql_listener_conf l;
+    memset(&l, 0x5a, sizeof(l));
+    mql_listener_defaults(&l, 1884, "127.0.0.1", 0);
+    cr_assert_eq(l.port, 1884);
+    cr_assert_str_eq(l.address, "127.0.0.1");
+    cr_assert_eq(l.protocol, MQL_LISTENER_MQTT);
+    cr_assert_eq(l.max_connections, -1);
+    cr_assert_eq(l.allow_anonymous, -1);
+    cr_assert_str_eq(l.certfile, "");
+    cr_assert_eq(l.require_certificate, false);
+}
+
 static long long get_qos(void)
 {
     return cfg.max_qos;
