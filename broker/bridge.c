@@ -131,10 +131,35 @@ static mql_bytes rule_filter(const mql_bridge_topic *r, const char *prefix, char
 
 /* ---- state ---- */
 
-/* The retained $SYS/broker/bridge/NAME/state value. */
+/* The retained $SYS/broker/bridge/NAME/state value, and mosquitto's local notification
+ * ("1" connected, "0" not) when notifications are on. */
 static void publish_state(mql_bridge *br, const char *state)
 {
     mql_broker_sys_set(br->b, br->state_topic, state);
+    if (br->note_topic[0] != '\0')
+        mql_broker_sys_set(br->b, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
+}
+
+/* Whether the remote broker gets the notifications too (a will of "0" in CONNECT, "1" once
+ * connected, "0" before a clean disconnect). */
+static bool notify_remote(const mql_bridge *br)
+{
+    return br->note_topic[0] != '\0' && !br->conf->notifications_local_only;
+}
+
+/* A retained QoS 0 notification to the remote broker. QoS 0 keeps it out of the bridge
+ * session's packet ids; on a live link it is as good as QoS 1, and should the link die
+ * before it arrives, the will ("0") tells the truth anyway. */
+static void notify_remote_send(mql_bridge *br, mql_conn *c, const char *value)
+{
+    mql_packet p;
+    memset(&p, 0, sizeof(p));
+    p.type = MQL_PUBLISH;
+    p.u.publish.retain = true;
+    p.u.publish.topic =
+        (mql_bytes){(const uint8_t *)br->note_topic, (uint32_t)strlen(br->note_topic)};
+    p.u.publish.payload = (mql_bytes){(const uint8_t *)value, (uint32_t)strlen(value)};
+    (void)mql_conn_send_packet(c, &p);
 }
 
 /* Milliseconds until the next attempt after br->failures failed ones: restart_timeout BASE
@@ -187,15 +212,7 @@ static void send_connect(mql_bridge *br, mql_conn *c)
 {
     const mql_bridge_conf *bc = br->conf;
     mql_broker *b = br->b;
-    char host[64] = "mqlite";
-    char idbuf[sizeof(bc->remote_clientid) + sizeof(host) + 2];
-    const char *id = bc->remote_clientid;
-    if (id[0] == '\0') { /* mosquitto's default: HOSTNAME.NAME */
-        (void)gethostname(host, sizeof(host) - 1);
-        host[sizeof(host) - 1] = '\0';
-        snprintf(idbuf, sizeof(idbuf), "%s.%s", host, bc->name);
-        id = idbuf;
-    }
+    const char *id = br->remote_id;
     mql_packet p;
     memset(&p, 0, sizeof(p));
     p.type = MQL_CONNECT;
@@ -213,6 +230,14 @@ static void send_connect(mql_bridge *br, mql_conn *c)
         cn->has_password = true;
         cn->password = (mql_bytes){(const uint8_t *)bc->remote_password,
                                    (uint32_t)strlen(bc->remote_password)};
+    }
+    if (notify_remote(br)) { /* the remote says "0" for us when the link dies */
+        cn->will = true;
+        cn->will_qos = 1;
+        cn->will_retain = true;
+        cn->will_topic =
+            (mql_bytes){(const uint8_t *)br->note_topic, (uint32_t)strlen(br->note_topic)};
+        cn->will_payload = (mql_bytes){(const uint8_t *)"0", 1};
     }
     if (cn->version == MQL_V5) {
         if (!bc->cleansession && bc->session_expiry != 0) {
@@ -366,6 +391,8 @@ static void handle_connack(mql_bridge *br, mql_conn *c, const mql_connack *ack)
                   bname(br), c->client_receive_max, c->client_max_packet, br->remote_max_qos,
                   c->keepalive);
     send_subscribe(br, c);
+    if (notify_remote(br))
+        notify_remote_send(br, c, "1");
     publish_state(br, "connected");
     mql_session_resume(b, br->s); /* in-flight again with DUP, then the queue in order */
 }
@@ -570,6 +597,19 @@ static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf 
     br->conf = bc;
     br->remote_max_qos = 2;
     snprintf(br->state_topic, sizeof(br->state_topic), "$SYS/broker/bridge/%s/state", bc->name);
+    if (bc->remote_clientid[0] != '\0') {
+        snprintf(br->remote_id, sizeof(br->remote_id), "%s", bc->remote_clientid);
+    } else { /* mosquitto's default: HOSTNAME.NAME */
+        char host[64] = "mqlite";
+        (void)gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = '\0';
+        snprintf(br->remote_id, sizeof(br->remote_id), "%s.%s", host, bc->name);
+    }
+    if (bc->notifications && bc->notification_topic[0] != '\0')
+        snprintf(br->note_topic, sizeof(br->note_topic), "%s", bc->notification_topic);
+    else if (bc->notifications)
+        snprintf(br->note_topic, sizeof(br->note_topic), "$SYS/broker/connection/%s/state",
+                 br->remote_id);
     bool tls = bc->cafile[0] != '\0' || bc->capath[0] != '\0';
     for (int i = 0; i < bc->n_addresses; i++) {
         char url[200], host[128];
@@ -702,6 +742,8 @@ void mql_bridges_stop(mql_broker *b)
             continue;
         snprintf(c->why, sizeof(c->why), "server shutting down");
         if (c->state == CS_ACTIVE) {
+            if (notify_remote(br)) /* a normal DISCONNECT discards the will */
+                notify_remote_send(br, c, "0");
             mql_packet p;
             memset(&p, 0, sizeof(p));
             p.type = MQL_DISCONNECT; /* normal: the remote session stays, no will */

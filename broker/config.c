@@ -538,6 +538,7 @@ static mql_err set_connection(const struct option *opt, struct ctx *c)
     br->outgoing_retain = true;
     br->queue_max_bytes = 64u * 1024u * 1024u;
     br->max_inflight = 100;
+    br->notifications = true;
     return MQL_OK;
 }
 
@@ -840,6 +841,11 @@ static const struct option options[] = {
      0, UINT32_MAX, BOFF(queue_max_messages)},
     {"bridge_max_inflight", 1, 1, "a number from 1 to 65535", set_bridge_num, 1, 65535,
      BOFF(max_inflight)},
+    {"notifications", 1, 1, "true or false", set_bridge_bool, 0, 0, BOFF(notifications)},
+    {"notifications_local_only", 1, 1, "true or false", set_bridge_bool, 0, 0,
+     BOFF(notifications_local_only)},
+    {"notification_topic", 1, 1, "a topic name (no wildcards)", set_bridge_str, 0, 256,
+     BOFF(notification_topic)},
 };
 
 /* Options of mosquitto 2.0 that this version does not implement (yet). */
@@ -883,9 +889,6 @@ static const char *const mosquitto_only[] = {
     "memory_limit",
     "message_size_limit",
     "mount_point",
-    "notification_topic",
-    "notifications",
-    "notifications_local_only",
     "password",
     "persistence_file",
     "persistent_client_expiration",
@@ -1227,6 +1230,8 @@ static mql_err check_bridges(const mql_config *cfg, const char *path, char *errb
             why = "has a client certificate but no bridge_cafile or bridge_capath (TLS)";
         else if (br->has_password && !br->has_username)
             why = "has remote_password without remote_username";
+        else if (strpbrk(br->notification_topic, "+#") != NULL)
+            why = "notification_topic must be a topic name, without '+' or '#'";
         if (why != NULL)
             return fail_at(MQL_E_CONFIG, errbuf, errlen, "%s:%d: connection %s: %s", path, br->line,
                            br->name, why);

@@ -123,6 +123,9 @@ typedef struct mql_bridge_conf {
     uint64_t queue_max_bytes;    /* payload bytes queued, default 64 MiB */
     uint32_t queue_max_messages; /* default 0 = no limit */
     uint16_t max_inflight;       /* QoS 1/2 in flight to the remote, default 100 */
+    bool notifications;          /* mosquitto's "1"/"0" state messages, default true */
+    bool notifications_local_only;
+    char notification_topic[256]; /* default $SYS/broker/connection/REMOTE_CLIENTID/state */
     mql_bridge_topic topics[MQL_MAX_BRIDGE_TOPICS];
     int n_topics;
 } mql_bridge_conf;

@@ -238,6 +238,8 @@ typedef struct mql_bridge {
     bool warned;            /* the current outage was logged at warning level */
     bool stopped;
     char state_topic[128]; /* $SYS/broker/bridge/NAME/state */
+    char remote_id[200];   /* remote_clientid, or mosquitto's default HOSTNAME.NAME */
+    char note_topic[300];  /* notifications: "1"/"0" (mosquitto's), empty when off */
 } mql_bridge;
 
 /* session.c (all under broker->lock) */

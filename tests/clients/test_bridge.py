@@ -267,6 +267,56 @@ class BridgeBasics(unittest.TestCase):
                 self.assertEqual(state.msgs[-1][1], b"connected")
                 state.close()
 
+    def test_notifications(self):
+        """mosquitto's bridge notifications, on by default: "1" retained on
+        $SYS/broker/connection/REMOTE_CLIENTID/state at both ends once connected; "0" at the
+        remote through the CONNECT's will when mqlite dies, and before a clean stop."""
+        topic = "$SYS/broker/connection/gw-note/state"
+        with Remote() as remote:
+            with Local(remote.port, ["topic n/# out 1", "remote_clientid gw-note"]) as local:
+                self.assertTrue(local.wait_log('bridge "cloud": connected'), local.log())
+                far = Collector(remote.port, topic)
+                near = Collector(local.port, topic)
+                self.assertEqual(far.wait_count(1), 1, far.msgs)
+                self.assertEqual(far.msgs[-1][1:], (b"1", 0, True))
+                self.assertEqual(near.wait_count(1), 1, near.msgs)
+                self.assertEqual(near.msgs[-1][1], b"1")
+                near.close()
+                local.halt(kill=True)  # no DISCONNECT: the remote publishes the will
+                self.assertEqual(far.wait_count(2), 2, far.msgs)
+                self.assertEqual(far.msgs[-1][1:3], (b"0", 1))
+                local.restart()
+                self.assertEqual(far.wait_count(3), 3, far.msgs)
+                self.assertEqual(far.msgs[-1][1], b"1")
+                local.stop()  # SIGTERM: "0" sent before the DISCONNECT
+                self.assertEqual(far.wait_count(4), 4, far.msgs)
+                self.assertEqual(far.msgs[-1][1], b"0")
+                far.close()
+            late = Collector(remote.port, topic)  # the last state stays retained
+            self.assertEqual(late.wait_count(1), 1)
+            self.assertEqual(late.msgs[0][1:], (b"0", 0, True))
+            late.close()
+
+    def test_notifications_off_and_local_only(self):
+        with Remote() as remote:
+            far = Collector(remote.port, "#")
+            with Local(remote.port, ["topic n/# out 1", "notifications false"]) as local:
+                self.assertTrue(local.wait_log('bridge "cloud": connected'), local.log())
+                near = Collector(local.port, "$SYS/broker/connection/#")
+                time.sleep(1.0)
+                self.assertEqual(near.msgs, [])
+                near.close()
+            with Local(remote.port, ["topic n/# out 1", "notifications_local_only true",
+                                     "notification_topic plant/gw/bridge"]) as local:
+                self.assertTrue(local.wait_log('bridge "cloud": connected'), local.log())
+                near = Collector(local.port, "plant/gw/bridge")
+                self.assertEqual(near.wait_count(1), 1, near.msgs)
+                self.assertEqual(near.msgs[0][1:], (b"1", 0, True))
+                near.close()
+            time.sleep(0.5)
+            self.assertEqual(far.msgs, [])  # nothing reached the remote at all
+            far.close()
+
     def test_bad_config_errors(self):
         """Config errors name file:line (checked without a remote)."""
         cases = [
@@ -277,6 +327,8 @@ class BridgeBasics(unittest.TestCase):
             (["connection x", "address 127.0.0.1:1", "topic a sideways"], "direction"),
             (["connection x", "address 127.0.0.1:1", "topic a", "bridge_alpn x"], "ALPN"),
             (["topic a out"], "must follow a 'connection' line"),
+            (["connection x", "address 127.0.0.1:1", "topic a", "notification_topic a/+"],
+             "notification_topic must be a topic name"),
             (["connection x", "address 127.0.0.1:1", "topic a",
               "bridge_cafile /nonexistent/ca.pem"], "/nonexistent/ca.pem"),
         ]

@@ -166,7 +166,7 @@ Test(config, mosquitto_options_not_supported)
     const char *keys[] = {"autosave_interval 1800",
                           "persistence_file mqlite.db",
                           "use_identity_as_username true",
-                          "notifications false",
+                          "bridge_attempt_unsubscribe false",
                           "log_facility 3",
                           "log_timestamp false",
                           "port 1883",
@@ -180,9 +180,9 @@ Test(config, mosquitto_options_not_supported)
         snprintf(want, sizeof(want), "option '%s' is not supported by this version of mqlite", key);
         BAD(keys[i], want);
     }
-    parse("notifications false");
-    cr_assert_str_eq(err, "t.conf:7: option 'notifications' is not supported by this version of "
-                          "mqlite");
+    parse("notifications false"); /* a bridge key: implemented, but only in a bridge */
+    cr_assert_str_eq(err, "t.conf:7: notifications: must follow a 'connection' line (it applies "
+                          "to the bridge above it)");
 }
 
 /* ---- bridges ------------------------------------------------------------------------ */
@@ -208,8 +208,14 @@ Test(config, bridge_block)
     OK("bridge_outgoing_retain false");
     OK("bridge_queue_max_bytes 1000000");
     OK("bridge_max_inflight 10");
+    cr_assert(cfg.bridges[0].notifications, "mosquitto's default: notifications true");
+    OK("notifications false");
+    OK("notifications_local_only true");
+    OK("notification_topic plant/gw1/bridge");
     cr_assert_eq(cfg.n_bridges, 1);
     const mql_bridge_conf *b = &cfg.bridges[0];
+    cr_assert(!b->notifications && b->notifications_local_only);
+    cr_assert_str_eq(b->notification_topic, "plant/gw1/bridge");
     cr_assert_str_eq(b->name, "cloud");
     cr_assert_eq(b->n_addresses, 2);
     cr_assert_str_eq(b->addresses[0], "broker.example.com:8883");
