@@ -103,6 +103,9 @@
 #define CACHE_KIB 256                      /* page cache */
 #define CKPT_PAGES_MAX 1024                /* WAL pages before we checkpoint */
 #define CKPT_PAGES_MIN 64
+#define STORE_PAGE_SIZE 1024 /* for new stores, see open_db */
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
 #define BACKOFF_MIN_MS 50 /* wait before retrying a failed batch, doubling */
 #define BACKOFF_MAX_MS 2000
 #define CLOSE_ATTEMPTS 5 /* failed attempts after close began before giving up (~0.75 s) */
@@ -1185,6 +1188,14 @@ static enum open_result open_db(mql_store *st, char *why, size_t len)
     /* Before the first access: WAL index in heap memory, no -shm (see the header). */
     step = "locking_mode";
     if ((rc = exec_sql(st->db, "PRAGMA locking_mode = EXCLUSIVE")) != SQLITE_OK)
+        goto fail;
+    /* A new store gets 1 KiB pages (SQLite's default is 4 KiB): every commit rewrites the
+     * last leaf of each b-tree it appends to, so the page size is what a commit costs in
+     * WAL bytes. Measured at 1,000 QoS 1 msg/s (tests/bench/compare.sh persist-rate): 995
+     * instead of 1,656 bytes written per message, and a third of the file size, with the
+     * same store throughput. No effect on an existing store (its page size is fixed). */
+    step = "page_size";
+    if ((rc = exec_sql(st->db, "PRAGMA page_size = " STRINGIFY(STORE_PAGE_SIZE))) != SQLITE_OK)
         goto fail;
     step = "read";
     if ((rc = exec_sql(st->db, "SELECT count(*) FROM sqlite_schema")) != SQLITE_OK)

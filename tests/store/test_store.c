@@ -1161,7 +1161,8 @@ Test(store, counters_move_with_sync_full)
     cr_assert_eq(b.transactions - a.transactions, 10);
     cr_assert_eq(b.ops - a.ops, 200);
     cr_assert(b.fsyncs - a.fsyncs >= 10, "fsyncs %llu", (unsigned long long)(b.fsyncs - a.fsyncs));
-    cr_assert(b.bytes_written - a.bytes_written >= 10 * 4096);
+    /* each commit writes at least one 1 KiB page (a new store's page size) */
+    cr_assert(b.bytes_written - a.bytes_written >= 10 * 1024);
     cr_assert(b.file_bytes > 0);
     cr_assert(b.live_bytes > 0);
     cr_assert_eq(b.errors, 0);
@@ -1372,4 +1373,39 @@ Test(store, throughput_rows_survive_reopen)
     cr_assert_eq(n, 50000);
     cr_assert_eq(m, 50000);
     mql_store_close(st);
+}
+
+/* ---- page size ---- */
+
+/* The page size in a store file's header (bytes 16-17, big-endian). */
+static unsigned file_page_size(const char *path)
+{
+    uint8_t h[18];
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s", path);
+    cr_assert_eq(fread(h, 1, sizeof(h), f), sizeof(h));
+    fclose(f);
+    return (unsigned)h[16] << 8 | h[17];
+}
+
+/* New stores use 1 KiB pages (fewer bytes per commit); a store made with SQLite's default
+ * 4 KiB pages keeps them and works as before. */
+Test(store, new_store_small_pages_old_store_kept)
+{
+    mql_store *st = open_default();
+    some_ops(st, 1, 5);
+    cr_assert_eq(flush(st), MQL_OK);
+    mql_store_close(st);
+    cr_assert_eq(file_page_size(dbpath), 1024);
+
+    rm_rf(dbpath);
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "PRAGMA page_size = 4096; VACUUM;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    st = open_default();
+    some_ops(st, 100, 5);
+    cr_assert_eq(flush(st), MQL_OK);
+    mql_store_close(st);
+    cr_assert_eq(file_page_size(dbpath), 4096);
 }
