@@ -19,6 +19,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/deps.sh test || { echo "0 passed, 1 failed"; exit 1; }
 fuzz_seconds=${FUZZ_SECONDS:-60}
+t_start=$(date +%s)
+stage() { echo "== [$(($(date +%s) - t_start)) s] $*"; } # a step's name, with the time so far
 extra=$(mktemp)
 status=0
 
@@ -41,7 +43,7 @@ run_suite() { # DIR [MESON TEST OPTIONS...]
   meson test -C "$dir" --num-processes 2 --print-errorlogs "$@" || status=1
 }
 
-echo "== formatting (clang-format, .clang-format)"
+stage "formatting (clang-format, .clang-format)"
 unformatted=$(git ls-files '*.c' '*.h' | while read -r f; do
   clang-format --dry-run -Werror "$f" >/dev/null 2>&1 || echo "$f"; done)
 if [ -z "$unformatted" ]; then
@@ -51,14 +53,14 @@ else
   echo "format: clang-format FAIL" >>"$extra"; status=1
 fi
 
-echo "== build + tests"
+stage "build + tests"
 if setup build-ci; then
   run_suite build-ci --no-suite transport-extra
 else
   echo "build: build-ci FAIL" >>"$extra"; status=1
 fi
 
-echo "== cross builds (armhf, arm64): static broker, integration suite under qemu-user"
+stage "cross builds (armhf, arm64): static broker, integration suite under qemu-user"
 for arch in armhf arm64; do
   log=$(mktemp)
   NATIVE_BUILD=build-ci bash .ci/cross.sh "$arch" >"$log" 2>&1
@@ -74,7 +76,7 @@ for arch in armhf arm64; do
   rm -f "$log"
 done
 
-echo "== boot test: busybox init (armhf) as PID 1 starts mqlite through S50mqlite"
+stage "boot test: busybox init (armhf) as PID 1 starts mqlite through S50mqlite"
 log=$(mktemp)
 bash tests/boot/boot-armhf.sh >"$log" 2>&1
 line=$(tail -n 1 "$log")
@@ -87,17 +89,18 @@ else
 fi
 rm -f "$log"
 
-echo "== AddressSanitizer + UndefinedBehaviorSanitizer"
+stage "AddressSanitizer + UndefinedBehaviorSanitizer"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
-  run_suite build-asan --no-suite transport-extra --no-suite transport-tls --no-suite transport-ws
+  run_suite build-asan --no-suite transport-extra --no-suite transport-tls --no-suite transport-ws \
+    --no-suite browser
 else
   echo "build: build-asan FAIL" >>"$extra"; status=1
 fi
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
-echo "== ThreadSanitizer: integration suite against a TSan broker"
+stage "ThreadSanitizer: integration suite against a TSan broker"
 log=$(mktemp)
 NATIVE_BUILD=build-ci bash .ci/tsan.sh >"$log" 2>&1
 line=$(tail -n 1 "$log")
@@ -111,7 +114,7 @@ fi
 grep -E "^tsan:" "$log" || true
 rm -f "$log"
 
-echo "== fuzz: decoder, connections, config parser, ${fuzz_seconds}s each (in parallel)"
+stage "fuzz: decoder, connections, config parser, ${fuzz_seconds}s each (in parallel)"
 # Each libFuzzer target starts from a copy of its checked-in corpus (new inputs, and the
 # targets' temporary files, go to a scratch dir). A failure prints the end of its log and keeps the crashing input under
 # build-fuzz/fuzz-artifacts/ (reproduce: build-fuzz/tests/fuzz/fuzz_NAME FILE).
@@ -147,6 +150,7 @@ else
   echo "fuzz: fuzz-build FAIL" >>"$extra"; status=1
 fi
 
+stage "summary"
 /usr/bin/python3 .ci/summary.py "$extra" build-ci build-asan || status=1
 rm -f "$extra"
 exit $status
