@@ -83,6 +83,7 @@ typedef struct mql_session {
     uint64_t *qos2_bits; /* 65536 bits, or NULL while the ids fit in qos2_small */
     uint32_t n_qos2_in;
     bool stored;       /* the session (and all it holds) is mirrored in the store */
+    bool was_online;   /* restored from the store: it had a connection when the broker died */
     char *username;    /* of its last connection, for read ACL checks while offline */
     uint64_t next_seq; /* for out_msg.seq */
     mql_msg *will;     /* v5 delayed will, published at will_at or session end */

@@ -335,6 +335,7 @@ static mql_err load_session(void *arg, const mql_store_session *ss)
     s->version = ss->version;
     s->expiry = ss->expiry;
     s->stored = true;
+    s->was_online = ss->disconnected_at == 0;
     s->disconnected_at = mono_of(gone, lc->now_mono, lc->now_wall);
     if (s->disconnected_at == 0)
         s->disconnected_at = 1;
@@ -448,6 +449,32 @@ static mql_err load_retained(void *arg, const char *topic, uint64_t msg_id)
                              (mql_bytes){(const uint8_t *)topic, (uint32_t)strlen(topic)}, m);
 }
 
+/*
+ * A queued message's move to "in flight" is written in the commit after it was sent, so a
+ * crash within that window restores it as queued although the client may have it. Such
+ * messages can only be at the head of the queue of a session that was connected when the
+ * broker died, at most an in-flight window of them: their next send says DUP 1, "this
+ * might be a re-delivery" [MQTT-3.3.1-1]. (Restored in-flight messages get DUP 1 anyway,
+ * see mql_session_resume; QoS 0 never has it [MQTT-3.3.1-2].) Bridges mark their whole
+ * restored queue (bridge_init).
+ */
+static void mark_maybe_sent(mql_broker *b)
+{
+    uint32_t window = b->cfg.max_inflight_messages ? b->cfg.max_inflight_messages : 65535u;
+    for (mql_session *s = b->sessions; s != NULL; s = s->next) {
+        if (!s->was_online)
+            continue;
+        s->was_online = false;
+        uint32_t n = s->inflight.count;
+        for (out_msg *o = s->queue.head; o != NULL && n < window; o = o->next) {
+            if (o->qos == 0)
+                continue;
+            o->dup = true;
+            n++;
+        }
+    }
+}
+
 mql_err mql_persist_open(mql_broker *b, char *errbuf, size_t errlen)
 {
     if (!b->cfg.persistence)
@@ -483,6 +510,7 @@ mql_err mql_persist_open(mql_broker *b, char *errbuf, size_t errlen)
         return err;
     }
     b->next_msg_id = max_id;
+    mark_maybe_sent(b);
     mql_notice("store.loaded",
                "store %s/mqlite.db: %u sessions (%u expired while down), %u subscriptions, "
                "%u queued messages, %u retained",

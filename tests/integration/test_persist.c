@@ -302,3 +302,71 @@ Test(persist, missing_directory_is_a_clear_error)
     unlink(conf);
     rmdir(dir);
 }
+
+/*
+ * After a SIGKILL, a restored queued message that might have been sent before the crash
+ * (its move to "in flight" is committed after the send) goes out with DUP 1 [MQTT-3.3.1-1]:
+ * only for a session that was connected when the broker died, and only as many as its
+ * in-flight window could hold. Here max_inflight_messages 3 and a subscriber whose Receive
+ * Maximum 1 keeps one message in flight and four queued: after the restart the in-flight
+ * one and the next two queued say DUP 1, the last two DUP 0. A session that was offline
+ * gets its queue with DUP 0.
+ */
+Test(persist, restored_maybe_sent_messages_marked_dup)
+{
+    mql_broker *b = tb_start(PERSIST "max_inflight_messages 3\n");
+    tb_pkt props = {0};
+    pk_prop_u32(&props, PK_P_SESSION_EXPIRY, 600);
+    tb_pkt rm1 = props;
+    pk_prop_u16(&rm1, PK_P_RECEIVE_MAXIMUM, 1);
+    tc_client *off = tc_open_v5(tb_port(b), false, NULL, .client_id = "dup-off", .clean = true,
+                                .keepalive = 60, .props = &props);
+    tc_sub1_v5(off, 1, "dup/t", 1, 0, 1);
+    tc_disconnect(off);
+    tc_client *on = tc_open_v5(tb_port(b), false, NULL, .client_id = "dup-on", .clean = true,
+                               .keepalive = 60, .props = &rm1);
+    tc_sub1_v5(on, 1, "dup/t", 1, 0, 1);
+    tc_client *p = tc_open_v5(tb_port(b), false, NULL, .client_id = "dup-pub", .clean = true);
+    for (int i = 0; i < 5; i++) {
+        char payload[16];
+        snprintf(payload, sizeof payload, "m%d", i);
+        tc_publish_v5(p, "dup/t", payload, 1, false, NULL); /* waits for the PUBACK: stored */
+    }
+    pk_v5 first;
+    tc_expect_pub_v5(on, &first, "dup/t", "m0", 1, false);
+    cr_assert(!first.dup);
+    tc_expect_nothing(on, TB_QUIET_MS); /* its Receive Maximum: m1..m4 stay queued */
+    tb_kill(b);
+    tc_close(on);
+    tc_close(p);
+    tb_restart(b);
+
+    on = tc_open_v5(tb_port(b), true, NULL, .client_id = "dup-on", .clean = false, .keepalive = 60,
+                    .props = &props);
+    const bool want_dup[5] = {true, true, true, false, false};
+    for (int i = 0; i < 5; i++) {
+        char payload[16];
+        snprintf(payload, sizeof payload, "m%d", i);
+        pk_v5 got;
+        tc_expect_v5(on, &got, 3, TB_WAIT_MS); /* a PUBLISH, DUP either way */
+        cr_assert(pk_slice_eqs(got.topic, "dup/t") && pk_slice_eqs(got.payload, payload),
+                  "expected %s, got '%.*s'", payload, (int)got.payload.n,
+                  (const char *)got.payload.p);
+        cr_assert_eq(got.dup, want_dup[i], "%s: DUP %d, expected %d", payload, got.dup,
+                     want_dup[i]);
+        tc_ack_v5(on, &got);
+    }
+    off = tc_open_v5(tb_port(b), true, NULL, .client_id = "dup-off", .clean = false,
+                     .keepalive = 60, .props = &props);
+    for (int i = 0; i < 5; i++) {
+        char payload[16];
+        snprintf(payload, sizeof payload, "m%d", i);
+        pk_v5 got;
+        tc_expect_pub_v5(off, &got, "dup/t", payload, 1, false);
+        cr_assert(!got.dup, "%s went to a session that was offline with DUP 1", payload);
+        tc_ack_v5(off, &got);
+    }
+    tc_disconnect(on);
+    tc_disconnect(off);
+    cr_assert_eq(tb_stop(b), 0);
+}
