@@ -210,6 +210,7 @@ struct mql_broker {
     mql_ratelimit *ratelimit;
     bool route_quota; /* a delivery of the current publish was refused for quota */
     bool store_full_logged;
+    bool store_refusing; /* acks were refused because a commit failed (episode, logged once) */
     struct mql_bridge *bridges; /* [cfg.n_bridges] */
 };
 
