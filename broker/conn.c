@@ -1391,6 +1391,40 @@ static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
     pthread_mutex_unlock(&b->lock);
 }
 
+/*
+ * A client that keeps sending while it does not read its socket: every PINGREQ, QoS 1/2
+ * PUBLISH or SUBSCRIBE adds a reply to its unsent output, which would grow without bound.
+ * Deliveries are bounded elsewhere (QoS 0 by MQL_QOS0_BACKLOG_MAX, QoS 1/2 by the in-flight
+ * window), so when input arrives the unsent output may be up to MQL_UNREAD_BACKLOG_MAX
+ * plus the in-flight deliveries (which a slow but honest subscriber may legitimately leave
+ * unsent); beyond that the connection is aborted (no DISCONNECT: it would only join the
+ * unread backlog). Checked on input, because only input makes replies: a subscriber that
+ * merely reads slowly is never cut by this. Under broker->lock.
+ */
+static bool unread_backlog_exceeded(mql_conn *c)
+{
+    size_t backlog = mql_link_backlog(c->link);
+    if (backlog <= MQL_UNREAD_BACKLOG_MAX)
+        return false;
+    uint64_t allowed = MQL_UNREAD_BACKLOG_MAX;
+    if (c->session != NULL) { /* rare: only walked once the backlog is this large */
+        for (out_msg *o = c->session->inflight.head; o != NULL; o = o->next)
+            allowed += o->msg->topic.len + o->msg->payload.len +
+                       mql_props_encode(NULL, 0, &o->msg->props) + 32;
+    }
+    if (backlog <= allowed)
+        return false;
+    mql_warning("client.unread",
+                "client \"%s\" (%s): %zu bytes of output unsent while it keeps sending (it "
+                "does not read its socket); closing",
+                cid(c), c->peer, backlog);
+    snprintf(c->why, sizeof(c->why), "%zu bytes of output left unread", backlog);
+    c->state = CS_CLOSING;
+    c->closing_since = mql_now_ms();
+    mql_link_close(c->link, false);
+    return true;
+}
+
 /* Bytes from the peer, for client connections and bridge uplinks alike: frames are
  * scanned and decoded here, and each packet goes to handle_packet (we are the server) or
  * mql_bridge_packet (we are the client). */
@@ -1407,6 +1441,11 @@ size_t mql_conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
     pthread_mutex_lock(&b->lock);
     c->last_rx = mql_now_ms();
     b->stats.bytes_received += len;
+    if (c->state == CS_ACTIVE && c->bridge == NULL && unread_backlog_exceeded(c)) {
+        pthread_mutex_unlock(&b->lock);
+        mql_net_defer_end();
+        return len;
+    }
     while (c->state != CS_CLOSING) {
         mql_frame fr;
         mql_err err = MQL_OK;

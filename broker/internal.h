@@ -29,6 +29,9 @@
 #define MQL_CLOSE_FLUSH_MS 3000
 #define MQL_PRECONNECT_MAX (256u * 1024u)    /* largest frame accepted before CONNACK */
 #define MQL_QOS0_BACKLOG_MAX (1024u * 1024u) /* QoS 0 is dropped beyond this backlog */
+/* A client that sends while this much output (beyond its in-flight QoS 1/2 deliveries)
+ * waits unread is closed: see unread_backlog_exceeded in conn.c. */
+#define MQL_UNREAD_BACKLOG_MAX (4u * 1024u * 1024u)
 #define MQL_SESSION_NEVER UINT32_MAX
 #define MQL_QOS2_SMALL 8 /* inbound QoS 2 ids kept inline before a session uses a bitmap */
 

@@ -30,10 +30,34 @@
 #define PUBACK 4
 #define PUBREC 5
 
-TestSuite(storefault, .fini = tb_fini, .timeout = 120);
-
 static char fdir[64];
 static char control[128];
+
+/* Remove the control directory and whatever a test left in it. */
+static void fault_cleanup(void)
+{
+    static const char *const names[] = {
+        "fault",         "fault.tmp",     "s.conf",           "mqlite.db",
+        "mqlite.db-wal", "mqlite.db-shm", "mqlite.db-journal"};
+    char path[200];
+    if (fdir[0] == '\0')
+        return;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", fdir, names[i]);
+        unlink(path);
+    }
+    rmdir(fdir);
+    fdir[0] = '\0';
+}
+
+/* Also after a failed test (tb_fini keeps the broker's own directory for inspection). */
+static void storefault_fini(void)
+{
+    tb_fini();
+    fault_cleanup();
+}
+
+TestSuite(storefault, .fini = storefault_fini, .timeout = 120);
 
 /* A directory of the test's own for the control file, named in the broker's environment. */
 static void fault_enable(void)
@@ -42,15 +66,6 @@ static void fault_enable(void)
     cr_assert_not_null(mkdtemp(fdir));
     snprintf(control, sizeof(control), "%s/fault", fdir);
     cr_assert_eq(setenv("MQLITE_TEST_STORE_FAULTS", control, 1), 0);
-}
-
-static void fault_cleanup(void)
-{
-    char tmp[160];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", control);
-    unlink(tmp);
-    unlink(control);
-    rmdir(fdir);
 }
 
 /* Replace the control file atomically: the broker reads it on every write. */
@@ -284,12 +299,5 @@ Test(storefault, unwritable_store_at_start_is_a_clear_error)
     snprintf(want, sizeof(want), "%s/mqlite.db", fdir);
     cr_assert(strstr(text, want) != NULL, "the message does not name the store file: %s", text);
     cr_assert(strstr(text, "disk I/O error") != NULL, "the message does not say why: %s", text);
-    unlink(conf);
-    char db[200];
-    static const char *const sfx[] = {"", "-wal", "-shm", "-journal"};
-    for (size_t i = 0; i < 4; i++) {
-        snprintf(db, sizeof(db), "%s/mqlite.db%s", fdir, sfx[i]);
-        unlink(db);
-    }
     fault_cleanup();
 }
