@@ -13,10 +13,12 @@
  * PUBACK/PUBREC 0x97 (disk full) or 0x80 (other errors) instead of success; an MQTT 3.1.1
  * publisher is disconnected without its PUBACK and gets it when it re-sends after the
  * fault; the episode is logged once (store file and SQLite error), counted, and the store
- * recovers by itself; and after a restart every acknowledged message is delivered.
+ * recovers by itself; and after a restart every acknowledged message is delivered. Where
+ * permitted (root or user namespaces), one test fills a real tmpfs instead.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,8 +39,8 @@ static char control[128];
 static void fault_cleanup(void)
 {
     static const char *const names[] = {
-        "fault",         "fault.tmp",     "s.conf",           "mqlite.db",
-        "mqlite.db-wal", "mqlite.db-shm", "mqlite.db-journal"};
+        "fault",         "fault.tmp",         "s.conf", "mqlite.db", "mqlite.db-wal",
+        "mqlite.db-shm", "mqlite.db-journal", "wrap.sh"};
     char path[200];
     if (fdir[0] == '\0')
         return;
@@ -46,6 +48,8 @@ static void fault_cleanup(void)
         snprintf(path, sizeof(path), "%s/%s", fdir, names[i]);
         unlink(path);
     }
+    snprintf(path, sizeof(path), "%s/store", fdir); /* real_full_tmpfs */
+    rmdir(path);
     rmdir(fdir);
     fdir[0] = '\0';
 }
@@ -299,5 +303,100 @@ Test(storefault, unwritable_store_at_start_is_a_clear_error)
     snprintf(want, sizeof(want), "%s/mqlite.db", fdir);
     cr_assert(strstr(text, want) != NULL, "the message does not name the store file: %s", text);
     cr_assert(strstr(text, "disk I/O error") != NULL, "the message does not say why: %s", text);
+    fault_cleanup();
+}
+
+/*
+ * A real full file system, where the test may make one: the broker runs in its own mount
+ * namespace (`unshare -m`: root or user namespaces) with its store on a 512 KiB tmpfs,
+ * half filled by a ballast file. QoS 1 messages of 4 KiB to an offline persistent
+ * subscriber fill it until the publisher gets 0x97 (SQLITE_FULL from a real ENOSPC); then
+ * the ballast is deleted (through /proc/PID/root, the broker's view of the mounts) and the
+ * store recovers by itself. Every acknowledged message reaches the subscriber. Skipped when
+ * the namespace or the mount is not permitted, and under $MQLITE_WRAPPER.
+ */
+Test(storefault, real_full_tmpfs)
+{
+    const char *w = getenv("MQLITE_WRAPPER");
+    if (w != NULL && w[0] != '\0')
+        cr_skip_test("runs the broker behind its own wrapper (unshare)");
+    snprintf(fdir, sizeof(fdir), "/tmp/mqlfault-XXXXXX");
+    cr_assert_not_null(mkdtemp(fdir));
+    char store[128], wrap[128], cmd[600];
+    snprintf(store, sizeof(store), "%s/store", fdir);
+    snprintf(wrap, sizeof(wrap), "%s/wrap.sh", fdir);
+    cr_assert_eq(mkdir(store, 0700), 0);
+    snprintf(cmd, sizeof(cmd),
+             "unshare -m sh -c 'mount -t tmpfs -o size=64k mqlprobe %s' >/dev/null 2>&1", store);
+    if (system(cmd) != 0) {
+        rmdir(store);
+        cr_skip_test("unshare -m + mount tmpfs not permitted here");
+    }
+    FILE *f = fopen(wrap, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "#!/bin/sh\n"
+            "exec unshare -m sh -c 'mount -t tmpfs -o size=512k mqlfull \"$0\" && "
+            "dd if=/dev/zero of=\"$0/ballast\" bs=1024 count=256 2>/dev/null && exec \"$@\"' "
+            "%s \"$@\"\n",
+            store);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(chmod(wrap, 0700), 0);
+    cr_assert_eq(setenv("MQLITE_WRAPPER", wrap, 1), 0);
+    char conf[256];
+    snprintf(conf, sizeof(conf), "persistence true\npersistence_location %s\n", store);
+    mql_broker *b = tb_start(conf);
+
+    tc_client *sub = open_v5_persistent(b, "sf-sub", false);
+    tc_sub1_v5(sub, 1, "f/t", 1, 0, 1);
+    tc_disconnect(sub);
+    tc_client *p5 = open_v5_persistent(b, "sf-pub5", false);
+    static char payload[4096];
+    int acked = 0;
+    uint8_t reason = 0;
+    pk_v5 *ack = malloc(sizeof(*ack));
+    cr_assert_not_null(ack);
+    for (uint16_t id = 1; id <= 400 && reason == 0; id++) {
+        snprintf(payload, sizeof(payload), "%05u", id);
+        memset(payload + 5, 'x', sizeof(payload) - 6);
+        tc_sendp(p5,
+                 PK_PUBLISH(.topic = "f/t", .payload = payload, .qos = 1, .id = id, .v5 = true));
+        tc_expect_v5(p5, ack, PUBACK, 5000);
+        cr_assert_eq(ack->id, id);
+        reason = ack->reason;
+        acked += reason == 0;
+    }
+    free(ack);
+    cr_assert_eq(reason, 0x97, "publisher got 0x%02x after %d messages, want 0x97", reason, acked);
+    cr_assert(tb_log_contains(b, "database or disk is full", TB_WAIT_MS));
+    clean_sessions_flow(b, "tmpfs");
+
+    char ballast[200];
+    snprintf(ballast, sizeof(ballast), "/proc/%d/root%s/ballast", tb_pid(b), store);
+    cr_assert_eq(unlink(ballast), 0, "unlink %s: %s", ballast, strerror(errno));
+    cr_assert(tb_log_contains(b, "[store.recovered]", 6000), "the store did not recover");
+    publish_v5(p5, "f/t", "after", 1, 500, 0x00);
+    tc_disconnect(p5);
+
+    sub = open_v5_persistent(b, "sf-sub", true);
+    int got = 0;
+    bool after = false;
+    pk_v5 *m = malloc(sizeof(*m));
+    cr_assert_not_null(m);
+    while (!after && tc_recv_v5(sub, m, 2000) > 0) { /* bounded: 400 messages at most */
+        cr_assert_eq(m->type, 3);
+        if (pk_slice_eqs(m->payload, "after"))
+            after = true;
+        else
+            got++;
+        tc_sendp(sub, pk_puback(m->id));
+    }
+    free(m);
+    cr_assert(after, "the message acknowledged after recovery was not delivered");
+    cr_assert_geq(got, acked, "%d acknowledged, %d delivered", acked, got);
+    tc_disconnect(sub);
+    cr_assert_eq(tb_stop(b), 0);
+    unlink(wrap);
+    rmdir(store); /* the tmpfs was only ever mounted in the broker's namespace */
     fault_cleanup();
 }
