@@ -311,6 +311,8 @@ static void sys_publish(mql_broker *b, uint64_t now)
         sys_put(b, "$SYS/broker/store/fsyncs", "%llu", (unsigned long long)ss.fsyncs);
         sys_put(b, "$SYS/broker/store/bytes_written", "%llu", (unsigned long long)ss.bytes_written);
         sys_put(b, "$SYS/broker/store/errors", "%llu", (unsigned long long)ss.errors);
+        sys_put(b, "$SYS/broker/store/refused", "%llu", (unsigned long long)st->store_refused);
+        sys_put(b, "$SYS/broker/store/failing", "%d", ss.failing ? 1 : 0);
     }
 }
 

@@ -21,6 +21,7 @@ typedef struct mql_stats {
     uint64_t bytes_received;
     uint64_t bytes_sent;
     uint64_t msgs_dropped;
+    uint64_t store_refused; /* PUBACK/PUBREC refused or withheld: the store could not commit */
     uint32_t clients_connected;
     uint32_t clients_max;
 } mql_stats;

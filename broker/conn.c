@@ -742,6 +742,96 @@ static bool needs_commit(const mql_broker *b, uint64_t before)
     return b->store_ops != before && b->cfg.store_sync != MQL_STORE_SYNC_OFF;
 }
 
+/*
+ * MQTT 5: the acknowledgements of a batch whose commit failed, with every PUBACK/PUBREC
+ * that said success turned into a refusal: 0x97 Quota exceeded when the disk is full, else
+ * 0x80 Unspecified error [MQTT-3.4.2-1] [MQTT-3.5.2-1]. The publisher learns that the message
+ * was not accepted; its library does not re-send that PUBLISH [MQTT-4.4.0-2], the
+ * application may publish it again (the store keeps retrying what it already holds, so
+ * nothing routed is lost by the refusal; a subscriber that was online may get it twice).
+ * A refused PUBREC ends the QoS 2 exchange: its packet id is released, a later PUBLISH with
+ * it is a new message [MQTT-4.3.3-9]. Returns the
+ * bytes to send (caller frees) and the number of refusals in *refused, or NULL when the
+ * batch cannot be refused this way (it holds a SUBACK/UNSUBACK, or no memory): then close.
+ */
+static uint8_t *refuse_acks(mql_conn *c, const ack_batch *ab, mql_err err, size_t *len,
+                            uint32_t *refused)
+{
+    size_t cap = ab->len + 2 * (size_t)ab->n; /* a reason code and a property length each */
+    uint8_t *out = malloc(cap);
+    size_t off = 0, n = 0;
+    *refused = 0;
+    while (out != NULL && off < ab->len) {
+        mql_frame fr;
+        mql_err e;
+        mql_packet p;
+        const uint8_t *frame = ab->bytes + off;
+        if (mql_frame_scan(frame, ab->len - off, 0, &fr, &e) != MQL_SCAN_COMPLETE ||
+            (fr.type != MQL_PUBACK && fr.type != MQL_PUBREC) ||
+            mql_decode(frame, fr.total, c->version, &p, NULL) != MQL_OK)
+            goto fail;
+        if (p.u.ack.reason < 0x80) {
+            p.u.ack.reason = mql_err_reason(err);
+            memset(&p.u.ack.props, 0, sizeof(p.u.ack.props));
+            if (p.type == MQL_PUBREC && c->session != NULL &&
+                mql_session_qos2_remove(c->session, p.u.ack.packet_id))
+                mql_persist_qos2(c->b, c->session, p.u.ack.packet_id, false);
+            size_t w = mql_encode(out + n, cap - n, &p, c->version);
+            if (w == 0 || w > cap - n)
+                goto fail;
+            n += w;
+            (*refused)++;
+        } else {
+            memcpy(out + n, frame, fr.total);
+            n += fr.total;
+        }
+        off += fr.total;
+    }
+    *len = n;
+    return out;
+fail:
+    free(out);
+    return NULL;
+}
+
+/*
+ * A barrier failed: acknowledge nothing as success. MQTT 5 connections get refusals
+ * (refuse_acks); MQTT 3.1.1 has no way to refuse a PUBLISH, so the connection is closed
+ * without the acks and the client re-sends the messages when it reconnects
+ * [v3.1.1 MQTT-4.4.0-1] (a clean-session client does not, but then only what it published
+ * to persistent subscribers needed the store, and those copies stay queued for commit).
+ * One error line per failure episode; ack_commit_ok ends it. Under broker->lock.
+ */
+static void ack_commit_failed(mql_conn *c, ack_batch *ab, mql_err err)
+{
+    mql_broker *b = c->b;
+    size_t len = 0;
+    uint32_t refused = 0;
+    uint8_t *out = c->version == MQL_V5 ? refuse_acks(c, ab, err, &len, &refused) : NULL;
+    bool closing = out == NULL;
+    if (!b->store_refusing) {
+        b->store_refusing = true;
+        mql_error("store.refused",
+                  "the store cannot commit (%s, see store.commit): QoS 1/2 messages that must "
+                  "be stored are not acknowledged as received: MQTT 5 publishers get "
+                  "PUBACK/PUBREC 0x%02X, MQTT 3.1.1 connections are closed so that they "
+                  "re-send; first: client \"%s\" (%s)%s",
+                  mql_err_str(err), mql_err_reason(err), cid(c), c->peer,
+                  closing ? ", closed" : "");
+    } else {
+        mql_debug("store.refused", "client \"%s\" (%s): %u acknowledgements %s", cid(c), c->peer,
+                  ab->n, closing ? "withheld, closing" : "sent as refusals");
+    }
+    b->stats.store_refused += closing ? ab->n : refused;
+    if (closing) {
+        mql_conn_close(c, MQL_E_STORE, "store commit failed");
+        return;
+    }
+    if (mql_link_send(c->link, out, len) == MQL_OK)
+        b->stats.bytes_sent += len;
+    free(out);
+}
+
 /* Store barrier callback (store thread): the batch's messages are on disk, or not. */
 static void acks_done(void *arg, mql_err err)
 {
@@ -750,17 +840,17 @@ static void acks_done(void *arg, mql_err err)
     mql_broker *b = c->b;
     pthread_mutex_lock(&b->lock);
     c->acks_waiting--;
+    if (err == MQL_OK && b->store_refusing) {
+        b->store_refusing = false;
+        mql_notice("store.refused", "the store commits again: QoS 1/2 messages are "
+                                    "acknowledged again");
+    }
     if (!c->link_gone && c->state != CS_CLOSING) {
         if (err == MQL_OK) {
             if (mql_link_send(c->link, ab->bytes, ab->len) == MQL_OK)
                 b->stats.bytes_sent += ab->len;
         } else {
-            /* Not durable: do not acknowledge. The client re-sends after reconnecting. */
-            mql_error("store.commit",
-                      "client \"%s\" (%s): the store could not commit %u "
-                      "acknowledged-on-commit messages; closing so the client re-sends them",
-                      cid(c), c->peer, ab->n);
-            mql_conn_close(c, MQL_E_STORE, "store commit failed");
+            ack_commit_failed(c, ab, err);
         }
     }
     mql_conn_unref(c);
@@ -872,8 +962,11 @@ void mql_conn_handle_publish(mql_conn *c, mql_publish *pub)
         payload_ok = false; /* [MQTT-3.3.2-4] */
     }
     if (pub->qos == 2 && mql_session_qos2_has(s, pub->packet_id)) {
-        /* a re-sent PUBLISH before PUBREL: acknowledge again, deliver once [MQTT-4.3.3-10] */
-        queue_ack(c, MQL_PUBREC, pub->packet_id, 0, false);
+        /* a re-sent PUBLISH before PUBREL: acknowledge again, deliver once [MQTT-4.3.3-10].
+         * Its first PUBREC may have been withheld because the store failed: this one, too,
+         * waits until everything the first one needed is on disk. */
+        queue_ack(c, MQL_PUBREC, pub->packet_id, 0,
+                  s->stored && b->store != NULL && b->cfg.store_sync != MQL_STORE_SYNC_OFF);
         return;
     }
     if (!payload_ok) {
@@ -1298,6 +1391,40 @@ static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
     pthread_mutex_unlock(&b->lock);
 }
 
+/*
+ * A client that keeps sending while it does not read its socket: every PINGREQ, QoS 1/2
+ * PUBLISH or SUBSCRIBE adds a reply to its unsent output, which would grow without bound.
+ * Deliveries are bounded elsewhere (QoS 0 by MQL_QOS0_BACKLOG_MAX, QoS 1/2 by the in-flight
+ * window), so when input arrives the unsent output may be up to MQL_UNREAD_BACKLOG_MAX
+ * plus the in-flight deliveries (which a slow but honest subscriber may legitimately leave
+ * unsent); beyond that the connection is aborted (no DISCONNECT: it would only join the
+ * unread backlog). Checked on input, because only input makes replies: a subscriber that
+ * merely reads slowly is never cut by this. Under broker->lock.
+ */
+static bool unread_backlog_exceeded(mql_conn *c)
+{
+    size_t backlog = mql_link_backlog(c->link);
+    if (backlog <= MQL_UNREAD_BACKLOG_MAX)
+        return false;
+    uint64_t allowed = MQL_UNREAD_BACKLOG_MAX;
+    if (c->session != NULL) { /* rare: only walked once the backlog is this large */
+        for (out_msg *o = c->session->inflight.head; o != NULL; o = o->next)
+            allowed += o->msg->topic.len + o->msg->payload.len +
+                       mql_props_encode(NULL, 0, &o->msg->props) + 32;
+    }
+    if (backlog <= allowed)
+        return false;
+    mql_warning("client.unread",
+                "client \"%s\" (%s): %zu bytes of output unsent while it keeps sending (it "
+                "does not read its socket); closing",
+                cid(c), c->peer, backlog);
+    snprintf(c->why, sizeof(c->why), "%zu bytes of output left unread", backlog);
+    c->state = CS_CLOSING;
+    c->closing_since = mql_now_ms();
+    mql_link_close(c->link, false);
+    return true;
+}
+
 /* Bytes from the peer, for client connections and bridge uplinks alike: frames are
  * scanned and decoded here, and each packet goes to handle_packet (we are the server) or
  * mql_bridge_packet (we are the client). */
@@ -1314,6 +1441,11 @@ size_t mql_conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
     pthread_mutex_lock(&b->lock);
     c->last_rx = mql_now_ms();
     b->stats.bytes_received += len;
+    if (c->state == CS_ACTIVE && c->bridge == NULL && unread_backlog_exceeded(c)) {
+        pthread_mutex_unlock(&b->lock);
+        mql_net_defer_end();
+        return len;
+    }
     while (c->state != CS_CLOSING) {
         mql_frame fr;
         mql_err err = MQL_OK;

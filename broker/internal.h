@@ -29,6 +29,9 @@
 #define MQL_CLOSE_FLUSH_MS 3000
 #define MQL_PRECONNECT_MAX (256u * 1024u)    /* largest frame accepted before CONNACK */
 #define MQL_QOS0_BACKLOG_MAX (1024u * 1024u) /* QoS 0 is dropped beyond this backlog */
+/* A client that sends while this much output (beyond its in-flight QoS 1/2 deliveries)
+ * waits unread is closed: see unread_backlog_exceeded in conn.c. */
+#define MQL_UNREAD_BACKLOG_MAX (4u * 1024u * 1024u)
 #define MQL_SESSION_NEVER UINT32_MAX
 #define MQL_QOS2_SMALL 8 /* inbound QoS 2 ids kept inline before a session uses a bitmap */
 
@@ -211,6 +214,7 @@ struct mql_broker {
     mql_ratelimit *ratelimit;
     bool route_quota; /* a delivery of the current publish was refused for quota */
     bool store_full_logged;
+    bool store_refusing; /* acks were refused because a commit failed (episode, logged once) */
     struct mql_bridge *bridges; /* [cfg.n_bridges] */
 };
 

@@ -65,7 +65,9 @@
  * Counters. A shim VFS wrapping the default ("unix") one is registered per store; it
  * counts the bytes passed to xWrite (database, WAL, temporary files) and the xSync calls
  * (one fsync/fdatasync each; the directory fsync the unix VFS adds when a file is created
- * is not counted) exactly, and fails writes on demand for fault-injection tests.
+ * is not counted) exactly, and fails writes and syncs on demand for fault-injection tests
+ * (mql_store_test_fail_writes in-process; MQLITE_TEST_STORE_FAULTS for the real binary, see
+ * fault.h).
  * file_bytes is the size of the database plus the WAL file; `full` compares the bytes of
  * pages in use (page_count - freelist_count, kept after each commit in live_bytes) with
  * max_bytes, because SQLite reuses freed pages rather than shrinking the file: after the
@@ -96,6 +98,7 @@
 #include <sqlite3.h>
 
 #include "platform/log.h"
+#include "storage/fault.h"
 
 #define STORE_FILE "mqlite.db"
 #define BATCH_MAX_OPS 8192u                /* ops taken into one transaction at most */
@@ -294,6 +297,7 @@ struct mql_store {
     /* counters, read by any thread */
     _Atomic uint64_t transactions, ops, bytes_written, fsyncs, errors, live_bytes;
     atomic_int fail_writes;
+    atomic_bool failing_now; /* copy of `failing` for mql_store_get_stats */
 };
 
 static void seterr(char *buf, size_t len, const char *fmt, ...)
@@ -347,7 +351,10 @@ static int c_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
         ;
     if (left > 0)
         return SQLITE_IOERR_WRITE;
-    int rc = REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
+    int rc = mql_fault_write(); /* SQLITE_OK unless a test asks for a fault (fault.h) */
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
     if (rc == SQLITE_OK)
         count(&st->bytes_written, (uint64_t)n);
     return rc;
@@ -360,6 +367,9 @@ static int c_truncate(sqlite3_file *f, sqlite3_int64 size)
 
 static int c_sync(sqlite3_file *f, int flags)
 {
+    int rc = mql_fault_sync();
+    if (rc != SQLITE_OK)
+        return rc;
     count(&((cfile *)f)->st->fsyncs, 1);
     return REAL(f)->pMethods->xSync(REAL(f), flags);
 }
@@ -891,6 +901,7 @@ static bool run_batch(mql_store *st, struct op *list, struct op ***retry_tail)
     const char *failed_op = "commit";
     char msg[256] = "";
     bool committed = true;
+    mql_err fail_err = MQL_E_STORE;
     if (n_data > 0) {
         pthread_mutex_lock(&st->db_mu);
         st->gc_n = 0;
@@ -919,7 +930,14 @@ static bool run_batch(mql_store *st, struct op *list, struct op ***retry_tail)
 
 fail:
     committed = false;
-    snprintf(msg, sizeof(msg), "%s", sqlite3_errmsg(st->db));
+    /* A full disk is worth telling apart: MQTT 5 publishers then get 0x97 Quota exceeded. */
+    if ((rc & 0xff) == SQLITE_FULL)
+        fail_err = MQL_E_QUOTA;
+    int sys = sqlite3_system_errno(st->db);
+    if (sys != 0)
+        snprintf(msg, sizeof(msg), "%s: %s", sqlite3_errmsg(st->db), strerror(sys));
+    else
+        snprintf(msg, sizeof(msg), "%s", sqlite3_errmsg(st->db));
     if (!sqlite3_get_autocommit(st->db)) {
         int rc2 = run(st->stmt[S_ROLLBACK]);
         if (rc2 != SQLITE_OK)
@@ -931,6 +949,7 @@ fail:
     st->fail_run++;
     if (!st->failing) {
         st->failing = true;
+        atomic_store(&st->failing_now, true);
         mql_error("store.commit",
                   "store %s: transaction of %llu operations failed in %s: %s (%s); not "
                   "acknowledging, retrying (further failures are not logged until it recovers)",
@@ -942,9 +961,10 @@ done:
         mql_notice("store.recovered", "store %s: commits succeed again after %llu failed attempts",
                    st->path, (unsigned long long)st->fail_run);
         st->failing = false;
+        atomic_store(&st->failing_now, false);
         st->fail_run = 0;
     }
-    mql_err err = committed && !st->lost ? MQL_OK : MQL_E_STORE;
+    mql_err err = committed ? (st->lost ? MQL_E_STORE : MQL_OK) : fail_err;
     while (list != NULL) {
         struct op *op = list;
         list = op->next;
@@ -1398,6 +1418,11 @@ mql_err mql_store_open(mql_store **out, const mql_store_opts *opts, char *errbuf
         memmove(st->path, st->path + 1, strlen(st->path)); /* dir "/" */
     if ((err = check_paths(opts->dir, st->path, errbuf, errlen)) != MQL_OK)
         goto fail;
+    if (mql_fault_control() != NULL)
+        mql_warning("store.fault",
+                    "store %s: fault injection is enabled (%s=%s): for tests only, never in "
+                    "production",
+                    st->path, MQL_FAULT_ENV, mql_fault_control());
     err = MQL_E_STORE;
     int rc = sqlite3_initialize();
     if (rc != SQLITE_OK || (rc = vfs_register(st)) != SQLITE_OK) {
@@ -1815,6 +1840,7 @@ mql_store_stats mql_store_get_stats(mql_store *st)
         .file_bytes = file_size(st->path) + file_size(st->wal_path),
         .errors = get(&st->errors),
         .live_bytes = get(&st->live_bytes),
+        .failing = atomic_load(&st->failing_now),
     };
     s.full = st->max_bytes > 0 && s.live_bytes >= st->max_bytes;
     return s;

@@ -147,7 +147,8 @@ MQL_MUST_CHECK mql_err mql_store_retain_put(mql_store *st, const char *topic, ui
 MQL_MUST_CHECK mql_err mql_store_retain_del(mql_store *st, const char *topic, uint32_t topic_len);
 
 /* Call cb(arg, err) on the store thread once everything queued before this call is
- * committed (err MQL_OK) or failed to commit (MQL_E_STORE: the caller must not acknowledge).
+ * committed (err MQL_OK) or failed to commit (the caller must not acknowledge): MQL_E_QUOTA
+ * when the disk is full (SQLITE_FULL), MQL_E_STORE for any other failure.
  * Returns MQL_E_NOMEM without ever calling cb when it cannot queue the barrier.
  * MQL_OK means every operation queued before the barrier is on disk (with sync_full, also
  * across a power loss). After MQL_E_STORE the operations of the failed transaction are not
@@ -172,13 +173,15 @@ typedef struct mql_store_stats {
                                judged on this, not on file_bytes: it clears once the broker has
                                deleted enough. The WAL adds up to max_bytes/8 (at most 4 MiB)
                                on disk. */
+    bool failing;           /* the last commit attempt failed (a failure episode is on) */
 } mql_store_stats;
 
 /* Any thread. file_bytes is measured now; the rest is as of the last commit. */
 mql_store_stats mql_store_get_stats(mql_store *st);
 
 /* Test hook (fault injection): the next n writes of the store's files fail with an I/O
- * error (SQLITE_IOERR_WRITE); n = 0 turns it off. Not for production use. */
+ * error (SQLITE_IOERR_WRITE); n = 0 turns it off. Not for production use. The real binary
+ * is driven by MQLITE_TEST_STORE_FAULTS instead (storage/fault.h). */
 void mql_store_test_fail_writes(mql_store *st, int n);
 
 #endif

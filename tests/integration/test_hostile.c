@@ -1,7 +1,8 @@
 /*
  * test_hostile.c - hostile clients against the real binary: slowloris, a subscriber that
  * never reads, 10,000 connections that never log in, random garbage on every transport
- * (TCP, WebSocket, TLS) and QoS 2 floods that never finish.
+ * (TCP, WebSocket, TLS), QoS 2 floods that never finish and a client that pipelines
+ * requests but never reads the replies.
  *
  * Every test ends by checking the two things an operator cares about: the broker still
  * serves a normal client, and its memory is back near where it was before the attack.
@@ -1013,5 +1014,77 @@ Test(hostile, qos2_flood_without_pubrel_v5)
     tc_expect_disconnect_v5(p, 0x93, TB_WAIT_MS);
     tc_close(p);
     check_recovered(b, &bs, "QoS 2 flood (5.0)");
+    tb_stop(b);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* A client that sends but never reads                                                   */
+/* ------------------------------------------------------------------------------------ */
+
+#define DEAF_MAX_BYTES (256L * 1024 * 1024) /* far beyond the broker's limit (4 MiB + ...) */
+#define DEAF_RSS_KIB (48 * 1024)
+
+/*
+ * A client pipelines PINGREQs and QoS 1 PUBLISHes (each answered by PINGRESP / PUBACK) and
+ * never reads its socket. Its replies must not pile up without bound: the broker closes it
+ * once about 4 MiB of output wait unread (logging the client and why), RSS stays within
+ * DEAF_RSS_KIB of the baseline meanwhile (two output buffers of a few MiB, doubled by
+ * realloc), and a normal client keeps being served throughout. Without the limit the broker
+ * would hold every reply to the 256 MiB it is sent.
+ */
+Test(hostile, sender_that_never_reads_is_closed)
+{
+    mql_broker *b = tb_start(NULL);
+    struct base bs = take_base(b);
+    tc_client *deaf = tc_open(tb_port(b), "deaf", true, 0, false);
+    int small = 4096; /* a small receive buffer: the broker's backlog fills sooner */
+    (void)setsockopt(tc_fd(deaf), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    tc_client *live = tc_open(tb_port(b), "live", true, 0, false);
+
+    /* one chunk: PINGREQ, then PUBLISH QoS 1 "d" (id 1, empty payload), repeated */
+    static uint8_t chunk[64 * 1024];
+    static const uint8_t pair[] = {0xC0, 0x00, 0x32, 0x05, 0x00, 0x01, 'd', 0x00, 0x01};
+    size_t clen = 0;
+    while (clen + sizeof(pair) <= sizeof(chunk)) {
+        memcpy(chunk + clen, pair, sizeof(pair));
+        clen += sizeof(pair);
+    }
+    long sent = 0, peak = bs.rss;
+    bool closed = false;
+    int64_t deadline = tb_now_ms() + 60000, next_check = 0;
+    while (!closed && sent < DEAF_MAX_BYTES && tb_now_ms() < deadline) {
+        struct pollfd pfd = {.fd = tc_fd(deaf), .events = POLLOUT};
+        int pr = poll(&pfd, 1, 100);
+        if (pr > 0 && (pfd.revents & (POLLERR | POLLHUP)))
+            closed = true;
+        else if (pr > 0) {
+            ssize_t n = send(tc_fd(deaf), chunk, clen, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0)
+                sent += n;
+            else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                closed = true; /* EPIPE / ECONNRESET: the broker closed it */
+        }
+        if (tb_now_ms() >= next_check) { /* others are served meanwhile; sample RSS */
+            next_check = tb_now_ms() + 250;
+            tc_ping(live);
+            long rss = tb_rss_kib(b);
+            if (rss > peak)
+                peak = rss;
+        }
+    }
+    fprintf(stderr, "deaf sender: %ld bytes sent before the broker closed it (closed %d)\n", sent,
+            closed);
+    cr_assert(closed, "the broker never closed a client that sent %ld bytes without reading", sent);
+    cr_assert(tb_log_contains(b, "client \"deaf\"", TB_WAIT_MS) &&
+                  tb_log_contains(b, "does not read its socket", TB_WAIT_MS),
+              "no log line naming the client and why");
+    fprintf(stderr, "rss: deaf sender: %ld KiB, peak %ld KiB while it was sending\n", bs.rss, peak);
+    if (tb_sanitizer(b) == NULL && !under_wrapper())
+        cr_assert_leq(peak - bs.rss, DEAF_RSS_KIB, "RSS peaked at %ld KiB, baseline %ld KiB", peak,
+                      bs.rss);
+    tc_ping(live);
+    tc_disconnect(live);
+    tc_close(deaf);
+    check_recovered(b, &bs, "deaf sender gone");
     tb_stop(b);
 }

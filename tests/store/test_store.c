@@ -1409,3 +1409,125 @@ Test(store, new_store_small_pages_old_store_kept)
     mql_store_close(st);
     cr_assert_eq(file_page_size(dbpath), 4096);
 }
+
+/* ---- fault injection through MQLITE_TEST_STORE_FAULTS (storage/fault.h) ----
+ * The mechanism the integration tests use on the real binary: a control file names the
+ * fault. Each Criterion test is its own process, so setting the variable here reaches
+ * only this test's store. */
+
+static char faultfile[320];
+
+static void fault_enable(void)
+{
+    snprintf(faultfile, sizeof(faultfile), "%s/fault", dir);
+    cr_assert_eq(setenv("MQLITE_TEST_STORE_FAULTS", faultfile, 1), 0);
+}
+
+/* Replace the control file atomically: the store may read it at any moment. */
+static void fault_set(const char *word)
+{
+    char tmp[340];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", faultfile);
+    FILE *f = fopen(tmp, "w");
+    cr_assert_not_null(f);
+    fputs(word, f);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(rename(tmp, faultfile), 0);
+}
+
+/* One fault episode: the barrier reports want, the episode is logged once with the store
+ * file and the SQLite error text, and once the fault is off the failed operations are
+ * committed in order and the recovery is logged. */
+static void fault_episode(const char *word, mql_err want, const char *want_text)
+{
+    fault_enable();
+    mql_store *st = open_default();
+    put_session(st, "before");
+    cr_assert_eq(flush(st), MQL_OK);
+
+    capture_start();
+    fault_set(word);
+    put_session(st, "during");
+    put_msg(st, 1, "f/t", "queued while failing");
+    put_out(st, "during", 1, 1);
+    mql_err e1 = flush(st);
+    mql_err e2 = flush(st);
+    mql_store_stats s = mql_store_get_stats(st);
+    fault_set("off");
+    put_sub(st, "during", "after");
+    mql_err e3 = flush(st);
+    mql_store_stats s2 = mql_store_get_stats(st);
+    char *log = capture_end();
+
+    cr_assert_eq(e1, want, "%s: first barrier %d, want %d", word, e1, want);
+    cr_assert_eq(e2, want, "%s: second barrier %d", word, e2);
+    cr_assert(s.failing && s.errors >= 2, "%s: failing %d errors %llu", word, s.failing,
+              (unsigned long long)s.errors);
+    cr_assert_eq(e3, MQL_OK, "%s: after the fault cleared", word);
+    cr_assert(!s2.failing);
+    cr_assert_eq(count_substr(log, "[store.commit]"), 1, "logged once per episode:\n%s", log);
+    cr_assert_eq(count_substr(log, "[store.recovered]"), 1, "%s", log);
+    cr_assert(strstr(log, dbpath) != NULL, "%s", log);
+    cr_assert(strstr(log, want_text) != NULL, "%s: want \"%s\" in:\n%s", word, want_text, log);
+    free(log);
+    mql_store_close(st);
+
+    char *text = reload_text();
+    cr_assert_str_eq(text, "msg 1 f/t [queued while failing] props= qos=1 retain=0 exp=0\n"
+                           "session before v5 exp=3600 disc=0\n"
+                           "session during v5 exp=3600 disc=0\n"
+                           "sub during after qos=1 opt=0 id=0\n"
+                           "out during #1 msg=1 qos=1 retain=0 state=0 pid=0 sub=0\n");
+    free(text);
+}
+
+Test(store, fault_disk_full_is_quota_and_recovers)
+{
+    fault_episode("full", MQL_E_QUOTA, "database or disk is full");
+}
+
+Test(store, fault_read_only_is_a_store_error_and_recovers)
+{
+    fault_episode("readonly", MQL_E_STORE, "disk I/O error");
+}
+
+Test(store, fault_fsync_error_is_a_store_error_and_recovers)
+{
+    fault_episode("ioerr", MQL_E_STORE, "disk I/O error");
+}
+
+Test(store, fault_busy_is_a_store_error_and_recovers)
+{
+    fault_episode("busy", MQL_E_STORE, "database is locked");
+}
+
+/* A store that cannot be written at start is a startup error naming the file, not a store
+ * that silently drops everything. */
+Test(store, fault_at_open_is_a_clear_error)
+{
+    fault_enable();
+    fault_set("readonly");
+    mql_store *st = NULL;
+    mql_store_opts o = {.dir = dir, .commit_window_ms = 5, .sync_full = true};
+    mql_err err = mql_store_open(&st, &o, errbuf, sizeof(errbuf));
+    cr_assert_eq(err, MQL_E_STORE, "open: %d %s", err, errbuf);
+    cr_assert_null(st);
+    cr_assert(strstr(errbuf, dbpath) != NULL, "%s", errbuf);
+    cr_assert(strstr(errbuf, "disk I/O error") != NULL, "%s", errbuf);
+}
+
+/* An unknown word in the control file is reported, and injects nothing. */
+Test(store, fault_unknown_word_is_logged_and_ignored)
+{
+    fault_enable();
+    mql_store *st = open_default();
+    capture_start();
+    fault_set("ful");
+    put_session(st, "x");
+    mql_err e = flush(st);
+    char *log = capture_end();
+    cr_assert_eq(e, MQL_OK);
+    cr_assert(strstr(log, "unknown fault \"ful\"") != NULL, "%s", log);
+    free(log);
+    mql_store_close(st);
+}
