@@ -278,26 +278,17 @@ Test(persist, corrupt_store_is_moved_aside)
 /* A persistence_location that does not exist stops the broker with a clear error. */
 Test(persist, missing_directory_is_a_clear_error)
 {
-    const char *bin = getenv("MQLITE_BIN");
-    cr_assert_not_null(bin);
     char dir[] = "/tmp/mqlite-persist-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
-    char conf[600], cmd[1400];
+    char conf[600];
     snprintf(conf, sizeof(conf), "%s/m.conf", dir);
     FILE *f = fopen(conf, "w");
     cr_assert_not_null(f);
     fprintf(f, "listener 1 127.0.0.1\npersistence true\npersistence_location %s/nowhere\n", dir);
     fclose(f);
-    const char *wrap = getenv("MQLITE_WRAPPER"); /* e.g. qemu-arm for a cross-built broker */
-    snprintf(cmd, sizeof(cmd), "timeout 10 %s %s -c %s 2>&1", wrap ? wrap : "", bin, conf);
-    FILE *out = popen(cmd, "r");
-    cr_assert_not_null(out);
-    char text[4096] = {0};
-    size_t n = fread(text, 1, sizeof(text) - 1, out);
-    text[n] = '\0';
-    int status = pclose(out);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "exit status %d; output: %s", status,
-              text);
+    char text[4096];
+    int status = tb_run_config(conf, text, sizeof(text));
+    cr_assert_eq(status, 1, "exit status %d; output: %s", status, text);
     cr_assert(strstr(text, "nowhere") != NULL, "the message does not name the path: %s", text);
     unlink(conf);
     rmdir(dir);

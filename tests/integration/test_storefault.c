@@ -280,25 +280,16 @@ Test(storefault, unwritable_store_at_start_is_a_clear_error)
 {
     fault_enable();
     fault_set("readonly");
-    const char *bin = getenv("MQLITE_BIN");
-    cr_assert_not_null(bin);
-    char conf[160], cmd[1400];
+    char conf[160];
     snprintf(conf, sizeof(conf), "%s/s.conf", fdir);
     FILE *f = fopen(conf, "w");
     cr_assert_not_null(f);
     fprintf(f, "listener %u 127.0.0.1\npersistence true\npersistence_location %s\n", tb_free_port(),
             fdir);
     fclose(f);
-    const char *wrap = getenv("MQLITE_WRAPPER");
-    snprintf(cmd, sizeof(cmd), "timeout 10 %s %s -c %s 2>&1", wrap ? wrap : "", bin, conf);
-    FILE *out = popen(cmd, "r");
-    cr_assert_not_null(out);
-    char text[4096] = {0};
-    size_t n = fread(text, 1, sizeof(text) - 1, out);
-    text[n] = '\0';
-    int status = pclose(out);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "exit status %d; output: %s", status,
-              text);
+    char text[4096];
+    int status = tb_run_config(conf, text, sizeof(text));
+    cr_assert_eq(status, 1, "exit status %d; output: %s", status, text);
     char want[200];
     snprintf(want, sizeof(want), "%s/mqlite.db", fdir);
     cr_assert(strstr(text, want) != NULL, "the message does not name the store file: %s", text);

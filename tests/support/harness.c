@@ -705,6 +705,22 @@ uint16_t tb_free_port(void)
     return pick_port();
 }
 
+int tb_run_config(const char *conf, char *out, size_t cap)
+{
+    const char *bin = getenv("MQLITE_BIN");
+    cr_assert_not_null(bin, "harness: MQLITE_BIN is not set (path of the broker under test)");
+    const char *wrap = getenv("MQLITE_WRAPPER"); /* e.g. qemu-arm for a cross-built broker */
+    char cmd[PATH_MAX * 3];
+    snprintf(cmd, sizeof(cmd), "timeout 10 %s %s -c %s 2>&1", wrap ? wrap : "", bin, conf);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p, "popen %s", cmd);
+    size_t n = cap > 0 ? fread(out, 1, cap - 1, p) : 0;
+    if (cap > 0)
+        out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) && WEXITSTATUS(status) != 124 ? WEXITSTATUS(status) : -1;
+}
+
 uint16_t tb_port(const mql_broker *b)
 {
     return b->port;

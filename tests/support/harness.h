@@ -129,6 +129,10 @@ int tb_fd_count(const mql_broker *b);
  * failure. Another process may take it before the broker binds it: rare, and tb_start then
  * fails the test with the broker's log. */
 uint16_t tb_free_port(void);
+/* Run the broker under test (MQLITE_BIN, through MQLITE_WRAPPER if set) with `-c conf` and
+ * at most 10 s, for configurations that must make it exit: its stdout and stderr go into
+ * out (cap bytes, NUL-terminated). Returns its exit status, or -1 if it did not exit. */
+int tb_run_config(const char *conf, char *out, size_t cap);
 const char *tb_dir(const mql_broker *b);
 const char *tb_log_path(const mql_broker *b);
 
