@@ -733,9 +733,9 @@ static void rx_cb(void *arg)
     int rv = nng_aio_result(link->rx);
     if (rv != 0) {
         char why[256];
-        if (link->tls && !link->got_data && mql_tls_failure(link->s, why, sizeof(why)))
-            mql_notice("net.tls", "TLS connection from %s failed before any data: %s", link->peer,
-                       why);
+        if (link->tls && mql_tls_failure(link->s, why, sizeof(why))) /* our engine's reason */
+            mql_notice("net.tls", "TLS connection %s %s failed in the handshake: %s",
+                       link->ops == link->net->ops ? "from" : "to (bridge)", link->peer, why);
         else if (link->tls && !link->got_data && rv != NNG_ECLOSED)
             mql_notice("net.tls",
                        "TLS connection from %s failed before any data: %s "
@@ -1063,7 +1063,10 @@ static void dial_cb(void *arg)
         d->failed(d->arg, "out of memory");
         return;
     }
-    link->got_data = true; /* the handshake is done: later failures are not handshake ones */
+    /* nng 1.5.2 completes the dial before the TLS handshake; a handshake failure is still
+     * logged with its reason (rx_cb asks the TLS engine), other early failures are the
+     * bridge's to report */
+    link->got_data = true;
     link_start(link, d->arg, -1);
 }
 

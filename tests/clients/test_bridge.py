@@ -366,6 +366,9 @@ class BridgeTLS(unittest.TestCase):
                                   "topic tls/# out 1"]) as local:
                 self.assertTrue(local.wait_log('bridge "cloud": cannot connect'), local.log())
                 self.assertNotIn('bridge "cloud": connected', local.log())
+                # the TLS engine's reason, with the remote's address
+                self.assertTrue(local.wait_log("failed in the handshake: peer certificate not "
+                                               "accepted"), local.log())
 
 
 class AlpnServer:
