@@ -17,6 +17,9 @@
  *   so the broker may call mql_link_send/close under its own lock (broker -> link order).
  * - TLS listeners keep the paths of their files: mql_net_reload_tls builds a new nng TLS
  *   configuration from them and swaps it into the running listener (SIGHUP).
+ * - Every TLS configuration is made through mqlite's own nng TLS engine (tls_engine.c,
+ *   registered in mql_net_alloc): it reports handshake failure reasons and the client
+ *   certificate's CN (mql_link_peer_cn), and offers a bridge's ALPN list.
  * - nng 1.5.2's TLS and WebSocket streams have two losses worked around here: the end of a
  *   connection (mql_net_reap_lost) and, for TLS, the last bytes before our close
  *   (flush_done). Plain TCP has neither.
