@@ -625,6 +625,7 @@ static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf 
             .certfile = bc->certfile[0] ? bc->certfile : NULL,
             .keyfile = bc->keyfile[0] ? bc->keyfile : NULL,
             .server_name = bc->insecure ? NULL : host,
+            .alpn = bc->alpn[0] ? bc->alpn : NULL,
         };
         char why[400];
         mql_err err = mql_dialer_alloc(&br->dialers[i], b->net, &o, &bridge_ops, br, dial_failed,

@@ -405,10 +405,13 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
             .keypass = l->keyfile_password[0] ? l->keyfile_password : NULL,
             .cafile = l->cafile[0] ? l->cafile : NULL,
             .require_certificate = l->require_certificate,
+            .identity_username = l->use_identity_as_username,
         };
-        if (!tls && (l->keyfile[0] || l->cafile[0] || l->require_certificate)) {
+        if (!tls && (l->keyfile[0] || l->cafile[0] || l->require_certificate ||
+                     l->use_identity_as_username)) {
             snprintf(errbuf, errlen,
-                     "listener %u (line %d): keyfile/cafile/require_certificate need certfile",
+                     "listener %u (line %d): keyfile/cafile/require_certificate/"
+                     "use_identity_as_username need certfile",
                      l->port, l->line);
             return MQL_E_CONFIG;
         }
@@ -422,7 +425,10 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
             snprintf(limits + strlen(limits), sizeof(limits) - strlen(limits),
                      ", allow_anonymous %s", l->allow_anonymous ? "true" : "false");
         mql_notice("broker.listen", "listening on %s (%s%s%s)", url, ws ? "websockets" : "mqtt",
-                   tls ? (l->require_certificate ? ", TLS, client certificate required" : ", TLS")
+                   tls ? (l->use_identity_as_username
+                              ? ", TLS, client certificate CN is the user name"
+                          : l->require_certificate ? ", TLS, client certificate required"
+                                                   : ", TLS")
                        : "",
                    limits);
     }

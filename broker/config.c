@@ -418,13 +418,15 @@ static mql_err set_listener_str(const struct option *opt, struct ctx *c)
     return MQL_OK;
 }
 
-static mql_err set_require_certificate(const struct option *opt, struct ctx *c)
+/* A per-listener true/false option (opt->off is the offset of the bool in
+ * mql_listener_conf). */
+static mql_err set_listener_bool(const struct option *opt, struct ctx *c)
 {
     mql_config *cfg = c->cfg;
     if (cfg->n_listeners == 0)
         return fail(c, "%s: must follow a 'listener' line (it applies to the listener above it)",
                     opt->name);
-    bool *field = &cfg->listeners[cfg->n_listeners - 1].require_certificate;
+    bool *field = (bool *)((char *)&cfg->listeners[cfg->n_listeners - 1] + opt->off);
     if (strcmp(c->vals[0], "true") == 0)
         *field = true;
     else if (strcmp(c->vals[0], "false") == 0)
@@ -733,14 +735,24 @@ static mql_err set_restart_timeout(const struct option *opt, struct ctx *c)
     return MQL_OK;
 }
 
+/* `bridge_alpn PROTO[,PROTO...]`: the ALPN protocols the bridge's TLS client offers (AWS
+ * IoT on port 443 wants x-amzn-mqtt-ca). Each name 1..255 bytes, at most 8. */
 static mql_err set_bridge_alpn(const struct option *opt, struct ctx *c)
 {
-    if (cur_bridge(opt, c) == NULL)
+    mql_bridge_conf *br = cur_bridge(opt, c);
+    const char *v = c->vals[0];
+    if (br == NULL)
         return MQL_E_CONFIG;
-    return fail(c,
-                "%s: not supported by this version of mqlite (its TLS engine, nng 1.5, cannot "
-                "send an ALPN list)",
-                opt->name);
+    if (strlen(v) >= sizeof(br->alpn))
+        return fail(c, "%s: longer than %zu characters", opt->name, sizeof(br->alpn) - 1);
+    int n = 1;
+    for (const char *p = v; *p != '\0'; p++)
+        n += *p == ',';
+    if (v[0] == '\0' || v[0] == ',' || v[strlen(v) - 1] == ',' || strstr(v, ",,") != NULL || n > 8)
+        return fail(c, "%s: '%s' is not a list of 1 to 8 protocol names separated by commas",
+                    opt->name, v);
+    snprintf(br->alpn, sizeof(br->alpn), "%s", v);
+    return MQL_OK;
 }
 
 #define BOFF(field) offsetof(mql_bridge_conf, field)
@@ -758,7 +770,10 @@ static const struct option options[] = {
      offsetof(mql_listener_conf, keyfile_password)},
     {"cafile", 1, 1, "a PEM CA file", set_listener_str, 0, MQL_PATH_MAX,
      offsetof(mql_listener_conf, cafile)},
-    {"require_certificate", 1, 1, "true or false", set_require_certificate, 0, 0, 0},
+    {"require_certificate", 1, 1, "true or false", set_listener_bool, 0, 0,
+     offsetof(mql_listener_conf, require_certificate)},
+    {"use_identity_as_username", 1, 1, "true or false", set_listener_bool, 0, 0,
+     offsetof(mql_listener_conf, use_identity_as_username)},
     {"websockets_path", 1, 1, "a URL path such as /mqtt", set_listener_str, 0, 128,
      offsetof(mql_listener_conf, websockets_path)},
     {"password_file", 1, 1, "a password file written by mqlite-passwd", set_auth_path, 0, 0,
@@ -830,7 +845,7 @@ static const struct option options[] = {
     {"bridge_keyfile", 1, 1, "a PEM private key file", set_bridge_str, 0, MQL_PATH_MAX,
      BOFF(keyfile)},
     {"bridge_insecure", 1, 1, "true or false", set_bridge_bool, 0, 0, BOFF(insecure)},
-    {"bridge_alpn", 1, 1, "a protocol list", set_bridge_alpn, 0, 0, 0},
+    {"bridge_alpn", 1, 1, "a protocol list such as x-amzn-mqtt-ca", set_bridge_alpn, 0, 0, 0},
     {"try_private", 1, 1, "true or false", set_bridge_bool, 0, 0, BOFF(try_private)},
     {"bridge_outgoing_retain", 1, 1, "true or false", set_bridge_bool, 0, 0, BOFF(outgoing_retain)},
     {"bridge_session_expiry", 1, 1, "a number of seconds from 0 to 4294967295", set_bridge_num, 0,
@@ -907,7 +922,6 @@ static const char *const mosquitto_only[] = {
     "tls_keyform",
     "tls_version",
     "upgrade_outgoing_qos",
-    "use_identity_as_username",
     "use_subject_as_username",
     "use_username_as_clientid",
     "username",
@@ -920,12 +934,8 @@ static const struct {
     const char *key;
     const char *why;
 } not_supported_why[] = {
-    {"use_identity_as_username",
-     "the TLS library (nng 1.5.2) does not give the broker the client certificate's "
-     "Common Name; use password_file for user names"},
     {"use_subject_as_username",
-     "the TLS library (nng 1.5.2) does not give the broker the client certificate's "
-     "subject; use password_file for user names"},
+     "use use_identity_as_username (the certificate's Common Name) instead"},
 };
 
 static const char *not_supported_reason(const char *key)
@@ -1228,6 +1238,8 @@ static mql_err check_bridges(const mql_config *cfg, const char *path, char *errb
             why = "needs both bridge_certfile and bridge_keyfile";
         else if (br->certfile[0] != '\0' && br->cafile[0] == '\0' && br->capath[0] == '\0')
             why = "has a client certificate but no bridge_cafile or bridge_capath (TLS)";
+        else if (br->alpn[0] != '\0' && br->cafile[0] == '\0' && br->capath[0] == '\0')
+            why = "has bridge_alpn but no bridge_cafile or bridge_capath (ALPN is part of TLS)";
         else if (br->has_password && !br->has_username)
             why = "has remote_password without remote_username";
         else if (strpbrk(br->notification_topic, "+#") != NULL)

@@ -118,6 +118,7 @@ typedef struct mql_bridge_conf {
     char certfile[MQL_PATH_MAX];
     char keyfile[MQL_PATH_MAX];
     bool insecure;               /* skip the host name check */
+    char alpn[256];              /* ALPN protocols offered, "a,b"; "" = none */
     bool try_private;            /* 3.1.1: the bridge flag, default true */
     bool outgoing_retain;        /* keep the retain flag going out, default true */
     uint64_t queue_max_bytes;    /* payload bytes queued, default 64 MiB */
@@ -137,13 +138,14 @@ typedef struct mql_listener_conf {
     enum mql_listener_protocol protocol; /* default MQL_LISTENER_MQTT */
     char certfile[MQL_PATH_MAX];         /* TLS when set (with keyfile) */
     char keyfile[MQL_PATH_MAX];
-    char keyfile_password[128]; /* for an encrypted keyfile */
-    char cafile[MQL_PATH_MAX];  /* CA for client certificates */
-    bool require_certificate;   /* mutual TLS */
-    char websockets_path[128];  /* default "/mqtt" */
-    int32_t max_connections;    /* connections on this listener; default -1 = no limit */
-    int8_t allow_anonymous;     /* per_listener_settings true: 0/1 set in this block;
-                                   -1 = not set here (mql_config_allow_anonymous) */
+    char keyfile_password[128];    /* for an encrypted keyfile */
+    char cafile[MQL_PATH_MAX];     /* CA for client certificates */
+    bool require_certificate;      /* mutual TLS */
+    bool use_identity_as_username; /* the client certificate's CN is the user name */
+    char websockets_path[128];     /* default "/mqtt" */
+    int32_t max_connections;       /* connections on this listener; default -1 = no limit */
+    int8_t allow_anonymous;        /* per_listener_settings true: 0/1 set in this block;
+                                      -1 = not set here (mql_config_allow_anonymous) */
 } mql_listener_conf;
 
 /* One `log_dest file PATH` line. */

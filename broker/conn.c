@@ -426,7 +426,18 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
     }
     mql_err refuse = MQL_OK;
     const char *refuse_why = NULL;
-    if (cn->has_username && b->passwd != NULL) {
+    /* use_identity_as_username (as mosquitto): the verified client certificate's Common
+     * Name replaces the CONNECT's user name for authorisation and the ACL; the password
+     * file is not consulted. A client without one is not authorised. */
+    char identity[256];
+    bool by_cert = b->cfg.listeners[c->listener].use_identity_as_username;
+    if (by_cert) {
+        mql_tls_peer tp = mql_link_peer_cn(c->link, identity, sizeof(identity));
+        if (tp != MQL_TLS_PEER_OK) {
+            refuse = MQL_E_NOT_AUTHORIZED;
+            refuse_why = mql_tls_peer_str(tp);
+        }
+    } else if (cn->has_username && b->passwd != NULL) {
         if (c->auth == AUTH_BLOCKED) {
             refuse = MQL_E_NOT_AUTHORIZED;
             refuse_why = "too many failed logins from this address (rate limited)";
@@ -456,7 +467,14 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         }
         return;
     }
-    if (cn->has_username) {
+    if (by_cert) {
+        if ((c->username = strdup(identity)) == NULL) {
+            mql_conn_close(c, MQL_E_NOMEM, "out of memory");
+            return;
+        }
+        mql_info("client.identity", "client \"%.*s\" (%s): user name \"%s\" from its certificate",
+                 (int)id.len, id.p, c->peer, identity);
+    } else if (cn->has_username) {
         c->username = malloc((size_t)cn->username.len + 1);
         if (c->username == NULL) {
             mql_conn_close(c, MQL_E_NOMEM, "out of memory");
@@ -1355,6 +1373,8 @@ static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
     const char *why;
     if (mql_decode(buf, fr.total, 0, &p, &why) != MQL_OK || !p.u.connect.has_username)
         return;
+    if (c->listener >= 0 && b->cfg.listeners[c->listener].use_identity_as_username)
+        return; /* the certificate names the user; the password is not checked */
     const mql_connect *cn = &p.u.connect;
     pthread_rwlock_rdlock(&b->auth_lock);
     bool have_passwd = b->passwd != NULL;

@@ -17,6 +17,9 @@
  *   so the broker may call mql_link_send/close under its own lock (broker -> link order).
  * - TLS listeners keep the paths of their files: mql_net_reload_tls builds a new nng TLS
  *   configuration from them and swaps it into the running listener (SIGHUP).
+ * - Every TLS configuration is made through mqlite's own nng TLS engine (tls_engine.c,
+ *   registered in mql_net_alloc): it reports handshake failure reasons and the client
+ *   certificate's CN (mql_link_peer_cn), and offers a bridge's ALPN list.
  * - nng 1.5.2's TLS and WebSocket streams have two losses worked around here: the end of a
  *   connection (mql_net_reap_lost) and, for TLS, the last bytes before our close
  *   (flush_done). Plain TCP has neither.
@@ -41,6 +44,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "tls_engine.h"
 
 #define RBUF_INITIAL 256 /* idle connections are the common case on a gateway */
 #define RBUF_BUSY_MAX (64 * 1024)
@@ -55,6 +59,7 @@ typedef struct tls_files {
     char *keypass; /* may be NULL */
     char *cafile;  /* may be NULL */
     bool require_certificate;
+    bool identity; /* use_identity_as_username: links need their certificate's CN */
 } tls_files;
 
 typedef struct listener {
@@ -184,6 +189,12 @@ static void *reaper_main(void *arg)
 
 mql_err mql_net_alloc(mql_net **out, const mql_link_ops *ops, void *arg)
 {
+    char why[256];
+    /* before any TLS configuration exists: see tls_engine.h */
+    if (mql_tls_engine_init(why, sizeof(why)) != MQL_OK) {
+        mql_error("net.tls", "%s", why);
+        return MQL_E_INTERNAL;
+    }
     mql_net *net = calloc(1, sizeof(*net));
     if (net == NULL)
         return MQL_E_NOMEM;
@@ -291,6 +302,13 @@ static mql_err tls_build(const char *url, const tls_files *o, nng_tls_config **o
     char *cert = NULL, *key = NULL;
     nng_tls_config *cfg = NULL;
     mql_err err = MQL_E_CONFIG;
+    if (o->identity && (!o->require_certificate || strncmp(url, "tls+", 4) != 0)) {
+        snprintf(errbuf, errlen,
+                 "%s: use_identity_as_username needs a TLS MQTT listener (not websockets) with "
+                 "require_certificate true",
+                 url);
+        return MQL_E_CONFIG;
+    }
     if (o->certfile == NULL || o->keyfile == NULL) {
         snprintf(errbuf, errlen, "%s: TLS needs both certfile and keyfile", url);
         return MQL_E_CONFIG;
@@ -305,7 +323,7 @@ static mql_err tls_build(const char *url, const tls_files *o, nng_tls_config **o
     }
     if (!cert_key_match(o, cert, key, errbuf, errlen))
         goto fail;
-    if ((rv = nng_tls_config_alloc(&cfg, NNG_TLS_MODE_SERVER)) != 0) {
+    if ((rv = mql_tls_config_alloc(&cfg, NNG_TLS_MODE_SERVER, NULL)) != 0) {
         snprintf(errbuf, errlen, "%s: TLS: %s", url, nng_strerror(rv));
         cfg = NULL;
         goto fail;
@@ -373,6 +391,7 @@ static bool dup_opt(char **dst, const char *src)
 static mql_err files_copy(tls_files *f, const mql_listen_opts *o)
 {
     f->require_certificate = o->require_certificate;
+    f->identity = o->identity_username;
     if (!dup_opt(&f->certfile, o->certfile) || !dup_opt(&f->keyfile, o->keyfile) ||
         !dup_opt(&f->keypass, o->keypass) || !dup_opt(&f->cafile, o->cafile)) {
         files_free(f);
@@ -661,6 +680,21 @@ static void accept_cb(void *arg)
     }
     nng_stream *s = nng_aio_get_output(ln->aio, 0);
     nng_stream_listener_accept(ln->l, ln->aio);
+    /* use_identity_as_username reads the certificate through tls_engine's registry, keyed
+     * by this stream: check now that the key works (it does with nng 1.5.2), and refuse the
+     * connection rather than run it without a way to learn its identity. */
+    if (ln->files.identity && !mql_tls_stream_known(s)) {
+        char peer[64];
+        format_peer(s, peer, sizeof(peer));
+        mql_error("net.tls",
+                  "connection from %s on %s refused: its TLS stream is not known to mqlite's "
+                  "TLS engine, so its certificate's Common Name cannot be read "
+                  "(use_identity_as_username; nng's internals differ from 1.5.2)",
+                  peer, ln->url);
+        nng_stream_close(s);
+        nng_stream_free(s);
+        return;
+    }
 
     mql_link *link = link_new(net, s, net->ops, ln->tls != NULL, ln->tls != NULL || ln->ws);
     if (link == NULL) {
@@ -701,7 +735,11 @@ static void rx_cb(void *arg)
     mql_link *link = arg;
     int rv = nng_aio_result(link->rx);
     if (rv != 0) {
-        if (link->tls && !link->got_data && rv != NNG_ECLOSED)
+        char why[256];
+        if (link->tls && mql_tls_failure(link->s, why, sizeof(why))) /* our engine's reason */
+            mql_notice("net.tls", "TLS connection %s %s failed in the handshake: %s",
+                       link->ops == link->net->ops ? "from" : "to (bridge)", link->peer, why);
+        else if (link->tls && !link->got_data && rv != NNG_ECLOSED)
             mql_notice("net.tls",
                        "TLS connection from %s failed before any data: %s "
                        "(handshake: certificate, protocol version or cipher)",
@@ -920,6 +958,11 @@ done:
     return err;
 }
 
+mql_tls_peer mql_link_peer_cn(mql_link *link, char *cn, size_t len)
+{
+    return mql_tls_peer_cn(link->s, cn, len);
+}
+
 size_t mql_link_backlog(mql_link *link)
 {
     pthread_mutex_lock(&link->mtx);
@@ -1023,7 +1066,10 @@ static void dial_cb(void *arg)
         d->failed(d->arg, "out of memory");
         return;
     }
-    link->got_data = true; /* the handshake is done: later failures are not handshake ones */
+    /* nng 1.5.2 completes the dial before the TLS handshake; a handshake failure is still
+     * logged with its reason (rx_cb asks the TLS engine), other early failures are the
+     * bridge's to report */
+    link->got_data = true;
     link_start(link, d->arg, -1);
 }
 
@@ -1070,9 +1116,11 @@ static mql_err dial_tls_setup(mql_dialer *d, const mql_dial_opts *o, char *errbu
     int rv;
     char *ca = NULL, *cert = NULL, *key = NULL;
     mql_err err = MQL_E_CONFIG;
-    if ((rv = nng_tls_config_alloc(&d->tls, NNG_TLS_MODE_CLIENT)) != 0) {
-        snprintf(errbuf, errlen, "%s: TLS: %s", o->url, nng_strerror(rv));
-        return MQL_E_NOMEM;
+    if ((rv = mql_tls_config_alloc(&d->tls, NNG_TLS_MODE_CLIENT, o->alpn)) != 0) {
+        d->tls = NULL;
+        snprintf(errbuf, errlen, "%s: TLS: %s", o->url,
+                 rv == NNG_EINVAL ? "bad bridge_alpn list" : nng_strerror(rv));
+        return rv == NNG_ENOMEM ? MQL_E_NOMEM : MQL_E_CONFIG;
     }
     if ((rv = nng_tls_config_version(d->tls, NNG_TLS_1_2, NNG_TLS_1_3)) != 0 &&
         (rv = nng_tls_config_version(d->tls, NNG_TLS_1_2, NNG_TLS_1_2)) != 0) {

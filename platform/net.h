@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "broker/err.h"
+#include "platform/tls_peer.h"
 
 typedef struct mql_link mql_link;
 typedef struct mql_net mql_net;
@@ -49,6 +50,8 @@ typedef struct mql_listen_opts {
     const char *keypass;
     const char *cafile;       /* CA chain for client certificates (may be NULL) */
     bool require_certificate; /* mutual TLS: a client without a valid certificate is refused */
+    bool identity_username;   /* use_identity_as_username: tls+tcp with require_certificate
+                                 only; links get mql_link_peer_cn */
     int id;                   /* passed to ops->open for every link of this listener */
 } mql_listen_opts;
 
@@ -67,6 +70,7 @@ typedef struct mql_dial_opts {
     const char *keyfile;
     const char *server_name; /* TLS: SNI, and the name the server certificate must carry;
                                 NULL: no name check (the chain is still verified) */
+    const char *alpn;        /* TLS: ALPN protocols offered, "a,b" (NULL: none) */
 } mql_dial_opts;
 
 typedef struct mql_dialer mql_dialer;
@@ -122,6 +126,11 @@ MQL_MUST_CHECK mql_err mql_link_send(mql_link *link, const void *buf, size_t len
  * and call end after releasing the lock. */
 void mql_net_defer_begin(void);
 void mql_net_defer_end(void);
+
+/* The Common Name of the verified client certificate of a link accepted on a tls+tcp
+ * listener (use_identity_as_username), once its handshake is done (when its first bytes
+ * arrived). OUT: cn with MQL_TLS_PEER_OK; any other value says why there is none. */
+mql_tls_peer mql_link_peer_cn(mql_link *link, char *cn, size_t len);
 
 /* Bytes queued and not yet written to the socket (for back-pressure decisions). */
 size_t mql_link_backlog(mql_link *link);

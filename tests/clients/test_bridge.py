@@ -17,6 +17,8 @@ Run: MQLITE_BIN=build/mqlite /usr/bin/python3 tests/clients/test_bridge.py
 
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -325,7 +327,10 @@ class BridgeBasics(unittest.TestCase):
             (["connection x", "address 127.0.0.1:1", "topic a/#/b out"], "not a valid topic"),
             (["connection x", "address 127.0.0.1:1", "topic a out 3"], "QoS '3'"),
             (["connection x", "address 127.0.0.1:1", "topic a sideways"], "direction"),
-            (["connection x", "address 127.0.0.1:1", "topic a", "bridge_alpn x"], "ALPN"),
+            (["connection x", "address 127.0.0.1:1", "topic a", "bridge_alpn x"],
+             "has bridge_alpn but no bridge_cafile"),
+            (["connection x", "address 127.0.0.1:1", "topic a", "bridge_alpn a,,b"],
+             "not a list of 1 to 8 protocol names"),
             (["topic a out"], "must follow a 'connection' line"),
             (["connection x", "address 127.0.0.1:1", "topic a", "notification_topic a/+"],
              "notification_topic must be a topic name"),
@@ -413,6 +418,77 @@ class BridgeTLS(unittest.TestCase):
                                   "topic tls/# out 1"]) as local:
                 self.assertTrue(local.wait_log('bridge "cloud": cannot connect'), local.log())
                 self.assertNotIn('bridge "cloud": connected', local.log())
+                # the TLS engine's reason, with the remote's address
+                self.assertTrue(local.wait_log("failed in the handshake: peer certificate not "
+                                               "accepted"), local.log())
+
+
+class AlpnServer:
+    """A one-connection TLS server (python ssl, localhost certificate) that records the ALPN
+    protocol it negotiated with the bridge, then answers its CONNECT with CONNACK 0 and
+    keeps the connection until close()."""
+
+    def __init__(self, certfile, keyfile, protocols):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(certfile, keyfile)
+        self.ctx.set_alpn_protocols(protocols)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.sock.settimeout(WAIT)
+        self.port = self.sock.getsockname()[1]
+        self.alpn = "not connected"
+        self.connect_seen = False
+        self.conn = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            raw, _ = self.sock.accept()
+            raw.settimeout(WAIT)
+            self.conn = self.ctx.wrap_socket(raw, server_side=True)
+            self.alpn = self.conn.selected_alpn_protocol()
+            first = self.conn.recv(1)
+            self.connect_seen = first == b"\x10"  # CONNECT
+            self.conn.sendall(b"\x20\x02\x00\x00")  # CONNACK, accepted
+        except (OSError, ssl.SSLError) as e:
+            self.alpn = "error: %s" % e
+
+    def close(self):
+        self.thread.join(WAIT)
+        if self.conn is not None:
+            self.conn.close()
+        self.sock.close()
+
+
+class BridgeALPN(unittest.TestCase):
+    """bridge_alpn: the bridge's TLS client offers the list (AWS IoT on port 443 wants
+    x-amzn-mqtt-ca); the server side is python's ssl, which reports what it negotiated."""
+
+    setUp = BridgeTLS.setUp  # the same throw-away CA and localhost certificate
+    tearDown = BridgeTLS.tearDown
+    p = BridgeTLS.p
+
+    def alpn_run(self, bridge_alpn):
+        server = AlpnServer(self.p("server.pem"), self.p("server.key"), ["x-amzn-mqtt-ca"])
+        lines = ["bridge_cafile " + self.p("ca.pem"), "topic alpn/# out 1"]
+        if bridge_alpn is not None:
+            lines.append("bridge_alpn " + bridge_alpn)
+        try:
+            with Local(server.port, host="localhost", bridge_lines=lines) as local:
+                self.assertTrue(local.wait_log('bridge "cloud": connected'), local.log())
+                self.assertTrue(server.connect_seen, "no MQTT CONNECT after the handshake")
+        finally:
+            server.close()
+        return server.alpn
+
+    def test_alpn_offered(self):
+        # the server picks the one it knows from the list the bridge offers
+        self.assertEqual(self.alpn_run("mqtt,x-amzn-mqtt-ca"), "x-amzn-mqtt-ca")
+
+    def test_no_alpn_without_the_option(self):
+        self.assertIsNone(self.alpn_run(None))
 
 
 class BridgeOutage(unittest.TestCase):

@@ -110,6 +110,20 @@ def make_pki():
     _sign("client.key", "client.crt", "client1",
           ["basicConstraints=CA:FALSE", "keyUsage=digitalSignature",
            "extendedKeyUsage=clientAuth"])
+    # use_identity_as_username: a second client whose CN the ACL does not know, and one
+    # whose subject has no CN at all
+    _ec_key("intruder.key")
+    _sign("intruder.key", "intruder.crt", "intruder",
+          ["basicConstraints=CA:FALSE", "keyUsage=digitalSignature",
+           "extendedKeyUsage=clientAuth"])
+    _ec_key("nocn.key")
+    _openssl("req", "-new", "-key", pki("nocn.key"), "-subj", "/O=mqlite tests",
+             "-out", pki("nocn.csr"))
+    with open(pki("nocn.ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    _openssl("x509", "-req", "-in", pki("nocn.csr"), "-CA", pki("ca.crt"), "-CAkey",
+             pki("ca.key"), "-CAcreateserial", "-days", "2", "-sha256",
+             "-extfile", pki("nocn.ext"), "-out", pki("nocn.crt"))
     _ec_key("server2.key")  # the certificate a SIGHUP switches to (TlsReload)
     _sign("server2.key", "server2.crt", "localhost", server_ext)
     _ec_key("other.key")  # matches no certificate
@@ -170,7 +184,7 @@ class SecClient(mqttclient.Client):
     """mqttclient.Client with a transport (tcp / websockets), TLS and user name."""
 
     def __init__(self, port, client_id, transport="tcp", ca=None, username=None,
-                 password=None, protocol=paho.MQTTv311, **kw):
+                 password=None, protocol=paho.MQTTv311, cert=None, key=None, **kw):
         super().__init__(port, client_id, protocol=protocol, **kw)
         if transport != "tcp":
             if protocol == paho.MQTTv5:
@@ -187,7 +201,7 @@ class SecClient(mqttclient.Client):
             self.paho.on_unsubscribe = self._on_unsubscribe
             self.paho.on_disconnect = self._on_disconnect
         if ca is not None:
-            self.paho.tls_set(ca_certs=ca)
+            self.paho.tls_set(ca_certs=ca, certfile=cert, keyfile=key)
         if username is not None:
             self.paho.username_pw_set(username, password)
 
@@ -499,6 +513,89 @@ class WebSocket(SecTestCase):
     def test_secure_websockets(self):
         b = self.start_broker(["protocol websockets"] + TLS_LINES)
         self.round_trip(b.port, ca=pki("ca.crt"))
+
+
+# ---- use_identity_as_username ----------------------------------------------------------
+
+IDENTITY_ACL = """user client1
+topic readwrite id/client1/#
+"""
+
+
+class Identity(SecTestCase):
+    """use_identity_as_username on a mutual-TLS listener: the client certificate's CN is the
+    user name for the ACL; the CONNECT's user name and password are ignored and the password
+    file is not consulted (as mosquitto)."""
+
+    def setUp(self):
+        super().setUp()
+        with open(self.path("acl"), "w") as f:
+            f.write(IDENTITY_ACL)
+        self.passwd = self.path("passwd")
+        passwd_add(self.passwd, "someone", "else", create=True)
+        self.b = self.start_broker(TLS_LINES + [
+            "cafile " + pki("ca.crt"), "require_certificate true",
+            "use_identity_as_username true", "allow_anonymous false",
+            "password_file " + self.passwd, "acl_file " + self.path("acl")])
+        self.port = self.b.port
+
+    def tls_client(self, client_id, name, **kw):
+        return self.client(self.port, client_id, ca=pki("ca.crt"), cert=pki(name + ".crt"),
+                           key=pki(name + ".key"), **kw)
+
+    def test_cn_is_the_user_for_the_acl(self):
+        # a user name and password that the password file would refuse: not consulted
+        c = self.tls_client("dev-a", "client", username="mallory", password="wrong")
+        rc, _ = c.connect()
+        self.assertEqual(rc, 0, "CONNACK for the certificate of client1")
+        self.assertEqual(c.subscribe([("id/client1/#", 1), ("id/other/#", 1)]), [1, 0x80])
+        c.publish("id/client1/x", b"mine", 1)
+        self.assertEqual([(m.topic, m.payload) for m in c.expect(1)], [("id/client1/x", b"mine")])
+        self.wait_log(self.b, 'user name "client1" from its certificate')
+
+    def test_cn_not_in_acl_is_denied(self):
+        owner = self.tls_client("owner", "client")
+        self.assertEqual(owner.connect()[0], 0)
+        self.assertEqual(owner.subscribe("id/client1/#", 1), [1])
+        # CONNECT says "client1", the certificate says "intruder": the certificate wins
+        c = self.tls_client("dev-b", "intruder", username="client1", protocol=paho.MQTTv5)
+        self.assertEqual(c.connect()[0], 0)
+        self.assertEqual(c.subscribe("id/client1/#", 1), [0x87])
+        c.publish("id/client1/x", b"not yours", 1)
+        self.assertEqual(owner.collect(quiet=0.7), [], "a denied publish was delivered")
+
+    def test_client_without_certificate_refused(self):
+        before = [line for line in self.b.log().splitlines() if "[net.tls]" in line]
+        c = self.client(self.port, "nocert", ca=pki("ca.crt"), username="client1",
+                        password="x")
+        try:
+            rc, _ = c.connect()
+        except Exception:
+            rc = None  # the handshake failed
+        finally:
+            c.stop_loop()
+        self.assertNotEqual(rc, 0, "connected without a client certificate")
+        lines = self.wait_log(self.b, "[net.tls]", after=len(before))[len(before):]
+        self.assertTrue(any("127.0.0.1:" in line and "certificate" in line for line in lines),
+                        "net.tls line does not name the peer and the reason: %r" % lines)
+
+    def test_certificate_without_cn_refused(self):
+        rc = self.connack(self.port, "nocn", ca=pki("ca.crt"), cert=pki("nocn.crt"),
+                          key=pki("nocn.key"))
+        self.assertEqual(rc, 5, "CONNACK 0x05 not authorized")
+        self.wait_log(self.b, "subject has no Common Name")
+
+    def test_refused_where_it_cannot_work(self):
+        ca = ["cafile " + pki("ca.crt")]
+        for extra, why in (([], "require_certificate true"),
+                           (["require_certificate true", "protocol websockets"], "websockets")):
+            status, out = start_fails(TLS_LINES + ca + extra + ["use_identity_as_username true"])
+            self.assertNotEqual(status, 0, out)
+            self.assertIn("use_identity_as_username needs a TLS MQTT listener", out)
+            self.assertIn(why, out)
+        status, out = start_fails(["use_identity_as_username true"])
+        self.assertNotEqual(status, 0, out)
+        self.assertIn("need certfile", out)
 
 
 # ---- password file ----------------------------------------------------------------------

@@ -192,6 +192,14 @@ void mql_net_defer_begin(void) {}
 
 void mql_net_defer_end(void) {}
 
+mql_tls_peer mql_link_peer_cn(mql_link *link, char *cn, size_t len)
+{
+    (void)link;
+    (void)cn;
+    (void)len;
+    return MQL_TLS_PEER_UNKNOWN; /* no TLS here */
+}
+
 size_t mql_link_backlog(mql_link *link)
 {
     return link->backlog;

@@ -851,6 +851,7 @@ Test(hostile, garbage_tls)
     mql_broker *b = tb_start(conf);
     wait_listening(tls_port);
     nng_tls_config *tls;
+    cr_assert_eq(tb_tls_engine_init(), 0);
     cr_assert_eq(nng_tls_config_alloc(&tls, NNG_TLS_MODE_CLIENT), 0);
     cr_assert_eq(nng_tls_config_auth_mode(tls, NNG_TLS_AUTH_MODE_NONE), 0);
     snprintf(url, sizeof(url), "tls+tcp://127.0.0.1:%u", tls_port);

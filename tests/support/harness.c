@@ -29,6 +29,8 @@
 #include <nng/nng.h>
 #include <nng/supplemental/tls/tls.h>
 
+#include "platform/tls_engine.h"
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1557,10 +1559,23 @@ static void broker_url(uint16_t port, char *out, size_t cap)
 /* TLS for the client. The broker's certificate is not verified: each broker has its own
  * throw-away certificate and these tests are about MQTT over the transport; certificate
  * checking is tested with real clients (tests/clients/test_security.py). */
+int tb_tls_engine_init(void)
+{
+    char why[256];
+    if (mql_tls_engine_init(why, sizeof(why)) != MQL_OK) {
+        fprintf(stderr, "harness: %s\n", why);
+        return NNG_ENOTSUP;
+    }
+    return 0;
+}
+
 static int client_tls(nng_stream_dialer *d)
 {
     nng_tls_config *cfg;
-    int rv = nng_tls_config_alloc(&cfg, NNG_TLS_MODE_CLIENT);
+    int rv = tb_tls_engine_init();
+    if (rv != 0)
+        return rv;
+    rv = mql_tls_config_alloc(&cfg, NNG_TLS_MODE_CLIENT, NULL);
     if (rv != 0) {
         return rv;
     }

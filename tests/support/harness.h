@@ -128,6 +128,11 @@ int tb_fd_count(const mql_broker *b);
 /* A free 127.0.0.1 TCP port (bound, read, closed), for extra listeners in extra_conf; 0 on
  * failure. Another process may take it before the broker binds it: rare, and tb_start then
  * fails the test with the broker's log. */
+/* Register mqlite's nng TLS engine in this test process (platform/tls_engine.h), so
+ * the test clients' TLS runs through it too. Call it before allocating an nng_tls_config;
+ * the harness's own TLS clients do. Returns 0 or an NNG error code. */
+int tb_tls_engine_init(void);
+
 uint16_t tb_free_port(void);
 /* Run the broker under test (MQLITE_BIN, through MQLITE_WRAPPER if set) with `-c conf` and
  * at most 10 s, for configurations that must make it exit: its stdout and stderr go into

@@ -165,7 +165,7 @@ Test(config, mosquitto_options_not_supported)
 {
     const char *keys[] = {"autosave_interval 1800",
                           "persistence_file mqlite.db",
-                          "use_identity_as_username true",
+                          "use_subject_as_username true",
                           "bridge_attempt_unsubscribe false",
                           "log_facility 3",
                           "log_timestamp false",
@@ -261,7 +261,10 @@ Test(config, bridge_errors)
     BAD("restart_timeout 10 5", "below the base");
     BAD("restart_timeout 0", "'0'");
     BAD("keepalive_interval 1", "'1'");
-    BAD("bridge_alpn x-amzn-mqtt-ca", "ALPN");
+    BAD("bridge_alpn a,,b", "not a list of 1 to 8 protocol names");
+    BAD("bridge_alpn ,a", "not a list");
+    BAD("bridge_alpn a,", "not a list");
+    BAD("bridge_alpn a,b,c,d,e,f,g,h,i", "not a list");
     BAD("bridge_max_inflight 0", "'0'");
 }
 
@@ -750,13 +753,31 @@ Test(config, per_listener_settings_file_lines)
     cr_assert(strncmp(err, want, strlen(want)) == 0, "%s", err);
 }
 
-Test(config, use_identity_as_username_says_why)
+Test(config, use_identity_as_username)
 {
+    BAD("use_identity_as_username true", "must follow a 'listener' line");
     OK("listener 8883");
-    BAD("use_identity_as_username true",
-        "option 'use_identity_as_username' is not supported by this version of mqlite",
-        "Common Name", "password_file");
-    BAD("use_subject_as_username true", "is not supported by this version of mqlite", "subject");
+    check_bool("use_identity_as_username", &cfg.listeners[0].use_identity_as_username);
+    BAD("use_subject_as_username true", "is not supported by this version of mqlite",
+        "use_identity_as_username");
+}
+
+Test(config, bridge_alpn)
+{
+    OK("connection aws");
+    OK("bridge_alpn x-amzn-mqtt-ca");
+    cr_assert_str_eq(cfg.bridges[0].alpn, "x-amzn-mqtt-ca");
+    OK("bridge_alpn mqtt,x-amzn-mqtt-ca");
+    cr_assert_str_eq(cfg.bridges[0].alpn, "mqtt,x-amzn-mqtt-ca");
+}
+
+Test(config, bridge_alpn_needs_tls)
+{
+    char path[64];
+    const char *text = "connection up\naddress h\ntopic a\nbridge_alpn x-amzn-mqtt-ca\n";
+    cr_assert_eq(load_text(text, strlen(text), path), MQL_E_CONFIG);
+    cr_assert(strstr(err, "connection up: has bridge_alpn but no bridge_cafile") != NULL, "%s",
+              err);
 }
 
 Test(config, listener_defaults_helper)
