@@ -53,6 +53,7 @@ struct route_ctx {
     const mql_session *from;
     uint64_t seq;
     uint32_t n;
+    uint32_t matched; /* matching subscriptions, also those No Local skips */
     bool nomem;
 };
 
@@ -77,6 +78,7 @@ static void route_cb(void *arg, const mql_sub *sub)
     struct route_ctx *rc = arg;
     mql_broker *b = rc->b;
     mql_session *s = sub->session;
+    rc->matched++;
     if (sub->no_local && s == rc->from)
         return;                                                      /* [MQTT-3.8.3-3] */
     uint8_t qos = sub->qos < rc->msg->qos ? sub->qos : rc->msg->qos; /* [MQTT-3.8.4-8] */
@@ -158,6 +160,7 @@ static void share_cb(void *arg, mql_share *g)
 {
     struct route_ctx *rc = arg;
     mql_broker *b = rc->b;
+    rc->matched += g->nmembers != 0;
     mql_sub *m = share_pick(b, g, rc->msg->qos);
     if (m == NULL)
         return;
@@ -174,7 +177,7 @@ static void share_cb(void *arg, mql_share *g)
         e->ids[e->n_ids++] = m->sub_id;
 }
 
-void mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from)
+uint32_t mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from)
 {
     struct route_ctx rc = {.b = b, .msg = msg, .from = from, .seq = ++b->route_seq};
     mql_topics_match(b->topics, msg->topic, route_cb, share_cb, &rc);
@@ -186,6 +189,7 @@ void mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from)
         struct route_entry *e = &b->route[i];
         mql_session_deliver(b, e->s, msg, e->qos, e->retain, e->ids, e->n_ids, e->share);
     }
+    return rc.matched;
 }
 
 void mql_broker_publish_will(mql_broker *b, mql_msg *will)
@@ -198,7 +202,7 @@ void mql_broker_publish_will(mql_broker *b, mql_msg *will)
         else
             mql_persist_retain(b, will->topic, will);
     }
-    mql_broker_route(b, will, NULL);
+    (void)mql_broker_route(b, will, NULL);
 }
 
 mql_err mql_broker_alloc(mql_broker **out, const mql_config *cfg)
@@ -258,7 +262,7 @@ void mql_broker_sys_set(mql_broker *b, const char *topic, const char *value)
     if (m == NULL)
         return;
     if (mql_topics_retain(b->topics, t, m) == MQL_OK)
-        mql_broker_route(b, m, NULL);
+        (void)mql_broker_route(b, m, NULL);
     mql_msg_unref(m);
 }
 

@@ -92,6 +92,40 @@ static const uint8_t prop_order[] = {
     MQL_PROP_SUB_ID_AVAILABLE,    MQL_PROP_SHARED_SUB_AVAILABLE,
 };
 
+/* The same ids in the order a CONNACK carries them. The specification leaves the order of
+ * properties open; this is the order mosquitto uses, because clients and test suites written
+ * against mosquitto (its own broker tests among them) compare CONNACKs byte for byte. */
+static const uint8_t connack_prop_order[] = {
+    MQL_PROP_TOPIC_ALIAS_MAXIMUM,
+    MQL_PROP_SERVER_KEEP_ALIVE,
+    MQL_PROP_ASSIGNED_CLIENT_ID,
+    MQL_PROP_AUTH_METHOD,
+    MQL_PROP_AUTH_DATA,
+    MQL_PROP_RETAIN_AVAILABLE,
+    MQL_PROP_MAXIMUM_PACKET_SIZE,
+    MQL_PROP_RECEIVE_MAXIMUM,
+    MQL_PROP_MAXIMUM_QOS,
+    MQL_PROP_SESSION_EXPIRY,
+    MQL_PROP_WILDCARD_SUB_AVAILABLE,
+    MQL_PROP_SUB_ID_AVAILABLE,
+    MQL_PROP_SHARED_SUB_AVAILABLE,
+    MQL_PROP_RESPONSE_INFO,
+    MQL_PROP_SERVER_REFERENCE,
+    MQL_PROP_REASON_STRING,
+    MQL_PROP_PAYLOAD_FORMAT,
+    MQL_PROP_MESSAGE_EXPIRY,
+    MQL_PROP_CONTENT_TYPE,
+    MQL_PROP_RESPONSE_TOPIC,
+    MQL_PROP_CORRELATION_DATA,
+    MQL_PROP_SUBSCRIPTION_ID,
+    MQL_PROP_REQUEST_PROBLEM_INFO,
+    MQL_PROP_WILL_DELAY,
+    MQL_PROP_REQUEST_RESPONSE_INFO,
+    MQL_PROP_TOPIC_ALIAS,
+};
+_Static_assert(sizeof(connack_prop_order) == sizeof(prop_order),
+               "connack_prop_order lists every property once");
+
 #define B(id) MQL_PBIT(MQL_PROP_##id)
 
 /* Table 2-4, last column: which properties each packet (and a CONNECT's will) may carry. */
@@ -1050,7 +1084,11 @@ mql_err mql_decode(const uint8_t *frame, size_t len, uint8_t version, mql_packet
     if (type == 0 || (type == MQL_AUTH && !v5))
         return BAD(MQL_E_MALFORMED, V(v5, "packet type 0 is reserved (section 2.1.2)",
                                       "packet type 0 and 15 are reserved (section 2.2.1)"));
-    if (type != MQL_PUBLISH && flags != fixed_flags[type])
+    /* MQTT 3.1 (section 2.1, DUP) lets a re-sent PUBREL, SUBSCRIBE or UNSUBSCRIBE carry
+     * DUP 1, which 3.1.1 reserves: accept it from 3.1 clients only */
+    bool v31_dup = version == MQL_V31 && flags == (fixed_flags[type] | 0x08) &&
+                   (type == MQL_PUBREL || type == MQL_SUBSCRIBE || type == MQL_UNSUBSCRIBE);
+    if (type != MQL_PUBLISH && flags != fixed_flags[type] && !v31_dup)
         return BAD(MQL_E_MALFORMED,
                    V(v5, "fixed header flags differ from table 2-2 [MQTT-2.1.3-1]",
                      "fixed header flags differ from table 2.2 [v3.1.1 MQTT-2.2.2-1] "
@@ -1170,12 +1208,14 @@ static inline bool put_vbi(wr *w, uint64_t v)
     return true;
 }
 
-/* The properties themselves (no Property Length), in prop_order. */
+/* The properties themselves (no Property Length), in prop_order (connack_prop_order for a
+ * CONNACK, the only packet whose properties are allowed_props[MQL_CONNACK]). */
 static bool put_props_body(wr *w, const mql_props *pr, uint64_t allowed)
 {
     uint64_t m = pr->present & allowed;
+    const uint8_t *order = allowed == allowed_props[MQL_CONNACK] ? connack_prop_order : prop_order;
     for (size_t i = 0; m != 0 && i < sizeof(prop_order); i++) {
-        uint8_t id = prop_order[i];
+        uint8_t id = order[i];
         if ((m & MQL_PBIT(id)) == 0)
             continue;
         m &= ~MQL_PBIT(id);

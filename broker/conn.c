@@ -176,7 +176,8 @@ static enum send_result send_connack(mql_conn *c, bool present, uint8_t reason,
     mql_packet p;
     memset(&p, 0, sizeof(p));
     p.type = MQL_CONNACK;
-    p.u.connack.session_present = present;
+    /* MQTT 3.1's CONNACK has no Session Present flag: its first byte is reserved, 0 */
+    p.u.connack.session_present = present && c->version != MQL_V31;
     p.u.connack.reason = reason;
     if (props != NULL)
         p.u.connack.props = *props;
@@ -218,6 +219,9 @@ void mql_conn_violation(mql_conn *c, mql_err err, const char *why)
 }
 
 #define violation mql_conn_violation
+
+/* Reason Code 0x10 of PUBACK/PUBREC: accepted, but no subscriber matched (not an error). */
+#define MQL_RC_NO_MATCHING_SUBSCRIBERS 0x10
 
 /*
  * Whether a new connection on listener `li` would exceed max_connections: the listener's
@@ -407,11 +411,15 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         }
     }
     if (id.len == 0) {
-        if (cn->version != MQL_V5 && !cn->clean_start) {
-            /* [v3.1.1 MQTT-3.1.3-8] */
+        if (cn->version == MQL_V31 || (cn->version != MQL_V5 && !cn->clean_start)) {
+            /* [v3.1.1 MQTT-3.1.3-8]; MQTT 3.1 (section 3.1, Client Identifier) requires 1 to
+             * 23 characters whatever the clean session flag */
             mql_notice("client.refused",
-                       "client (%s) refused: empty ClientID needs clean session 1 "
-                       "[v3.1.1 MQTT-3.1.3-8]",
+                       cn->version == MQL_V31
+                           ? "client (%s) refused: empty ClientID (MQTT 3.1 needs 1 to 23 "
+                             "characters)"
+                           : "client (%s) refused: empty ClientID needs clean session 1 "
+                             "[v3.1.1 MQTT-3.1.3-8]",
                        c->peer);
             c->state = CS_CLOSING;
             send_connack(c, false, mql_err_reason_v3(MQL_E_CLIENT_ID_INVALID), NULL);
@@ -1023,10 +1031,17 @@ void mql_conn_handle_publish(mql_conn *c, mql_publish *pub)
             mql_persist_retain(b, pub->topic, msg);
     }
     b->route_quota = false;
-    mql_broker_route(b, msg, s);
+    uint32_t receivers = mql_broker_route(b, msg, s);
     mql_msg_unref(msg);
-    /* v5: tell the publisher when a persistent subscriber's quota refused it */
-    uint8_t rc = b->route_quota && c->version == MQL_V5 ? mql_err_reason(MQL_E_QUOTA) : 0;
+    /* v5: tell the publisher when a persistent subscriber's quota refused it, or in a
+     * PUBACK that nobody subscribed (0x10, which the Server MAY use instead of 0x00,
+     * section 3.4.2.1; mosquitto does so for PUBACK only, and clients written against it
+     * expect that) */
+    uint8_t rc = 0;
+    if (c->version == MQL_V5 && b->route_quota)
+        rc = mql_err_reason(MQL_E_QUOTA);
+    else if (c->version == MQL_V5 && pub->qos == 1 && receivers == 0)
+        rc = MQL_RC_NO_MATCHING_SUBSCRIBERS;
     if (pub->qos == 2) {
         if (mql_session_qos2_add(s, pub->packet_id) != MQL_OK) {
             mql_conn_close(c, MQL_E_NOMEM, "out of memory");
@@ -1068,14 +1083,28 @@ void mql_conn_handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack)
                   ack->packet_id);
         return;
     }
+    /* An acknowledgement of the wrong kind for a message in flight (PUBACK for QoS 2,
+     * PUBREC or PUBCOMP for QoS 1, PUBCOMP before PUBREC) breaks the flows of sections 4.3.2
+     * and 4.3.3: a Protocol Error (section 4.13), not something to guess the meaning of. */
+    const char *wrong = NULL;
+    if (type == MQL_PUBACK && o->qos != 1)
+        wrong = "PUBACK for a QoS 2 message (section 4.3.3)";
+    else if (type == MQL_PUBREC && o->qos != 2)
+        wrong = "PUBREC for a QoS 1 message (section 4.3.2)";
+    else if (type == MQL_PUBCOMP && o->qos != 2)
+        wrong = "PUBCOMP for a QoS 1 message (section 4.3.2)";
+    else if (type == MQL_PUBCOMP && o->state != OUT_PUBREL_SENT)
+        wrong = "PUBCOMP before PUBREC (section 4.3.3)";
+    if (wrong != NULL) {
+        violation(c, MQL_E_PROTOCOL, wrong);
+        return;
+    }
     switch (type) {
     case MQL_PUBACK:
-        if (o->qos == 1 && o->state == OUT_PUBLISH_SENT)
+        if (o->state == OUT_PUBLISH_SENT)
             mql_session_inflight_done(b, s, o); /* [MQTT-4.3.2-*] */
         break;
     case MQL_PUBREC:
-        if (o->qos != 2)
-            break;
         if (c->version == MQL_V5 && ack->reason >= 0x80) {
             mql_session_inflight_done(b, s, o); /* the flow ends [MQTT-4.3.3-?] */
             break;
@@ -1085,8 +1114,7 @@ void mql_conn_handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack)
         mql_conn_send_ack(c, MQL_PUBREL, o->packet_id, 0);
         break;
     case MQL_PUBCOMP:
-        if (o->qos == 2 && o->state == OUT_PUBREL_SENT)
-            mql_session_inflight_done(b, s, o);
+        mql_session_inflight_done(b, s, o);
         break;
     }
 }

@@ -327,7 +327,10 @@ void mql_persist_close(mql_broker *b);
  * (it never starts the ticker), which is why it is not static. */
 void mql_broker_tick(mql_broker *b, uint64_t now);
 
-void mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from);
+/* Hand msg to every session with a matching subscription (one member of each shared
+ * group). Returns the number of matching subscriptions (0: nobody subscribed), counting
+ * those that No Local kept from the publisher itself. */
+uint32_t mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from);
 void mql_broker_publish_will(mql_broker *b, mql_msg *will);
 /* Publish a retained QoS 0 value of the broker's own ($SYS), kept in memory only: $SYS is
  * rebuilt at start and would wear the flash for nothing. */
