@@ -16,8 +16,8 @@
  * Loop prevention: messages that come in are routed with the bridge session as their
  * publisher, and its own subscriptions have No Local, so they never go back out. Towards
  * the remote, MQTT 5 subscriptions carry No Local [MQTT-3.8.3-3]; for MQTT 3.1.1 the
- * CONNECT's protocol level has bit 7 set (`try_private`), which mosquitto and others read
- * as "a bridge: do not echo its own messages back and keep retain flags".
+ * CONNECT's protocol level has bit 7 set (`try_private`), which mosquitto (and mqlite, see
+ * conn.c) read as "a bridge: do not echo its own messages back and keep retain flags".
  *
  * Reconnects back off exponentially with jitter between restart_timeout's two values; each
  * dial resolves the host name again (nng does that per dial) and tries the next address.
@@ -218,6 +218,7 @@ static void send_connect(mql_bridge *br, mql_conn *c)
     p.type = MQL_CONNECT;
     mql_connect *cn = &p.u.connect;
     cn->version = bc->protocol_version;
+    cn->bridge = cn->version == MQL_V311 && bc->try_private; /* the Protocol Level's bit 7 */
     cn->clean_start = bc->cleansession;
     cn->keep_alive = bc->keepalive;
     cn->client_id = (mql_bytes){(const uint8_t *)id, (uint32_t)strlen(id)};
@@ -258,13 +259,6 @@ static void send_connect(mql_bridge *br, mql_conn *c)
     if (n == 0) {
         mql_conn_close(c, MQL_E_CONFIG, "cannot encode CONNECT");
         return;
-    }
-    if (cn->version == MQL_V311 && bc->try_private) {
-        /* the bridge bit on the protocol level: fixed header, then "\0\4MQTT", then level */
-        size_t hl = 1;
-        while (buf[hl] & 0x80)
-            hl++;
-        buf[hl + 1 + 6] |= 0x80;
     }
     if (mql_link_send(c->link, buf, n) == MQL_OK)
         b->stats.bytes_sent += n;

@@ -763,6 +763,12 @@ static mql_err dec_connect(rd *r, uint8_t flags, bool rl_minimal, mql_connect *c
         return BAD(MQL_E_MALFORMED, "CONNECT Protocol Name or Level is truncated (section 3.1.2)");
     bool mqtt = bytes_eq(c->protocol_name, "MQTT", 4);
     bool isdp = bytes_eq(c->protocol_name, "MQIsdp", 6);
+    /* Not in either specification: bridges of mosquitto (and ours, try_private) announce
+     * themselves with the top bit of a 3.1 / 3.1.1 Protocol Level, as mosquitto accepts. */
+    if ((c->version == (0x80 | MQL_V311) || c->version == (0x80 | MQL_V31))) {
+        c->bridge = true;
+        c->version &= 0x7F;
+    }
     if (!mqtt && !isdp)
         return BAD(MQL_E_BAD_VERSION,
                    "CONNECT Protocol Name is not \"MQTT\" [MQTT-3.1.2-1] [v3.1.1 MQTT-3.1.2-1]");
@@ -1347,7 +1353,7 @@ static bool enc_connect(wr *w, const mql_connect *c, uint8_t version)
     }
     if (!put_bytes(w, name))
         return false;
-    put_u8(w, version);
+    put_u8(w, (uint8_t)(version | (c->bridge && !v5 ? 0x80 : 0)));
     uint8_t cf = (uint8_t)((c->has_username ? 0x80 : 0) | (c->has_password ? 0x40 : 0) |
                            (c->clean_start ? 0x02 : 0));
     if (c->will)

@@ -148,7 +148,9 @@ size_t mql_user_prop_encode(uint8_t *buf, size_t cap, mql_bytes key, mql_bytes v
 
 typedef struct mql_connect {
     mql_bytes protocol_name; /* "MQTT" (or "MQIsdp" for 3.1) */
-    uint8_t version;         /* Protocol Level */
+    uint8_t version;         /* Protocol Level, without the bridge bit */
+    bool bridge;             /* 3.1 / 3.1.1 only: the Protocol Level's top bit (0x80), which
+                                mosquitto-style bridges set (try_private) */
     bool clean_start;        /* Clean Session (3.1.1) / Clean Start (5) */
     bool will;
     uint8_t will_qos;

@@ -384,6 +384,7 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
     memset(&ack, 0, sizeof(ack));
 
     c->version = cn->version;
+    c->peer_bridge = cn->bridge;
     if (cn->version == MQL_V5) {
         c->request_problem_info = !(cn->props.present & MQL_PBIT(MQL_PROP_REQUEST_PROBLEM_INFO)) ||
                                   cn->props.request_problem_info != 0;
@@ -699,8 +700,8 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         return;
     }
     mql_notice("client.connect",
-               "client \"%s\" (%s) connected: %s, clean %s %d, keepalive %u, session %s%s",
-               s->client_id, c->peer, vname(cn->version),
+               "client \"%s\" (%s) connected: %s%s, clean %s %d, keepalive %u, session %s%s",
+               s->client_id, c->peer, vname(cn->version), cn->bridge ? " bridge" : "",
                cn->version == MQL_V5 ? "start" : "session", cn->clean_start, c->keepalive,
                present ? "resumed" : "new", cn->will ? ", with will" : "");
     if (cn->version == MQL_V5)
@@ -1177,6 +1178,11 @@ static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_i
         tmpl.no_local = e->no_local;
         tmpl.retain_as_published = e->retain_as_published;
         tmpl.retain_handling = e->retain_handling;
+    } else if (c->peer_bridge) {
+        /* what mosquitto gives a bridge: its own messages are not echoed back to it (no
+         * loop), retain flags arrive as published */
+        tmpl.no_local = true;
+        tmpl.retain_as_published = true;
     }
     mql_sub *sub = mql_topics_subscribe(b->topics, e->filter, &tmpl, existed);
     if (sub == NULL)

@@ -148,6 +148,7 @@ typedef struct mql_conn {
     uint32_t will_delay;
     bool will_suppressed;      /* DISCONNECT 0x00 received */
     bool request_problem_info; /* v5: reason strings / user properties allowed */
+    bool peer_bridge;          /* 3.1/3.1.1 CONNECT with the bridge bit (mosquitto's) */
     uint16_t client_receive_max;
     uint32_t client_max_packet; /* 0 = protocol maximum */
     uint16_t alias_max;         /* topic aliases the client may use towards us */

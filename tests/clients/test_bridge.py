@@ -241,6 +241,39 @@ class BridgeBasics(unittest.TestCase):
                     up.close()
                     down.close()
 
+    def test_mqlite_to_mqlite(self):
+        """mqlite as the remote too, with mosquitto's defaults (MQTT 3.1.1, try_private):
+        the remote accepts the bridge bit, does not echo the bridge's own messages back
+        (no loop on a `both` rule) and keeps retain flags towards it."""
+        with brokerproc.Broker([]) as remote:
+            with Local(remote.port, ["topic shared/# both 1"]) as local:
+                self.assertTrue(local.wait_log('bridge "cloud": connected'), local.log())
+                self.assertIn(" bridge, clean session 0", remote.log())
+                up = Collector(remote.port, "shared/#")
+                down = Collector(local.port, "shared/#")
+                publish_many(local.port, "shared/from-local", 1, prefix="L")
+                publish_many(remote.port, "shared/from-remote", 1, prefix="R")
+                up.wait_count(2)
+                down.wait_count(2)
+                time.sleep(1.0)  # an echo would arrive by now
+                self.assertEqual(sorted(m[0] for m in up.msgs),
+                                 ["shared/from-local", "shared/from-remote"])
+                self.assertEqual(sorted(m[0] for m in down.msgs),
+                                 ["shared/from-local", "shared/from-remote"])
+                up.close()
+                down.close()
+                c = mqtt.Client()
+                c.connect("127.0.0.1", remote.port)
+                c.loop_start()
+                c.publish("shared/kept", b"K", 1, retain=True).wait_for_publish(WAIT)
+                c.disconnect()
+                c.loop_stop()
+                time.sleep(0.5)
+                late = Collector(local.port, "shared/kept")  # retained here too
+                self.assertEqual(late.wait_count(1), 1)
+                self.assertEqual(late.msgs[0][1:], (b"K", 1, True))
+                late.close()
+
     def test_retained_kept_and_state_topic(self):
         with Remote() as remote:
             with Local(remote.port, ["topic r/# out 1"]) as local:

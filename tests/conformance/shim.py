@@ -10,9 +10,6 @@ configuration syntax, so almost everything passes through unchanged. What is map
   `listener`. mqlite's lines above the first `listener` are the defaults of every listener,
   so `listener N` appended at the end means the same.
 - `maximum_qos N`: mosquitto's other spelling of `max_qos`, which mqlite reads.
-- `notifications false`: mqlite never publishes bridge notifications to the remote broker,
-  which is what this line asks for; mqlite does not know the option, so it is left out
-  (`notifications true` is passed through and refused).
 - `persistence_file NAME`: mosquitto keeps its store in one file NAME (inside
   `persistence_location`); mqlite keeps a directory with its SQLite files and has no
   file-name option. The tests give every broker its own file name so that parallel tests
@@ -53,9 +50,6 @@ def map_config(path):
             mapped = True
         elif len(words) == 2 and words[0] == "maximum_qos":
             out.append("max_qos " + words[1])
-            mapped = True
-        elif words == ["notifications", "false"]:
-            out.append("# " + line + "   (what mqlite does anyway)")
             mapped = True
         elif len(words) >= 2 and words[0] == "persistence_file":
             store_dir = os.path.join(location, words[1] + ".mqlite.d")

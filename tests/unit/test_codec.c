@@ -512,6 +512,29 @@ Test(v311, mqtt31_connect_mqisdp_level3)
         0x00, 0x01, 'x');
 }
 
+Test(v311, connect_bridge_bit)
+{
+    /* mosquitto's bridges set bit 7 of a 3.1 / 3.1.1 Protocol Level (try_private): decoded
+     * as that version with `bridge`, and encoded back the same way. */
+    OK(DECF(0, 0x10, 0x0D, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x84, 0x02, 0x00, 0x3C, 0x00, 0x01,
+            'a'));
+    cr_assert_eq(P.u.connect.version, MQL_V311);
+    cr_assert(P.u.connect.bridge);
+    mql_packet p = {.type = MQL_CONNECT};
+    p.u.connect.bridge = p.u.connect.clean_start = true;
+    p.u.connect.keep_alive = 60;
+    p.u.connect.client_id = (mql_bytes){(const uint8_t *)"a", 1};
+    ENC(&p, MQL_V311, 0x10, 0x0D, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x84, 0x02, 0x00, 0x3C, 0x00,
+        0x01, 'a');
+    OK(DECF(0, 0x10, 0x0F, 0x00, 0x06, 'M', 'Q', 'I', 's', 'd', 'p', 0x83, 0x02, 0x00, 0x0A, 0x00,
+            0x01, 'x'));
+    cr_assert_eq(P.u.connect.version, MQL_V31);
+    cr_assert(P.u.connect.bridge);
+    /* not for MQTT 5, which has No Local instead [MQTT-3.1.2-2] */
+    ERRF(0, MQL_E_BAD_VERSION, "MQTT-3.1.2-2", 0x10, 0x0D, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x85,
+         0x02, 0x00, 0x3C, 0x00, 0x01, 'a');
+}
+
 Test(v311, connack_decode_and_encode)
 {
     OK(DECF(MQL_V311, 0x20, 0x02, 0x01, 0x00));
