@@ -302,3 +302,53 @@ Test(errors, remaining_length_256mb_before_connect_closes)
     tb_assert_serves(b);
     tb_stop(b);
 }
+
+/* A subscriber that answers a delivery with the wrong kind of acknowledgement. */
+static void wrong_ack(bool v5, uint8_t qos, tb_pkt (*ack)(uint16_t))
+{
+    mql_broker *b = tb_start(NULL);
+    tc_client *s;
+    uint16_t id;
+    pk_v5 pub;
+    if (v5) {
+        s = tc_open_v5(tb_port(b), false, NULL, .client_id = "wrong-ack", .clean = true);
+        tc_sub1_v5(s, 1, "wa/t", qos, 0, qos);
+    } else {
+        s = tc_open(tb_port(b), "wrong-ack", true, 60, false);
+        tc_subscribe(s, 1, "wa/t", qos, qos);
+    }
+    tc_client *p = tc_open(tb_port(b), "wrong-ack-pub", true, 60, false);
+    tc_publish(p, "wa/t", "m", qos, false);
+    if (v5) {
+        tc_expect_pub_v5(s, &pub, "wa/t", "m", qos, false);
+        id = pub.id;
+    } else {
+        id = tc_expect_publish(s, TB_WAIT_MS, .topic = "wa/t", .payload = "m", .qos = qos);
+    }
+    tc_sendp(s, ack(id));
+    if (v5)
+        tc_expect_disconnect_v5(s, 0x82, TB_WAIT_MS); /* Protocol Error [MQTT-4.13.1-1] */
+    else
+        tc_expect_closed(s, TB_WAIT_MS); /* [v3.1.1 MQTT-4.8.0-1] */
+    cr_assert(tb_log_contains(b, "[client.violation]", TB_WAIT_MS));
+    tc_disconnect(p);
+    cr_assert_eq(tb_stop(b), 0);
+}
+
+/* PUBACK for a QoS 2 delivery, PUBREC for a QoS 1 one: the flows of sections 4.3.2 and
+ * 4.3.3 are broken, which is a Protocol Error; the broker closes the connection (MQTT 5
+ * with DISCONNECT 0x82) instead of guessing. */
+Test(errors, wrong_kind_of_ack_v311)
+{
+    wrong_ack(false, 2, pk_puback);
+}
+
+Test(errors, wrong_kind_of_ack_v5_pubrec_for_qos1)
+{
+    wrong_ack(true, 1, pk_pubrec);
+}
+
+Test(errors, wrong_kind_of_ack_v5_pubcomp_before_pubrec)
+{
+    wrong_ack(true, 2, pk_pubcomp);
+}
