@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (README's second command):
-#   1. a -Werror build and every test (unit, fuzz-corpora replay, integration, real clients);
+#   1. a -Werror build and every test (unit, fuzz-corpora replay, integration, real clients,
+#      the browser test and mosquitto's broker test suite: tests/conformance);
 #      the protocol integration suites run over tcp, and the ones where the transport shows
 #      again over tls, ws and wss (meson suites transport-*, without transport-extra: see
 #      tests/integration/meson.build)
@@ -9,7 +10,7 @@
 #      and the busybox boot test (tests/boot/boot-armhf.sh)
 #   3. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer; of the other
 #      transports only wss there (it layers WebSocket on TLS, so it runs both through the
-#      sanitizers)
+#      sanitizers); the browser and conformance suites run once, in step 1
 #   4. the integration suite against a broker built with ThreadSanitizer (.ci/tsan.sh):
 #      any TSan report fails
 #   5. the three fuzzers (clang libFuzzer: decoder, connections, config parser), each for
@@ -94,7 +95,7 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug; then
   run_suite build-asan --no-suite transport-extra --no-suite transport-tls --no-suite transport-ws \
-    --no-suite browser
+    --no-suite browser --no-suite conformance
 else
   echo "build: build-asan FAIL" >>"$extra"; status=1
 fi
