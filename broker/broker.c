@@ -254,6 +254,20 @@ static void sys_put(mql_broker *b, const char *topic, const char *fmt, ...)
     mql_broker_sys_set(b, topic, val);
 }
 
+void mql_broker_store_refused(mql_broker *b, const char *client_id)
+{
+    b->stats.msgs_dropped++;
+    if (b->store_full_logged)
+        return;
+    b->store_full_logged = true;
+    mql_warning("store.full",
+                "%s: new QoS 1/2 messages for persistent sessions and new retained messages "
+                "are refused (MQTT 5 publishers get 0x97) until it %s (first: client \"%s\")",
+                b->store_overloaded ? "the store cannot commit and its backlog is at its limit"
+                                    : "the store reached store_max_bytes",
+                b->store_overloaded ? "commits again" : "drains", client_id);
+}
+
 void mql_broker_sys_set(mql_broker *b, const char *topic, const char *value)
 {
     mql_bytes t = {(const uint8_t *)topic, (uint32_t)strlen(topic)};
@@ -317,6 +331,7 @@ static void sys_publish(mql_broker *b, uint64_t now)
         sys_put(b, "$SYS/broker/store/errors", "%llu", (unsigned long long)ss.errors);
         sys_put(b, "$SYS/broker/store/refused", "%llu", (unsigned long long)st->store_refused);
         sys_put(b, "$SYS/broker/store/failing", "%d", ss.failing ? 1 : 0);
+        sys_put(b, "$SYS/broker/store/held_bytes", "%llu", (unsigned long long)ss.held_bytes);
     }
 }
 
@@ -334,12 +349,22 @@ void mql_broker_tick(mql_broker *b, uint64_t now)
         b->sys_next = now + (uint64_t)b->cfg.sys_interval * 1000u;
     }
     if (b->store != NULL) {
-        bool full = mql_store_get_stats(b->store).full;
+        mql_store_stats ss = mql_store_get_stats(b->store);
+        if (ss.overloaded && !b->store_overloaded)
+            mql_error("store.overload",
+                      "the store cannot commit and holds %llu bytes of operations in memory, "
+                      "its limit: refusing new QoS 1/2 messages for persistent sessions and "
+                      "new retained messages until it commits again",
+                      (unsigned long long)ss.held_bytes);
+        else if (!ss.overloaded && b->store_overloaded)
+            mql_notice("store.overload", "the store's backlog is below its limit again");
+        bool full = ss.full || ss.overloaded;
         if (!full && b->store_full) {
-            mql_notice("store.full", "store is below store_max_bytes again");
+            mql_notice("store.full", "the store takes new messages again");
             b->store_full_logged = false;
         }
         b->store_full = full;
+        b->store_overloaded = ss.overloaded;
     }
 }
 

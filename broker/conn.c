@@ -1024,7 +1024,13 @@ void mql_conn_handle_publish(mql_conn *c, mql_publish *pub)
         return;
     }
     uint64_t ops_before = b->store_ops;
-    if (pub->retain) {
+    bool retain_refused = false;
+    if (pub->retain && pub->payload.len > 0 && b->store != NULL && b->store_full) {
+        /* it could not be kept in the store: delivered, but not retained [MQTT-3.3.1-5]
+         * (a Server MAY refuse it; MQTT 5 QoS 1/2 publishers hear 0x97 below) */
+        retain_refused = true;
+        mql_broker_store_refused(b, cid(c));
+    } else if (pub->retain) {
         /* [MQTT-3.3.1-5] store, [MQTT-3.3.1-6]/[MQTT-3.3.1-7] an empty payload clears */
         if (mql_topics_retain(b->topics, pub->topic, msg) != MQL_OK)
             mql_error("broker.nomem", "out of memory storing a retained message");
@@ -1039,7 +1045,7 @@ void mql_conn_handle_publish(mql_conn *c, mql_publish *pub)
      * section 3.4.2.1; mosquitto does so for PUBACK only, and clients written against it
      * expect that) */
     uint8_t rc = 0;
-    if (c->version == MQL_V5 && b->route_quota)
+    if (c->version == MQL_V5 && (b->route_quota || retain_refused))
         rc = mql_err_reason(MQL_E_QUOTA);
     else if (c->version == MQL_V5 && pub->qos == 1 && receivers == 0)
         rc = MQL_RC_NO_MATCHING_SUBSCRIBERS;

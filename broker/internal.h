@@ -203,7 +203,8 @@ struct mql_broker {
     struct mql_store *store; /* NULL without persistence (or after it closed) */
     uint64_t store_ops;      /* operations queued so far (to see if a packet caused any) */
     uint64_t next_msg_id;
-    bool store_full;         /* store_max_bytes reached (refreshed every tick) */
+    bool store_full;         /* store_max_bytes reached, or the store overloaded (each tick) */
+    bool store_overloaded;   /* it cannot commit and holds too much in memory (store.h) */
     uint64_t started_at;     /* mql_now_ms() at start, for $SYS uptime */
     uint64_t sys_next;       /* when $SYS is published next */
     uint64_t reap_lost_next; /* when mql_net_reap_lost runs next */
@@ -336,6 +337,8 @@ void mql_broker_publish_will(mql_broker *b, mql_msg *will);
 /* Publish a retained QoS 0 value of the broker's own ($SYS), kept in memory only: $SYS is
  * rebuilt at start and would wear the flash for nothing. */
 void mql_broker_sys_set(mql_broker *b, const char *topic, const char *value);
+/* b->store_full refused something for client_id: counted, logged once per episode. */
+void mql_broker_store_refused(mql_broker *b, const char *client_id);
 bool mql_broker_share_deliver(mql_broker *b, mql_share *g, mql_msg *msg, uint8_t qos, bool retain);
 
 #endif

@@ -346,17 +346,10 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
         return;
     }
     if (s->stored && b->store_full) {
-        /* store_max_bytes: no new QoS 1/2 message for a persistent session */
-        b->stats.msgs_dropped++;
+        /* store_max_bytes, or a store that cannot commit: no new QoS 1/2 message for a
+         * persistent session (it could not be kept, and would only pile up in memory) */
         b->route_quota = true;
-        if (!b->store_full_logged) {
-            b->store_full_logged = true;
-            mql_warning("store.full",
-                        "store reached store_max_bytes: new QoS 1/2 messages for persistent "
-                        "sessions are refused (MQTT 5 publishers get 0x97) until it drains "
-                        "(first: client \"%s\")",
-                        s->client_id);
-        }
+        mql_broker_store_refused(b, s->client_id);
         return;
     }
     bool direct =

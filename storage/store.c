@@ -32,9 +32,11 @@
  * Failures. A failed attempt is counted (errors), logged once per episode (store.commit,
  * then store.recovered at the next good commit), and retried after a backoff of 50 ms
  * doubling to 2 s; new ops join the retried ones. While the store cannot write, the
- * retried ops stay in memory (the broker sees MQL_E_STORE on every barrier and should stop
- * acknowledging, which bounds them). At close the store keeps trying for CLOSE_ATTEMPTS
- * more attempts (about 0.75 s), then logs store.lost with the number of ops dropped; from
+ * retried ops stay in memory: the broker sees MQL_E_STORE on every barrier and stops
+ * acknowledging, and once what is held passes hold_max (mql_store_stats.overloaded) it
+ * stops taking on new work that needs the store, which bounds them. At close the store
+ * keeps trying for CLOSE_ATTEMPTS more attempts (about 0.75 s), then logs store.lost with
+ * the number of ops dropped; from
  * then on no barrier reports MQL_OK.
  *
  * Flash. Group commit turns N small changes into one WAL append and one fsync. WAL writes
@@ -109,7 +111,9 @@
 #define STORE_PAGE_SIZE 1024 /* for new stores, see open_db */
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x) STRINGIFY_(x)
-#define BACKOFF_MIN_MS 50 /* wait before retrying a failed batch, doubling */
+#define BACKOFF_MIN_MS 50                 /* wait before retrying a failed batch, doubling */
+#define HOLD_MAX_BYTES (8u * 1024 * 1024) /* see mql_store_stats.overloaded */
+#define HOLD_MIN_BYTES (256u * 1024)
 #define BACKOFF_MAX_MS 2000
 #define CLOSE_ATTEMPTS 5 /* failed attempts after close began before giving up (~0.75 s) */
 
@@ -297,7 +301,9 @@ struct mql_store {
     /* counters, read by any thread */
     _Atomic uint64_t transactions, ops, bytes_written, fsyncs, errors, live_bytes;
     atomic_int fail_writes;
-    atomic_bool failing_now; /* copy of `failing` for mql_store_get_stats */
+    atomic_bool failing_now;     /* copy of `failing` for mql_store_get_stats */
+    _Atomic uint64_t retry_held; /* memory of the ops kept for a retry (store thread writes) */
+    uint64_t hold_max;           /* held memory beyond which a failing store is overloaded */
 };
 
 static void seterr(char *buf, size_t len, const char *fmt, ...)
@@ -1024,6 +1030,15 @@ static size_t list_len(const struct op *l)
     return n;
 }
 
+/* Memory an op list holds: its structs and copied data. */
+static uint64_t held_memory(const struct op *l)
+{
+    uint64_t n = 0;
+    for (; l != NULL; l = l->next)
+        n += sizeof(*l) + l->bytes;
+    return n;
+}
+
 static void *store_main(void *arg)
 {
     mql_store *st = arg;
@@ -1059,7 +1074,9 @@ static void *store_main(void *arg)
             retry = NULL;
             retry_tail = &retry;
         }
-        if (run_batch(st, batch, &retry_tail)) {
+        bool ok = run_batch(st, batch, &retry_tail);
+        atomic_store(&st->retry_held, held_memory(retry));
+        if (ok) {
             attempts = 0;
             close_attempts = 0;
         } else {
@@ -1074,6 +1091,7 @@ static void *store_main(void *arg)
                           "not stored",
                           st->path, attempts, list_len(retry));
                 free_ops(retry);
+                atomic_store(&st->retry_held, 0);
                 st->lost = true;
                 retry = NULL;
                 retry_tail = &retry;
@@ -1401,6 +1419,11 @@ mql_err mql_store_open(mql_store **out, const mql_store_opts *opts, char *errbuf
     st->window_ms = opts->commit_window_ms;
     st->sync_full = opts->sync_full;
     st->max_bytes = opts->max_bytes;
+    /* a quarter of a small store_max_bytes: what cannot be committed should not outgrow
+     * what the store may hold on flash (HOLD_MIN_BYTES .. HOLD_MAX_BYTES) */
+    st->hold_max = HOLD_MAX_BYTES;
+    if (opts->max_bytes > 0 && opts->max_bytes / 4 < st->hold_max)
+        st->hold_max = opts->max_bytes / 4 < HOLD_MIN_BYTES ? HOLD_MIN_BYTES : opts->max_bytes / 4;
     st->head = NULL;
     st->tailp = &st->head;
     size_t dl = strlen(opts->dir);
@@ -1843,6 +1866,11 @@ mql_store_stats mql_store_get_stats(mql_store *st)
         .failing = atomic_load(&st->failing_now),
     };
     s.full = st->max_bytes > 0 && s.live_bytes >= st->max_bytes;
+    pthread_mutex_lock(&st->mu);
+    s.held_bytes = st->q_bytes + st->q_ops * sizeof(struct op);
+    pthread_mutex_unlock(&st->mu);
+    s.held_bytes += atomic_load(&st->retry_held);
+    s.overloaded = s.failing && s.held_bytes > st->hold_max;
     return s;
 }
 

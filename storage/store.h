@@ -174,6 +174,12 @@ typedef struct mql_store_stats {
                                deleted enough. The WAL adds up to max_bytes/8 (at most 4 MiB)
                                on disk. */
     bool failing;           /* the last commit attempt failed (a failure episode is on) */
+    uint64_t held_bytes;    /* memory of operations not yet committed: queued, or kept to be
+                               retried after failed commits (which is what grows while the
+                               store cannot write) */
+    bool overloaded;        /* failing, and held_bytes beyond the limit (8 MiB, or a quarter
+                               of a smaller max_bytes, at least 256 KiB): the broker should
+                               stop taking on work that needs the store (see session.c) */
 } mql_store_stats;
 
 /* Any thread. file_bytes is measured now; the rest is as of the last commit. */

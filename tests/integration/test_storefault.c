@@ -391,3 +391,81 @@ Test(storefault, real_full_tmpfs)
     rmdir(store); /* the tmpfs was only ever mounted in the broker's namespace */
     fault_cleanup();
 }
+
+/* The newest $SYS/broker/store/held_bytes value within ms (sys_interval 1), or -1. */
+static long long held_bytes(tc_client *mon, int ms)
+{
+    long long v = -1;
+    uint8_t buf[512];
+    pk_publish_info info;
+    int64_t end = tb_now_ms() + ms;
+    while (tb_now_ms() < end) {
+        if (!tc_recv_publish(mon, buf, sizeof(buf), &info, 200))
+            continue;
+        char tmp[32] = {0};
+        memcpy(tmp, info.payload, info.payload_len < 31 ? info.payload_len : 31);
+        v = atoll(tmp);
+    }
+    return v;
+}
+
+/* n retained QoS 0 messages of 2 KiB on topics PREFIX/0 ... from client p */
+static void retained_flood(tc_client *p, const char *prefix, int n)
+{
+    static char payload[2048];
+    memset(payload, 'r', sizeof(payload) - 1);
+    for (int i = 0; i < n; i++) {
+        char topic[64];
+        snprintf(topic, sizeof(topic), "%s/%d", prefix, i);
+        tc_publish(p, topic, payload, 0, true);
+    }
+}
+
+/*
+ * A long outage stays bounded in memory: what the store cannot commit is kept for the
+ * retry, but only up to a limit (a quarter of store_max_bytes here, 256 KiB). Beyond it
+ * the store is "overloaded" and the broker refuses new work that needs it (QoS 1/2 for
+ * persistent sessions, new retained messages; MQTT 5 QoS 1/2 publishers get 0x97), so a
+ * flood of retained messages during a disk-full episode does not grow the broker without
+ * end. When the fault goes away the store commits the backlog and takes work again.
+ */
+Test(storefault, long_outage_memory_bounded)
+{
+    fault_enable();
+    mql_broker *b = tb_start(PERSIST "store_max_bytes 1048576\n");
+    tc_client *mon = tc_open(tb_port(b), "ov-mon", true, 60, false);
+    tc_subscribe(mon, 1, "$SYS/broker/store/held_bytes", 0, 0);
+    tc_client *p = tc_open(tb_port(b), "ov-pub", true, 60, false);
+
+    fault_set("full");
+    retained_flood(p, "ov/a", 200); /* 400 KiB held: beyond the limit */
+    cr_assert(tb_log_contains(b, "[store.overload]", 5000), "no store.overload line");
+    retained_flood(p, "ov/b", 400); /* 800 KiB more: refused, not held */
+    cr_assert(tb_log_contains(b, "[store.full]", 5000), "the refusal is not logged");
+    tb_assert_serves(b);
+    long long held = held_bytes(mon, 2500);
+    cr_assert(held > 256 * 1024 && held < 600 * 1024,
+              "held_bytes %lld: expected the first flood only (about 400 KiB)", held);
+    /* an MQTT 5 QoS 1 retained message is refused with 0x97, not taken as retained */
+    tc_client *p5 = tc_open_v5(tb_port(b), false, NULL, .client_id = "ov-pub5", .clean = true);
+    tc_sendp(p5, PK_PUBLISH(.topic = "ov/c", .payload = "r5", .qos = 1, .id = 3, .retain = true,
+                            .v5 = true));
+    tc_expect_ack_v5(p5, PUBACK, 3, 0x97);
+
+    fault_set("off");
+    cr_assert(tb_log_contains(b, "[store.recovered]", 6000), "the store did not recover");
+    cr_assert(tb_log_contains(b, "below its limit again", 5000));
+    cr_assert(tb_log_contains(b, "takes new messages again", 5000));
+    tc_sendp(p5, PK_PUBLISH(.topic = "ov/c", .payload = "r5", .qos = 1, .id = 4, .retain = true,
+                            .v5 = true));
+    tc_expect_ack_v5(p5, PUBACK, 4, 0x10); /* accepted (no subscriber yet) */
+    tc_client *late = tc_open(tb_port(b), "ov-late", true, 60, false);
+    tc_subscribe(late, 1, "ov/c", 1, 1);
+    tc_expect_publish(late, TB_WAIT_MS, .topic = "ov/c", .payload = "r5", .qos = 1, .retain = true);
+    tc_disconnect(late);
+    tc_disconnect(p5);
+    tc_disconnect(p);
+    tc_disconnect(mon);
+    cr_assert_eq(tb_stop(b), 0);
+    fault_cleanup();
+}
