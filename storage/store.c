@@ -36,8 +36,7 @@
  * acknowledging, and once what is held passes hold_max (mql_store_stats.overloaded) it
  * stops taking on new work that needs the store, which bounds them. At close the store
  * keeps trying for CLOSE_ATTEMPTS more attempts (about 0.75 s), then logs store.lost with
- * the number of ops dropped; from
- * then on no barrier reports MQL_OK.
+ * the number of ops dropped; from then on no barrier reports MQL_OK.
  *
  * Flash. Group commit turns N small changes into one WAL append and one fsync. WAL writes
  * are sequential. The database is opened with locking_mode=EXCLUSIVE before WAL is
