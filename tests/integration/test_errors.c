@@ -330,6 +330,7 @@ static void wrong_ack(bool v5, uint8_t qos, tb_pkt (*ack)(uint16_t))
         tc_expect_disconnect_v5(s, 0x82, TB_WAIT_MS); /* Protocol Error [MQTT-4.13.1-1] */
     else
         tc_expect_closed(s, TB_WAIT_MS); /* [v3.1.1 MQTT-4.8.0-1] */
+    tc_close(s);
     cr_assert(tb_log_contains(b, "[client.violation]", TB_WAIT_MS));
     tc_disconnect(p);
     cr_assert_eq(tb_stop(b), 0);
