@@ -17,8 +17,9 @@
 #   3. `meson setup build-cross-ARCH -Dstatic=true -Dtests=false`, ninja, strip into
 #      build-cross-ARCH/dist/mqlite, `file` on it (must say statically linked).
 #   4. the native test executables (built in $NATIVE_BUILD, default build-cross-native; CI
-#      may pass its own build-ci) tests/integration/integ_* run one after another with
-#      MQLITE_BIN=the stripped ARM broker and MQLITE_WRAPPER=qemu-ARM.
+#      may pass its own build-ci, and CROSS_NATIVE_BUILT=1 when it built them already)
+#      tests/integration/integ_* run one after another with MQLITE_BIN=the stripped ARM
+#      broker and MQLITE_WRAPPER=qemu-ARM.
 # Ends with one line "N passed, M failed": the integration test cases run under qemu (a
 # failed step before them counts as one failure). Exit status 0 only if nothing failed.
 # --build-only stops after step 3 (used by tests/boot/boot-armhf.sh).
@@ -181,16 +182,20 @@ fi
 
 # ---- 4. integration suite under qemu -----------------------------------------------
 step "native test executables ($native)"
-if [ ! -f "$native/build.ninja" ]; then
+if [ "${CROSS_NATIVE_BUILT:-}" = 1 ] && [ -f "$native/build.ninja" ]; then
+  : # the caller built them (CI runs two arches at once: one ninja per build dir)
+elif [ ! -f "$native/build.ninja" ]; then
   meson setup "$native" -Dwerror=true >"$native.setup.log" 2>&1 || {
     tail -30 "$native.setup.log"
     give_up "meson setup $native"
   }
 fi
-ninja -C "$native" >"$native.ninja.log" 2>&1 || {
-  tail -30 "$native.ninja.log"
-  give_up "ninja -C $native"
-}
+if [ "${CROSS_NATIVE_BUILT:-}" != 1 ]; then
+  ninja -C "$native" >"$native.ninja.log" 2>&1 || {
+    tail -30 "$native.ninja.log"
+    give_up "ninja -C $native"
+  }
+fi
 
 step "integration suite against the $arch broker under $qemu"
 passed=0 failed=0
@@ -220,6 +225,7 @@ for exe in "$native"/tests/integration/integ_*; do
   fi
   rm -f "$out"
 done
+[ $((passed + failed)) -gt 0 ] || give_up "no integration test executables in $native/tests/integration"
 step "done"
 echo "cross $arch: $(($(date +%s) - t_all)) s in all, broker $bin ($(stat -c %s "$bin") bytes)"
 echo "$passed passed, $failed failed"
