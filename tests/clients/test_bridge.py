@@ -220,6 +220,21 @@ class BridgeBasics(unittest.TestCase):
     def test_rules_v5(self):
         self.run_rules("mqttv50")
 
+    def check_both_ways_once(self, remote, local, what):
+        """On a `both shared/#` rule, one message each way arrives on both sides, once."""
+        up = Collector(remote.port, "shared/#")
+        down = Collector(local.port, "shared/#")
+        publish_many(local.port, "shared/from-local", 1, prefix="L")
+        publish_many(remote.port, "shared/from-remote", 1, prefix="R")
+        up.wait_count(2)
+        down.wait_count(2)
+        time.sleep(1.0)  # an echo would arrive by now
+        want = ["shared/from-local", "shared/from-remote"]
+        self.assertEqual(sorted(m[0] for m in up.msgs), want, what)
+        self.assertEqual(sorted(m[0] for m in down.msgs), want, what)
+        up.close()
+        down.close()
+
     def test_both_direction_no_loop(self):
         """A `both` rule: local -> remote and remote -> local, each exactly once."""
         for version in ("mqttv311", "mqttv50"):
@@ -227,19 +242,7 @@ class BridgeBasics(unittest.TestCase):
                 with Local(remote.port, ["bridge_protocol_version %s" % version,
                                          "topic shared/# both 1"]) as local:
                     self.assertTrue(local.wait_log('bridge "cloud": connected'), local.log())
-                    up = Collector(remote.port, "shared/#")
-                    down = Collector(local.port, "shared/#")
-                    publish_many(local.port, "shared/from-local", 1, prefix="L")
-                    publish_many(remote.port, "shared/from-remote", 1, prefix="R")
-                    up.wait_count(2)
-                    down.wait_count(2)
-                    time.sleep(1.0)  # an echo would arrive by now
-                    self.assertEqual(sorted(m[0] for m in up.msgs),
-                                     ["shared/from-local", "shared/from-remote"], version)
-                    self.assertEqual(sorted(m[0] for m in down.msgs),
-                                     ["shared/from-local", "shared/from-remote"], version)
-                    up.close()
-                    down.close()
+                    self.check_both_ways_once(remote, local, version)
 
     def test_mqlite_to_mqlite(self):
         """mqlite as the remote too, with mosquitto's defaults (MQTT 3.1.1, try_private):
@@ -249,19 +252,7 @@ class BridgeBasics(unittest.TestCase):
             with Local(remote.port, ["topic shared/# both 1"]) as local:
                 self.assertTrue(local.wait_log('bridge "cloud": connected'), local.log())
                 self.assertIn(" bridge, clean session 0", remote.log())
-                up = Collector(remote.port, "shared/#")
-                down = Collector(local.port, "shared/#")
-                publish_many(local.port, "shared/from-local", 1, prefix="L")
-                publish_many(remote.port, "shared/from-remote", 1, prefix="R")
-                up.wait_count(2)
-                down.wait_count(2)
-                time.sleep(1.0)  # an echo would arrive by now
-                self.assertEqual(sorted(m[0] for m in up.msgs),
-                                 ["shared/from-local", "shared/from-remote"])
-                self.assertEqual(sorted(m[0] for m in down.msgs),
-                                 ["shared/from-local", "shared/from-remote"])
-                up.close()
-                down.close()
+                self.check_both_ways_once(remote, local, "mqlite remote")
                 c = mqtt.Client()
                 c.connect("127.0.0.1", remote.port)
                 c.loop_start()
