@@ -549,19 +549,32 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         s->conn = NULL;
         old->session = NULL;
         s->disconnected_at = now;
-        release_will(b, old, s, !cn->clean_start);
-        snprintf(old->why, sizeof(old->why), "session taken over by %s", c->peer);
-        if (old->version == MQL_V5 && old->state == CS_ACTIVE) {
-            send_disconnect(old, mql_err_reason(MQL_E_TAKEN_OVER), "session taken over");
-            old->state = CS_CLOSING;
-            old->closing_since = now;
-            mql_link_close(old->link, true);
+        /*
+         * A client that sends DISCONNECT and reconnects at once can have its new CONNECT
+         * handled before the old connection's DISCONNECT (another thread, or still in the
+         * socket): its will would be published although it disconnected normally
+         * [MQTT-3.1.2-10]. So a will that would be published now waits: the old connection
+         * is read for TAKEOVER_DRAIN_MS more (only a DISCONNECT counts, see
+         * drain_for_disconnect), and the will goes out when it closes (conn_closed) unless
+         * a DISCONNECT 0x00 came. A will that is not published anyway (delayed, and the
+         * session goes on) is dropped now.
+         */
+        bool goes_on = !cn->clean_start;
+        if (old->will != NULL && !old->will_suppressed && !(old->will_delay > 0 && goes_on)) {
+            old->will_deferred = true;
+            old->drain_until = now + TAKEOVER_DRAIN_MS;
         } else {
-            old->state = CS_CLOSING;
-            old->closing_since = now;
-            /* flush: what it was already sent (its CONNACK, say) still reaches it */
-            mql_link_close(old->link, true);
+            release_will(b, old, s, goes_on);
         }
+        snprintf(old->why, sizeof(old->why), "session taken over by %s", c->peer);
+        if (old->version == MQL_V5 && old->state == CS_ACTIVE)
+            send_disconnect(old, mql_err_reason(MQL_E_TAKEN_OVER), "session taken over");
+        old->state = CS_CLOSING;
+        old->closing_since = now;
+        /* flush: what it was already sent (its CONNACK, say) still reaches it; a draining
+         * connection is closed when its drain ends (mql_conn_tick) or by its peer */
+        if (!old->will_deferred)
+            mql_link_close(old->link, true);
     }
     bool present = false;
     if (s != NULL && s->conn == NULL && s->expiry == 0) {
@@ -1485,6 +1498,39 @@ static bool unread_backlog_exceeded(mql_conn *c)
     return true;
 }
 
+/*
+ * Input of a connection that was taken over while its will was pending: complete frames
+ * are looked at only for a DISCONNECT, which (0x00, or any in 3.1.1) deletes the will as
+ * it would have before the takeover [MQTT-3.1.2-10] [MQTT-3.14.4-3]. Returns the bytes
+ * used. Under broker->lock.
+ */
+static size_t drain_for_disconnect(mql_conn *c, const uint8_t *buf, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        mql_frame fr;
+        mql_err err = MQL_OK;
+        mql_scan sc = mql_frame_scan(buf + off, len - off, c->b->cfg.max_packet_size, &fr, &err);
+        if (sc == MQL_SCAN_NEED_MORE)
+            return off;
+        if (sc == MQL_SCAN_ERROR)
+            return len;
+        mql_packet p;
+        if (fr.type == MQL_DISCONNECT &&
+            mql_decode(buf + off, fr.total, c->version, &p, NULL) == MQL_OK &&
+            (c->version != MQL_V5 || p.u.disconnect.reason == 0x00)) {
+            c->will_suppressed = true;
+            mql_debug("client.will",
+                      "connection %s, taken over: its DISCONNECT arrived after the new "
+                      "connection's CONNECT; no will",
+                      c->peer);
+            return len;
+        }
+        off += fr.total;
+    }
+    return off;
+}
+
 /* Bytes from the peer, for client connections and bridge uplinks alike: frames are
  * scanned and decoded here, and each packet goes to handle_packet (we are the server) or
  * mql_bridge_packet (we are the client). */
@@ -1505,6 +1551,12 @@ size_t mql_conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
         pthread_mutex_unlock(&b->lock);
         mql_net_defer_end();
         return len;
+    }
+    if (c->state == CS_CLOSING && c->will_deferred && c->drain_until != 0) {
+        size_t used = drain_for_disconnect(c, buf, len);
+        pthread_mutex_unlock(&b->lock);
+        mql_net_defer_end();
+        return used;
     }
     while (c->state != CS_CLOSING) {
         mql_frame fr;
@@ -1590,6 +1642,8 @@ static void conn_closed(void *ctx)
             mql_persist_session(b, s); /* disconnect time, expiry from DISCONNECT */
     } else if (c->state == CS_NEW) {
         mql_debug("conn.close", "connection from %s closed before CONNECT", c->peer);
+    } else if (c->will_deferred) {
+        release_will(b, c, NULL, false); /* taken over: published unless DISCONNECT came */
     }
     mql_msg_unref(c->will);
     if (c->prev)
@@ -1656,6 +1710,10 @@ void mql_conn_tick(mql_broker *b, uint64_t now)
             }
             break;
         case CS_CLOSING:
+            if (c->drain_until != 0 && now >= c->drain_until) {
+                c->drain_until = 0; /* taken over: the drain is over, close */
+                mql_link_close(c->link, true);
+            }
             if (now - c->closing_since > MQL_CLOSE_FLUSH_MS)
                 mql_link_close(c->link, false);
             break;

@@ -27,6 +27,7 @@
 
 #define MQL_MAX_ROUTE_IDS 8 /* subscription identifiers carried per delivered message */
 #define MQL_CLOSE_FLUSH_MS 3000
+#define TAKEOVER_DRAIN_MS 500                /* see handle_connect */
 #define MQL_PRECONNECT_MAX (256u * 1024u)    /* largest frame accepted before CONNACK */
 #define MQL_QOS0_BACKLOG_MAX (1024u * 1024u) /* QoS 0 is dropped beyond this backlog */
 /* A client that sends while this much output (beyond its in-flight QoS 1/2 deliveries)
@@ -147,6 +148,8 @@ typedef struct mql_conn {
     mql_msg *will;
     uint32_t will_delay;
     bool will_suppressed;      /* DISCONNECT 0x00 received */
+    bool will_deferred;        /* taken over with its will pending: see handle_connect */
+    uint64_t drain_until;      /* while taken over: read (for a DISCONNECT) until then */
     bool request_problem_info; /* v5: reason strings / user properties allowed */
     bool peer_bridge;          /* 3.1/3.1.1 CONNECT with the bridge bit (mosquitto's) */
     uint16_t client_receive_max;

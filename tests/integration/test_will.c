@@ -153,6 +153,28 @@ Test(will, published_on_takeover)
     tb_stop(b);
 }
 
+/* A client that sends DISCONNECT and reconnects at once can have its new CONNECT handled
+ * before the old connection's DISCONNECT: that DISCONNECT, arriving on the old connection
+ * right after the takeover, still deletes its will (the broker reads the old connection a
+ * little longer before it publishes the will). mosquitto's test suite checks the same
+ * (07-will-reconnect-1273). [v3.1.1 MQTT-3.1.2-10] [MQTT-3.14.4-3] */
+Test(will, disconnect_right_after_takeover_no_will)
+{
+    mql_broker *b = tb_start(NULL);
+    tc_client *s = tc_open(tb_port(b), "tr-sub", true, 60, false);
+    tc_subscribe(s, 1, "will/tr", 0, 0);
+    tc_client *w1 = open_with_will(b, "tr-client", 60, "will/tr", "old", 0, false);
+    tc_client *w2 = open_with_will(b, "tr-client", 60, "will/tr", "new", 0, false);
+    tc_sendp(w1, pk_disconnect()); /* after the takeover */
+    tc_expect_closed(w1, TB_WAIT_MS);
+    tc_close(w1);
+    tc_expect_nothing(s, 1000);
+    tc_disconnect(w2);
+    tc_expect_nothing(s, TB_QUIET_MS);
+    tc_disconnect(s);
+    tb_stop(b);
+}
+
 /* A zero-length will message is allowed and published as an empty PUBLISH; once published
  * the will is gone (a later clean close of the same ClientID without will sends nothing).
  * [v3.1.1 MQTT-3.1.2-8] [v3.1.1 MQTT-3.1.2-10] [v3.1.1 MQTT-3.1.2-12] */
