@@ -165,55 +165,12 @@ static bool exists(const char *path)
 static int run_broker(const char *dir, const char *out_path, int timeout_ms, const char *a1,
                       const char *a2, const char *a3)
 {
-    const char *bin = getenv("MQLITE_BIN");
-    cr_assert(bin != NULL && bin[0] != '\0', "MQLITE_BIN is not set");
-    char wrapper[1024] = "";
-    const char *w = getenv("MQLITE_WRAPPER");
-    if (w != NULL)
-        snprintf(wrapper, sizeof wrapper, "%s", w);
-    char *argv[24];
-    int argc = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(wrapper, " \t", &save); t != NULL && argc < 16;
-         t = strtok_r(NULL, " \t", &save))
-        argv[argc++] = t;
-    argv[argc++] = (char *)bin;
-    const char *extra[] = {a1, a2, a3};
-    for (int i = 0; i < 3; i++) {
-        if (extra[i] != NULL)
-            argv[argc++] = (char *)extra[i];
-    }
-    argv[argc] = NULL;
-
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    cr_assert(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        int fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        int null = open("/dev/null", O_RDONLY);
-        if (fd < 0 || null < 0 || chdir(dir) != 0)
-            _exit(126);
-        dup2(null, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        close_range(3, ~0U, 0);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    int64_t deadline = tb_now_ms() + timeout_ms;
-    for (;;) {
-        int st;
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (tb_now_ms() >= deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        tb_sleep_ms(10);
-    }
+    const char *const extra[] = {a1, a2, a3, NULL};
+    char words[1024];
+    char *argv[TB_BROKER_ARGV_MAX];
+    /* extra stops at its first NULL: a1..a3 are given in order */
+    tb_broker_argv(argv, words, sizeof(words), extra);
+    return tb_run(argv, dir, out_path, timeout_ms);
 }
 
 static long read_pid_file(const char *path)

@@ -62,7 +62,6 @@
 #define PROBE_MS 50          /* stream_fill: look for a lost close this often */
 #define RX_CHUNK (64 * 1024) /* one stream receive */
 #define MAX_BROKERS 8
-#define MAX_WRAPPER_ARGS 16
 
 /* Fail the current test, reporting the caller's location. */
 #define FAIL_AT(file, line, ...)                                                                   \
@@ -168,9 +167,7 @@ static bool transport_tls(void)
     return tb_transport_get() == TB_TLS || tb_transport_get() == TB_WSS;
 }
 
-/* Run argv (no shell) with stdin from /dev/null and output appended to log, waiting at most
- * timeout_ms. Returns its exit status, or -1 (failed to run, killed, or timed out). */
-static int run_tool(char *const argv[], const char *log, int timeout_ms)
+int tb_run(char *const argv[], const char *dir, const char *out_path, int timeout_ms)
 {
     fflush(stdout);
     fflush(stderr);
@@ -179,14 +176,14 @@ static int run_tool(char *const argv[], const char *log, int timeout_ms)
         return -1;
     }
     if (pid == 0) {
-        int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        int outfd = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
         int nullfd = open("/dev/null", O_RDONLY);
-        if (logfd < 0 || nullfd < 0) {
-            _exit(127);
+        if (outfd < 0 || nullfd < 0 || (dir != NULL && chdir(dir) != 0)) {
+            _exit(126);
         }
         dup2(nullfd, 0);
-        dup2(logfd, 1);
-        dup2(logfd, 2);
+        dup2(outfd, 1);
+        dup2(outfd, 2);
         close_range(3, ~0U, 0);
         execvp(argv[0], argv);
         _exit(127);
@@ -196,7 +193,7 @@ static int run_tool(char *const argv[], const char *log, int timeout_ms)
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid) {
-            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         }
         if (r < 0 || tb_now_ms() >= deadline) {
             kill(pid, SIGKILL);
@@ -205,6 +202,28 @@ static int run_tool(char *const argv[], const char *log, int timeout_ms)
         }
         tb_sleep_ms(5);
     }
+}
+
+int tb_broker_argv(char *argv[], char *words, size_t words_cap, const char *const extra[])
+{
+    const char *bin = getenv("MQLITE_BIN");
+    if (bin == NULL || bin[0] == '\0') {
+        cr_fatal("harness: MQLITE_BIN is not set (path of the broker under test)");
+    }
+    const char *w = getenv("MQLITE_WRAPPER");
+    snprintf(words, words_cap, "%s", w != NULL ? w : "");
+    int argc = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(words, " \t", &save); tok != NULL && argc < TB_WRAPPER_ARGS_MAX;
+         tok = strtok_r(NULL, " \t", &save)) {
+        argv[argc++] = tok;
+    }
+    argv[argc++] = (char *)bin;
+    for (int i = 0; extra != NULL && extra[i] != NULL && i < TB_EXTRA_ARGS_MAX; i++) {
+        argv[argc++] = (char *)extra[i];
+    }
+    argv[argc] = NULL;
+    return argc;
 }
 
 /* A throw-away self-signed certificate (CN=localhost, P-256) and its key for the broker's
@@ -233,7 +252,7 @@ static void make_server_cert(const mql_broker *b)
                     "-out",
                     crt,
                     NULL};
-    int st = run_tool(argv, log, 10000);
+    int st = tb_run(argv, NULL, log, 10000);
     if (st != 0) {
         char tail[1024] = "";
         FILE *f = fopen(log, "r");
@@ -363,26 +382,10 @@ static bool reap(mql_broker *b)
 
 static void spawn(mql_broker *b)
 {
-    const char *bin = getenv("MQLITE_BIN");
-    if (bin == NULL || bin[0] == '\0') {
-        cr_fatal("harness: MQLITE_BIN is not set (path of the broker under test)");
-    }
-    char wrapper[1024] = "";
-    const char *w = getenv("MQLITE_WRAPPER");
-    if (w != NULL) {
-        snprintf(wrapper, sizeof wrapper, "%s", w);
-    }
-    char *argv[MAX_WRAPPER_ARGS + 5];
-    int argc = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(wrapper, " \t", &save); tok != NULL && argc < MAX_WRAPPER_ARGS;
-         tok = strtok_r(NULL, " \t", &save)) {
-        argv[argc++] = tok;
-    }
-    argv[argc++] = (char *)bin;
-    argv[argc++] = "-c";
-    argv[argc++] = b->conf;
-    argv[argc] = NULL;
+    char words[1024];
+    char *argv[TB_BROKER_ARGV_MAX];
+    const char *const extra[] = {"-c", b->conf, NULL};
+    tb_broker_argv(argv, words, sizeof(words), extra);
 
     fflush(stdout);
     fflush(stderr);
@@ -709,18 +712,22 @@ uint16_t tb_free_port(void)
 
 int tb_run_config(const char *conf, char *out, size_t cap)
 {
-    const char *bin = getenv("MQLITE_BIN");
-    cr_assert_not_null(bin, "harness: MQLITE_BIN is not set (path of the broker under test)");
-    const char *wrap = getenv("MQLITE_WRAPPER"); /* e.g. qemu-arm for a cross-built broker */
-    char cmd[PATH_MAX * 3];
-    snprintf(cmd, sizeof(cmd), "timeout 10 %s %s -c %s 2>&1", wrap ? wrap : "", bin, conf);
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p, "popen %s", cmd);
-    size_t n = cap > 0 ? fread(out, 1, cap - 1, p) : 0;
+    char words[1024], path[] = "/tmp/mqlite-runconf-XXXXXX";
+    char *argv[TB_BROKER_ARGV_MAX];
+    const char *const extra[] = {"-c", conf, NULL};
+    tb_broker_argv(argv, words, sizeof(words), extra);
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0, "harness: mkstemp: %s", strerror(errno));
+    close(fd);
+    int status = tb_run(argv, NULL, path, 10000);
+    FILE *f = fopen(path, "r");
+    size_t n = f != NULL && cap > 0 ? fread(out, 1, cap - 1, f) : 0;
     if (cap > 0)
         out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) && WEXITSTATUS(status) != 124 ? WEXITSTATUS(status) : -1;
+    if (f != NULL)
+        fclose(f);
+    unlink(path);
+    return status;
 }
 
 uint16_t tb_port(const mql_broker *b)

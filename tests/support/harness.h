@@ -138,6 +138,18 @@ uint16_t tb_free_port(void);
  * at most 10 s, for configurations that must make it exit: its stdout and stderr go into
  * out (cap bytes, NUL-terminated). Returns its exit status, or -1 if it did not exit. */
 int tb_run_config(const char *conf, char *out, size_t cap);
+/* Run argv (no shell, PATH searched) in dir (NULL: here), stdin from /dev/null, stdout and
+ * stderr appended to out_path, waiting at most timeout_ms. Returns its exit status,
+ * 128+signal if a signal ended it, -1 if it could not be started or was killed after the
+ * timeout (126 if the child could not open out_path or enter dir). */
+int tb_run(char *const argv[], const char *dir, const char *out_path, int timeout_ms);
+/* The command line of the broker under test: MQLITE_WRAPPER's words (split into words, the
+ * caller's buffer), MQLITE_BIN, then extra (NULL-terminated, at most TB_EXTRA_ARGS_MAX).
+ * argv needs TB_BROKER_ARGV_MAX entries. Returns argc. */
+#define TB_WRAPPER_ARGS_MAX 16
+#define TB_EXTRA_ARGS_MAX 6
+#define TB_BROKER_ARGV_MAX (TB_WRAPPER_ARGS_MAX + TB_EXTRA_ARGS_MAX + 2)
+int tb_broker_argv(char *argv[], char *words, size_t words_cap, const char *const extra[]);
 const char *tb_dir(const mql_broker *b);
 const char *tb_log_path(const mql_broker *b);
 
