@@ -206,9 +206,14 @@ int tb_run(char *const argv[], const char *dir, const char *out_path, int timeou
 
 int tb_broker_argv(char *argv[], char *words, size_t words_cap, const char *const extra[])
 {
+    static char abs_bin[PATH_MAX];
     const char *bin = getenv("MQLITE_BIN");
     if (bin == NULL || bin[0] == '\0') {
         cr_fatal("harness: MQLITE_BIN is not set (path of the broker under test)");
+    }
+    /* a relative path (MQLITE_BIN=build/mqlite) must survive tb_run's change of directory */
+    if (strchr(bin, '/') != NULL && realpath(bin, abs_bin) != NULL) {
+        bin = abs_bin;
     }
     const char *w = getenv("MQLITE_WRAPPER");
     snprintf(words, words_cap, "%s", w != NULL ? w : "");
