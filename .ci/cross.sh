@@ -14,7 +14,7 @@
 #      behind amd64, so the exact versions that Multi-Arch: same needs are missing), the
 #      .debs fetched with `apt-get download` and unpacked with `dpkg -x` into
 #      build-sysroot-ARCH/, with a generated cross file layered on cross/ARCH-linux.ini.
-#   3. `meson setup build-cross-ARCH -Dstatic=true -Dtests=false`, ninja, strip into
+#   3. `meson setup build-cross-ARCH -Dstatic=true -Dtests=disabled`, ninja, strip into
 #      build-cross-ARCH/dist/mqlite, `file` on it (must say statically linked).
 #   4. the native test executables (built in $NATIVE_BUILD, default build-cross-native; CI
 #      may pass its own build-ci, and CROSS_NATIVE_BUILT=1 when it built them already)
@@ -152,7 +152,7 @@ step "static cross build ($build)"
 # meson runs its sanity check through qemu: the check program is dynamically linked.
 export QEMU_LD_PREFIX=/usr/$triplet
 # The project's default buildtype (debugoptimized, -O2 -g); strip drops the debug info.
-setup_opts=(-Dstatic=true -Dtests=false -Dwerror=true)
+setup_opts=(-Dstatic=true -Dtests=disabled -Dwerror=true)
 key="$mode ${setup_opts[*]}"
 if [ ! -f "$build/build.ninja" ] || [ "$(cat "$build/.setup-key" 2>/dev/null)" != "$key" ]; then
   rm -rf "$build"

@@ -15,6 +15,8 @@
 #      any TSan report fails
 #   5. the three fuzzers (clang libFuzzer: decoder, connections, config parser), each for
 #      FUZZ_SECONDS (default 60), in parallel
+#   0. (after the format check) a build with the tests disabled, as a machine without Criterion
+#      gets it, started and given one round trip (.ci/notests.sh)
 # Ends with one line "N passed, M failed" counting every test case of every run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +55,10 @@ else
   echo "not clang-formatted: $unformatted"
   echo "format: clang-format FAIL" >>"$extra"; status=1
 fi
+
+stage "build without the tests (as without Criterion): start it, one round trip"
+bash .ci/notests.sh build-notests >>"$extra" || status=1
+grep -E 'notests: .* FAIL' "$extra" && status=1
 
 stage "build + tests"
 if setup build-ci; then
