@@ -66,6 +66,7 @@ struct nng_tls_engine_conn {
     mql_tls_peer peer; /* valid when hs == HS_DONE */
     char cn[CN_MAX];
     char why[WHY_MAX]; /* when hs == HS_FAILED */
+    int hs_err;        /* when hs == HS_FAILED: the NNG error the handshake op returned */
 };
 
 /* ---- random numbers: one generator for every config ---- */
@@ -206,6 +207,90 @@ static mql_tls_peer read_peer(nng_tls_engine_conn *ec)
     return MQL_TLS_PEER_OK;
 }
 
+/* The name of a TLS alert (RFC 5246 7.2, RFC 8446 6), or NULL for one we do not know. */
+static const char *alert_name(unsigned char desc)
+{
+    static const struct {
+        unsigned char id;
+        const char *name;
+    } names[] = {
+        {0, "close_notify"},
+        {10, "unexpected_message"},
+        {20, "bad_record_mac"},
+        {22, "record_overflow"},
+        {40, "handshake_failure"},
+        {42, "bad_certificate"},
+        {43, "unsupported_certificate"},
+        {44, "certificate_revoked"},
+        {45, "certificate_expired"},
+        {46, "certificate_unknown"},
+        {47, "illegal_parameter"},
+        {48, "unknown_ca"},
+        {49, "access_denied"},
+        {50, "decode_error"},
+        {51, "decrypt_error"},
+        {70, "protocol_version"},
+        {71, "insufficient_security"},
+        {80, "internal_error"},
+        {86, "inappropriate_fallback"},
+        {90, "user_canceled"},
+        {109, "missing_extension"},
+        {110, "unsupported_extension"},
+        {112, "unrecognized_name"},
+        {115, "unknown_psk_identity"},
+        {116, "certificate_required"},
+        {120, "no_application_protocol"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (names[i].id == desc)
+            return names[i].name;
+    return NULL;
+}
+
+/* What a fatal alert from the peer says, in words, with the alert's name. mbedtls 2.28
+ * leaves the alert record in ssl.in_msg when it returns MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE
+ * (level, description). */
+static void describe_alert(nng_tls_engine_conn *ec, char *why, size_t len)
+{
+    unsigned char desc = ec->ssl.in_msg != NULL ? ec->ssl.in_msg[1] : 255;
+    const char *name = alert_name(desc);
+    char named[40];
+    if (name == NULL) {
+        snprintf(named, sizeof(named), "alert %u", (unsigned)desc);
+        name = named;
+    }
+    switch (desc) {
+    case MBEDTLS_SSL_ALERT_MSG_BAD_CERT:
+    case MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_CERT:
+    case MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED:
+    case MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED:
+    case MBEDTLS_SSL_ALERT_MSG_CERT_UNKNOWN:
+    case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA:
+    case MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED:
+    case 116: /* certificate_required */
+        snprintf(why, len, "the remote refused our certificate: %s", name);
+        break;
+    case MBEDTLS_SSL_ALERT_MSG_PROTOCOL_VERSION:
+        snprintf(why, len, "the remote refused our TLS version (TLS 1.2 only): %s", name);
+        break;
+    case MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE:
+        snprintf(why, len,
+                 "the remote ended the handshake: %s (no cipher suite in common, or a "
+                 "certificate it requires is missing)",
+                 name);
+        break;
+    case MBEDTLS_SSL_ALERT_MSG_UNRECOGNIZED_NAME:
+        snprintf(why, len, "the remote does not know the server name we asked for: %s", name);
+        break;
+    case MBEDTLS_SSL_ALERT_MSG_NO_APPLICATION_PROTOCOL:
+        snprintf(why, len, "the remote accepts none of our ALPN protocols: %s", name);
+        break;
+    default:
+        snprintf(why, len, "the remote ended the handshake: %s", name);
+        break;
+    }
+}
+
 /* Plain words for a failed handshake (mbedtls_strerror would add its whole string table
  * to the static binary). */
 static void describe_failure(nng_tls_engine_conn *ec, int rv, char *why, size_t len)
@@ -233,9 +318,7 @@ static void describe_failure(nng_tls_engine_conn *ec, int rv, char *why, size_t 
         snprintf(why, len, "no cipher suite in common");
         break;
     case MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE:
-        snprintf(why, len,
-                 "the peer aborted the handshake (TLS alert: it did not accept our "
-                 "certificate, version or ciphers)");
+        describe_alert(ec, why, len);
         break;
     case MBEDTLS_ERR_SSL_BAD_HS_CLIENT_HELLO:
     case MBEDTLS_ERR_SSL_INVALID_RECORD:
@@ -255,23 +338,10 @@ static void describe_failure(nng_tls_engine_conn *ec, int rv, char *why, size_t 
     }
 }
 
-static int conn_handshake(nng_tls_engine_conn *ec)
+/* The NNG error for a failed mbedtls handshake. */
+static int handshake_error(int rv)
 {
-    int rv = mbedtls_ssl_handshake(&ec->ssl);
-    if (rv == MBEDTLS_ERR_SSL_WANT_READ || rv == MBEDTLS_ERR_SSL_WANT_WRITE)
-        return NNG_EAGAIN;
-    pthread_mutex_lock(&reg_mtx);
-    if (rv == 0) {
-        ec->peer = read_peer(ec);
-        ec->hs = HS_DONE;
-    } else {
-        describe_failure(ec, rv, ec->why, sizeof(ec->why));
-        ec->hs = HS_FAILED;
-    }
-    pthread_mutex_unlock(&reg_mtx);
     switch (rv) {
-    case 0:
-        return 0;
     case MBEDTLS_ERR_X509_CERT_VERIFY_FAILED:
     case MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE:
         return NNG_EPEERAUTH;
@@ -285,6 +355,32 @@ static int conn_handshake(nng_tls_engine_conn *ec)
     default:
         return NNG_ECRYPTO;
     }
+}
+
+/* nng 1.5.2 keeps no state for a failed handshake: it closes the TCP stream but calls the
+ * handshake op again from its send and receive callbacks that are still running (the
+ * alert we sent completing, buffered bytes). mbedtls must not run again then (it would
+ * read past the failure and may report another one, e.g. the peer's answering alert), so
+ * the first failure, its reason and its error stand. Reading `hs` without reg_mtx is safe
+ * here: only this op writes it, and nng serialises one connection's ops. */
+static int conn_handshake(nng_tls_engine_conn *ec)
+{
+    if (ec->hs == HS_FAILED)
+        return ec->hs_err;
+    int rv = mbedtls_ssl_handshake(&ec->ssl);
+    if (rv == MBEDTLS_ERR_SSL_WANT_READ || rv == MBEDTLS_ERR_SSL_WANT_WRITE)
+        return NNG_EAGAIN;
+    pthread_mutex_lock(&reg_mtx);
+    if (rv == 0) {
+        ec->peer = read_peer(ec);
+        ec->hs = HS_DONE;
+    } else {
+        describe_failure(ec, rv, ec->why, sizeof(ec->why));
+        ec->hs_err = handshake_error(rv);
+        ec->hs = HS_FAILED;
+    }
+    pthread_mutex_unlock(&reg_mtx);
+    return rv == 0 ? 0 : ec->hs_err;
 }
 
 /* An mbedtls error after the handshake, as nng expects it. */
