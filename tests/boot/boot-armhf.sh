@@ -133,7 +133,7 @@ ln -sf ../bin/busybox "$root/sbin/init"
 mknod -m 666 "$root/dev/null" c 1 3
 mknod -m 666 "$root/dev/zero" c 1 5
 mknod -m 444 "$root/dev/urandom" c 1 9
-install -m 755 "$broker" "$root/usr/bin/mqlite"
+install -m 755 "$broker" "$root/usr/sbin/mqlite"
 install -m 755 etc/init.d/S50mqlite "$root/etc/init.d/S50mqlite"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
   >"$root/etc/passwd"
