@@ -345,10 +345,12 @@ static mql_err set_allow_anonymous(const struct option *opt, struct ctx *c)
     if (rc != MQL_OK)
         return rc;
     cfg->security_keys_seen = true;
-    if (cfg->per_listener_settings && cfg->n_listeners > 0)
+    if (cfg->per_listener_settings && cfg->n_listeners > 0) {
         cfg->listeners[cfg->n_listeners - 1].allow_anonymous = v ? 1 : 0;
-    else
+    } else {
         cfg->allow_anonymous = v;
+        cfg->allow_anonymous_set = true;
+    }
     return MQL_OK;
 }
 
@@ -1004,6 +1006,33 @@ void mql_listener_defaults(mql_listener_conf *l, uint16_t port, const char *addr
     l->protocol = MQL_LISTENER_MQTT;
     l->max_connections = -1;
     l->allow_anonymous = -1;
+}
+
+mql_err mql_config_finish_listeners(mql_config *cfg, uint16_t port, bool ipv6_loopback,
+                                    char *errbuf, size_t errlen)
+{
+    if (cfg->n_listeners == 0) {
+        cfg->local_only = true;
+        mql_listener_defaults(&cfg->listeners[cfg->n_listeners++], port ? port : 1883, "127.0.0.1",
+                              0);
+        if (ipv6_loopback)
+            mql_listener_defaults(&cfg->listeners[cfg->n_listeners++], port ? port : 1883, "::1",
+                                  0);
+        if (!cfg->allow_anonymous_set)
+            cfg->allow_anonymous = true;
+        return MQL_OK;
+    }
+    if (!cfg->allow_anonymous_set)
+        cfg->allow_anonymous = false;
+    if (port == 0)
+        return MQL_OK;
+    if (cfg->n_listeners >= MQL_MAX_LISTENERS) {
+        snprintf(errbuf, errlen, "-p %u: no room for another listener (at most %d)", port,
+                 MQL_MAX_LISTENERS);
+        return MQL_E_CONFIG;
+    }
+    mql_listener_defaults(&cfg->listeners[cfg->n_listeners++], port, "127.0.0.1", 0);
+    return MQL_OK;
 }
 
 bool mql_config_allow_anonymous(const mql_config *cfg, int index)

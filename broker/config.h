@@ -157,7 +157,11 @@ typedef struct mql_log_file_conf {
 typedef struct mql_config {
     mql_listener_conf listeners[MQL_MAX_LISTENERS];
     int n_listeners;
-    bool allow_anonymous;     /* default true */
+    bool allow_anonymous;     /* default: true in local-only mode, false once a listener is
+                                 configured (mosquitto 2.0); see mql_config_finish_listeners */
+    bool allow_anonymous_set; /* parser state: a global `allow_anonymous` line was seen */
+    bool local_only;          /* no listener was configured: mql_config_finish_listeners
+                                 added loopback ones (mosquitto 2.0's "local only" mode) */
     uint16_t max_keepalive;   /* default 65535; v5 clients asking more get Server Keep Alive */
     uint32_t max_packet_size; /* default 0 = the protocol maximum; the file accepts
                                  20..268435460 bytes of a whole packet (mosquitto refuses
@@ -208,6 +212,18 @@ typedef struct mql_config {
 
 /* Fill cfg with the defaults above and no listeners. */
 void mql_config_defaults(mql_config *cfg);
+
+/* mql_config_finish_listeners applies mosquitto 2.0's listener defaults once the file (if
+ * any) is loaded, `port` being the command line's -p (0 = none):
+ * - no listener configured: "local only" mode (cfg->local_only): listeners on 127.0.0.1
+ *   and, when ipv6_loopback, ::1, on `port` or 1883; anonymous clients are allowed unless
+ *   the file said `allow_anonymous false` (mosquitto ignores that line in this mode; we
+ *   honour it).
+ * - listeners configured: `allow_anonymous` defaults to false; -p adds one more listener
+ *   on 127.0.0.1:port.
+ * Returns MQL_OK, or MQL_E_CONFIG with errbuf saying there is no room for the listener. */
+MQL_MUST_CHECK mql_err mql_config_finish_listeners(mql_config *cfg, uint16_t port,
+                                                   bool ipv6_loopback, char *errbuf, size_t errlen);
 
 /* Fill one listener with its defaults (mqtt, no TLS, no limit, allow_anonymous inherited)
  * for port and address ("" = all interfaces; truncated to fit). line is for messages. */

@@ -1380,3 +1380,79 @@ Test(config, include_dir_including_itself_is_bounded)
               "%s", err);
     remove_tree();
 }
+
+/* mosquitto 2.0's listener defaults (mql_config_finish_listeners). */
+static void finish(uint16_t port, bool ipv6)
+{
+    cr_assert_eq(mql_config_finish_listeners(&cfg, port, ipv6, err, sizeof(err)), MQL_OK, "%s",
+                 err);
+}
+
+Test(config, no_listener_is_local_only_with_anonymous)
+{
+    finish(0, true);
+    cr_assert(cfg.local_only);
+    cr_assert_eq(cfg.n_listeners, 2);
+    cr_assert_str_eq(cfg.listeners[0].address, "127.0.0.1");
+    cr_assert_str_eq(cfg.listeners[1].address, "::1");
+    cr_assert_eq(cfg.listeners[0].port, 1883);
+    cr_assert_eq(cfg.listeners[1].port, 1883);
+    cr_assert(mql_config_allow_anonymous(&cfg, 0));
+}
+
+Test(config, no_listener_without_ipv6_and_with_p)
+{
+    finish(1884, false);
+    cr_assert(cfg.local_only);
+    cr_assert_eq(cfg.n_listeners, 1);
+    cr_assert_str_eq(cfg.listeners[0].address, "127.0.0.1");
+    cr_assert_eq(cfg.listeners[0].port, 1884);
+}
+
+Test(config, local_only_honours_allow_anonymous_false)
+{
+    OK("allow_anonymous false");
+    finish(0, false);
+    cr_assert(cfg.local_only);
+    cr_assert_not(mql_config_allow_anonymous(&cfg, 0));
+}
+
+Test(config, a_listener_turns_anonymous_off)
+{
+    OK("listener 1883");
+    finish(0, true);
+    cr_assert_not(cfg.local_only);
+    cr_assert_eq(cfg.n_listeners, 1);
+    cr_assert_str_eq(cfg.listeners[0].address, "");
+    cr_assert_not(mql_config_allow_anonymous(&cfg, 0));
+}
+
+Test(config, a_listener_with_allow_anonymous_true)
+{
+    OK("allow_anonymous true");
+    OK("listener 1883");
+    finish(0, true);
+    cr_assert(mql_config_allow_anonymous(&cfg, 0));
+}
+
+Test(config, per_listener_anonymous_defaults_to_false)
+{
+    OK("per_listener_settings true");
+    OK("listener 1883");
+    OK("allow_anonymous true");
+    OK("listener 1884");
+    finish(0, true);
+    cr_assert(mql_config_allow_anonymous(&cfg, 0));
+    cr_assert_not(mql_config_allow_anonymous(&cfg, 1));
+}
+
+Test(config, p_adds_a_loopback_listener_to_configured_ones)
+{
+    OK("listener 1883");
+    finish(1999, true);
+    cr_assert_not(cfg.local_only);
+    cr_assert_eq(cfg.n_listeners, 2);
+    cr_assert_str_eq(cfg.listeners[1].address, "127.0.0.1");
+    cr_assert_eq(cfg.listeners[1].port, 1999);
+    cr_assert_not(mql_config_allow_anonymous(&cfg, 1));
+}
