@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -33,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -58,11 +60,50 @@
 /* Whether start-up errors must also be written to stderr (it is not a log destination). */
 static bool errors_to_stderr;
 
+/* Whether this host has an IPv6 loopback to listen on (kernels and containers without IPv6
+ * have none): local-only mode then listens on 127.0.0.1 alone. */
+/* Say at start what the listener defaults decided, as mosquitto 2.0 users would want to
+ * know: local-only mode, and listeners that nobody can log in to. */
+static void explain_access(const mql_config *cfg)
+{
+    if (cfg->local_only)
+        mql_notice("broker.listen",
+                   "no listener configured: listening on the loopback interface only (port %u), "
+                   "%s (mosquitto 2.0's local-only mode); add a 'listener' line to serve the "
+                   "network",
+                   cfg->listeners[0].port,
+                   mql_config_allow_anonymous(cfg, 0) ? "clients need no password"
+                                                      : "allow_anonymous false");
+    for (int i = 0; i < cfg->n_listeners; i++) {
+        const mql_listener_conf *l = &cfg->listeners[i];
+        if (mql_config_allow_anonymous(cfg, i) || cfg->password_file[0] != '\0' ||
+            l->use_identity_as_username)
+            continue;
+        mql_notice("broker.listen",
+                   "listener %s%s%u: anonymous clients are refused (allow_anonymous false, the "
+                   "default once a listener is configured) and there is no password_file: no "
+                   "client can connect; set a password_file or 'allow_anonymous true'",
+                   l->address, l->address[0] ? ":" : "port ", l->port);
+    }
+}
+
+static bool ipv6_loopback(void)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    bool ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: mqlite [-c FILE] [-p PORT] [-v] [-d] [--check]\n"
                "  -c FILE     read the configuration file (mosquitto.conf syntax)\n"
-               "  -p PORT     listen on 127.0.0.1:PORT (in addition to configured listeners)\n"
+               "  -p PORT     listen on 127.0.0.1:PORT (in addition to configured listeners;\n"
+               "              without any: on 127.0.0.1 and ::1, PORT instead of 1883)\n"
                "  -v          verbose: log everything (log_type all)\n"
                "  -d          run as a daemon in the background (returns once it listens)\n"
                "  --check     validate the configuration and exit (0 valid, 1 not)\n"
@@ -361,14 +402,35 @@ static int user_groups(const char *name, gid_t primary, gid_t *list, int cap)
  * glibc applies set*id to every thread of the process. Returns MQL_OK or an error with a
  * message; the caller must then not go on running.
  */
-static mql_err drop_privileges(const char *name, char *err, size_t errlen)
+/* Started as root, mqlite gives root up once its listeners, store, log files and pid file
+ * are open: to the `user` of the configuration, else to its own user `mqlite` when that
+ * exists, else to `nobody` (mosquitto 2.0 drops to `mosquitto` the same way). `user root`
+ * keeps root. Not started as root: nothing changes. */
+static mql_err drop_privileges(const char *configured, char *err, size_t errlen)
 {
-    if (name[0] == '\0')
-        return MQL_OK;
+    const char *name = configured;
     if (geteuid() != 0) {
-        mql_notice("broker.user", "user %s: not running as root (uid %ld): privileges unchanged",
-                   name, (long)geteuid());
+        if (name[0] != '\0')
+            mql_notice("broker.user",
+                       "user %s: not running as root (uid %ld): privileges unchanged", name,
+                       (long)geteuid());
         return MQL_OK;
+    }
+    if (strcmp(name, "root") == 0) {
+        mql_notice("broker.user", "user root: running as root, as configured");
+        return MQL_OK;
+    }
+    if (name[0] == '\0') {
+        name = getpwnam("mqlite") != NULL ? "mqlite" : "nobody";
+        if (getpwnam(name) == NULL) {
+            snprintf(err, errlen,
+                     "started as root with no 'user' line, and neither user 'mqlite' nor "
+                     "'nobody' exists to drop root to (add 'user NAME', or 'user root' to keep "
+                     "root)");
+            return MQL_E_CONFIG;
+        }
+        mql_notice("broker.user", "started as root with no 'user' line: giving root up to user %s",
+                   name);
     }
     uid_t uid;
     gid_t gid;
@@ -444,16 +506,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "mqlite: %s\n", err);
         return 1;
     }
-    if (port != 0) {
-        if (cfg.n_listeners >= MQL_MAX_LISTENERS) {
-            fprintf(stderr, "mqlite: -p: too many listeners\n");
-            return 1;
-        }
-        mql_listener_defaults(&cfg.listeners[cfg.n_listeners++], port, "127.0.0.1", 0);
-    }
-    if (cfg.n_listeners == 0) {
-        fprintf(stderr, "mqlite: no listener configured (use -p PORT or a 'listener' line%s%s)\n",
-                conf_path ? " in " : "", conf_path ? conf_path : "");
+    if (mql_config_finish_listeners(&cfg, port, ipv6_loopback(), err, sizeof(err)) != MQL_OK) {
+        fprintf(stderr, "mqlite: %s\n", err);
         return 1;
     }
     if (check) {
@@ -530,6 +584,7 @@ int main(int argc, char **argv)
         goto fail;
     }
     mql_notice("broker.start", "mqlite %s running (pid %ld)", MQL_VERSION, (long)getpid());
+    explain_access(&cfg);
     if (ready_fd >= 0)
         daemon_ready(ready_fd);
 

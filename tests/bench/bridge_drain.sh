@@ -53,6 +53,7 @@ EOF
 cat >"$DIR/local.conf" <<EOF
 listener $LPORT 127.0.0.1
 allow_anonymous true
+user root
 persistence true
 persistence_location $DIR
 connection cloud

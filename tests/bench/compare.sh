@@ -123,11 +123,13 @@ write_conf() {
     {
         echo "listener $port 127.0.0.1"
         echo "allow_anonymous true"
+        # as root both brokers would give root up (mosquitto 2.0 and mqlite alike): same
+        # user, same store access
+        [ "$(id -u)" = 0 ] && echo "user root"
         echo "max_inflight_messages $INFLIGHT"
         echo "max_queued_messages $QUEUED"
         if [ "$broker" = mosquitto ]; then
             echo "set_tcp_nodelay true" # mqlite sets TCP_NODELAY on every connection
-            [ "$(id -u)" = 0 ] && echo "user root" # same user as mqlite, same store access
         fi
         if [ "$persist" = 1 ]; then
             echo "persistence true"

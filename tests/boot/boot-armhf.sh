@@ -168,6 +168,7 @@ EOF
 chmod 755 "$root"/etc/init.d/rcS "$root"/etc/init.d/rcK "$root"/etc/init.d/S01syslogd
 cat >"$root/etc/mqlite/mqlite.conf" <<EOF
 listener $port 127.0.0.1
+allow_anonymous true
 pid_file /var/run/mqlite.pid
 log_dest file /var/log/mqlite/mqlite.log
 log_dest syslog

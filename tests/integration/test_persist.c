@@ -284,7 +284,10 @@ Test(persist, missing_directory_is_a_clear_error)
     snprintf(conf, sizeof(conf), "%s/m.conf", dir);
     FILE *f = fopen(conf, "w");
     cr_assert_not_null(f);
-    fprintf(f, "listener 1 127.0.0.1\npersistence true\npersistence_location %s/nowhere\n", dir);
+    fprintf(f,
+            "listener 1 127.0.0.1\nallow_anonymous true\nuser root\npersistence "
+            "true\npersistence_location %s/nowhere\n",
+            dir);
     fclose(f);
     char text[4096];
     int status = tb_run_config(conf, text, sizeof(text));

@@ -24,6 +24,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -288,7 +290,8 @@ Test(process, daemon_pid_file_and_sigterm)
     snprintf(logf, sizeof logf, "%s/mqlite.log", work_dir);
     char text[512];
     snprintf(text, sizeof text,
-             "listener %u 127.0.0.1\npid_file mqlite.pid\nlog_dest file mqlite.log\n"
+             "listener %u 127.0.0.1\nallow_anonymous true\nuser root\npid_file "
+             "mqlite.pid\nlog_dest file mqlite.log\n"
              "log_dest stderr\n",
              port);
     write_text(conf, text);
@@ -347,7 +350,8 @@ Test(process, daemon_start_failure_exits_1)
     snprintf(out, sizeof out, "%s/out.txt", work_dir);
     snprintf(pidf, sizeof pidf, "%s/fail.pid", work_dir);
     char text[PATH_MAX + 128];
-    snprintf(text, sizeof text, "listener %u 127.0.0.1\npid_file %s\n", port, pidf);
+    snprintf(text, sizeof text,
+             "listener %u 127.0.0.1\nallow_anonymous true\nuser root\npid_file %s\n", port, pidf);
     write_text(conf, text);
     int status = run_broker(work_dir, out, START_MS, "-d", "-c", conf);
     close(busy);
@@ -367,7 +371,9 @@ Test(process, daemon_start_failure_reported_without_stderr_logging)
     snprintf(conf, sizeof conf, "%s/mqlite.conf", work_dir);
     snprintf(out, sizeof out, "%s/out.txt", work_dir);
     char text[PATH_MAX + 128];
-    snprintf(text, sizeof text, "listener %u 127.0.0.1\nlog_dest file %s/x.log\n", port, work_dir);
+    snprintf(text, sizeof text,
+             "listener %u 127.0.0.1\nallow_anonymous true\nuser root\nlog_dest file %s/x.log\n",
+             port, work_dir);
     write_text(conf, text);
     int status = run_broker(work_dir, out, START_MS, "-d", "-c", conf);
     close(busy);
@@ -416,8 +422,10 @@ Test(process, pid_file_unwritable_refused)
     snprintf(conf, sizeof conf, "%s/mqlite.conf", work_dir);
     snprintf(out, sizeof out, "%s/out.txt", work_dir);
     char text[256];
-    snprintf(text, sizeof text, "listener %u 127.0.0.1\npid_file /nonexistent-dir/m.pid\n",
-             free_port());
+    snprintf(
+        text, sizeof text,
+        "listener %u 127.0.0.1\nallow_anonymous true\nuser root\npid_file /nonexistent-dir/m.pid\n",
+        free_port());
     write_text(conf, text);
     int status = run_broker(work_dir, out, START_MS, "-c", conf, NULL);
     cr_assert_eq(status, 1, "exit %d", status);
@@ -481,13 +489,15 @@ Test(process, log_file_unopenable_refused)
     snprintf(conf, sizeof conf, "%s/mqlite.conf", work_dir);
     snprintf(out, sizeof out, "%s/out.txt", work_dir);
     char text[256];
-    snprintf(text, sizeof text, "listener %u 127.0.0.1\n\nlog_dest file /nonexistent-dir/x.log\n",
+    snprintf(text, sizeof text,
+             "listener %u 127.0.0.1\nallow_anonymous true\nuser root\n\nlog_dest file "
+             "/nonexistent-dir/x.log\n",
              free_port());
     write_text(conf, text);
     int status = run_broker(work_dir, out, START_MS, "-c", conf, NULL);
     cr_assert_eq(status, 1, "exit %d", status);
     char want[PATH_MAX + 128];
-    snprintf(want, sizeof want, "%s:3: log_dest: cannot open '/nonexistent-dir/x.log'", conf);
+    snprintf(want, sizeof want, "%s:5: log_dest: cannot open '/nonexistent-dir/x.log'", conf);
     cr_assert(file_contains(out, want), "'%s' not in %s", want, out);
     done_work_dir();
 }
@@ -568,4 +578,167 @@ Test(process, user_without_root_is_a_notice)
     cr_assert(tb_log_contains(b, "[broker.user] user nobody: not running as root", TB_WAIT_MS));
     tb_assert_serves(b);
     cr_assert_eq(tb_stop(b), 0);
+}
+
+/* ---- mosquitto 2.0's defaults ------------------------------------------------------- */
+
+/* Start `mqlite -d -c WORK/d.conf [more]` on conf_text (which must set pid_file WORK/d.pid,
+ * written here as %s) and return the daemon's pid; its start-up output goes to WORK/out.txt. */
+static pid_t start_daemon(const char *conf_text, const char *more1, const char *more2)
+{
+    char conf[PATH_MAX + 32], out[PATH_MAX + 32], pidf[PATH_MAX + 32], text[1024];
+    snprintf(conf, sizeof conf, "%s/d.conf", work_dir);
+    snprintf(out, sizeof out, "%s/out.txt", work_dir);
+    snprintf(pidf, sizeof pidf, "%s/d.pid", work_dir);
+    snprintf(text, sizeof text, conf_text, pidf);
+    write_text(conf, text);
+    const char *const extra[] = {"-d", "-c", conf, more1, more2, NULL};
+    char words[1024];
+    char *argv[TB_BROKER_ARGV_MAX];
+    tb_broker_argv(argv, words, sizeof(words), extra);
+    int status = tb_run(argv, work_dir, out, START_MS);
+    cr_assert_eq(status, 0, "mqlite -d exited %d (output in %s)", status, out);
+    long pid = read_pid_file(pidf);
+    cr_assert(pid > 0, "no pid in %s", pidf);
+    daemon_pid = (pid_t)pid;
+    return (pid_t)pid;
+}
+
+static void stop_daemon(void)
+{
+    cr_assert_eq(kill(daemon_pid, SIGTERM), 0);
+    cr_assert(wait_gone(daemon_pid, STOP_MS), "daemon did not exit within %d ms", STOP_MS);
+    daemon_pid = 0;
+    done_work_dir();
+}
+
+static bool out_says(const char *needle)
+{
+    char out[PATH_MAX + 32];
+    snprintf(out, sizeof out, "%s/out.txt", work_dir);
+    return wait_file_contains(out, needle, TB_WAIT_MS);
+}
+
+/* Whether a TCP connection to addr:port (IPv4 or IPv6 text) is accepted. */
+static bool tcp_accepts(const char *addr, uint16_t port)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t len;
+    if (strchr(addr, ':') != NULL) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
+        cr_assert(inet_pton(AF_INET6, addr, &a->sin6_addr) == 1);
+        len = sizeof(*a);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(port);
+        cr_assert(inet_pton(AF_INET, addr, &a->sin_addr) == 1);
+        len = sizeof(*a);
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    bool ok = connect(fd, (struct sockaddr *)&ss, len) == 0;
+    close(fd);
+    return ok;
+}
+
+/* This host's first IPv4 address that is not loopback, or false. */
+static bool non_loopback_ipv4(char *out, size_t cap)
+{
+    struct ifaddrs *ifs = NULL;
+    if (getifaddrs(&ifs) != 0)
+        return false;
+    bool found = false;
+    for (struct ifaddrs *i = ifs; i != NULL && !found; i = i->ifa_next) {
+        if (i->ifa_addr == NULL || i->ifa_addr->sa_family != AF_INET ||
+            (i->ifa_flags & IFF_LOOPBACK))
+            continue;
+        found = inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, out,
+                          (socklen_t)cap) != NULL;
+    }
+    freeifaddrs(ifs);
+    return found;
+}
+
+/* A configured listener and no allow_anonymous line: anonymous clients are refused (as in
+ * mosquitto 2.0), and the start says nobody can get in without a password file. */
+Test(process, default_listener_refuses_anonymous)
+{
+    tb_skip_unless_tcp("it writes its own configuration with a tcp listener");
+    make_work_dir();
+    uint16_t port = free_port();
+    char text[256];
+    snprintf(text, sizeof text, "listener %u 127.0.0.1\nuser root\npid_file %%s\n", port);
+    start_daemon(text, NULL, NULL);
+    tc_client *c = tc_connect(port);
+    tc_sendp(c, PK_CONNECT(.client_id = "anon", .clean = true, .keepalive = 60));
+    tc_expectp(c, pk_connack(false, 0x05), TB_WAIT_MS);
+    tc_close(c);
+    c = tc_connect(port);
+    tc_sendp(c, PK_CONNECT(.version = 5, .client_id = "anon5", .clean = true, .keepalive = 60));
+    tc_expect_connack_v5(c, false, 0x87, NULL);
+    tc_close(c);
+    cr_assert(out_says("there is no password_file: no client can connect"));
+    cr_assert(out_says("user root: running as root, as configured"));
+    stop_daemon();
+}
+
+/* No listener configured (here with -p PORT): loopback only, anonymous clients welcome,
+ * and said at start; not reachable on another address of this host. */
+Test(process, default_no_listener_is_local_only)
+{
+    tb_skip_unless_tcp("it starts its own loopback listeners");
+    make_work_dir();
+    uint16_t port = free_port();
+    char ps[16];
+    snprintf(ps, sizeof ps, "%u", port);
+    start_daemon("user root\npid_file %s\n", "-p", ps);
+    tc_client *c = tc_open(port, "local-anon", true, 60, false);
+    tc_ping(c);
+    tc_disconnect(c);
+    cr_assert(out_says("no listener configured: listening on the loopback interface only"));
+    int v6 = socket(AF_INET6, SOCK_STREAM, 0);
+    if (v6 >= 0) {
+        struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+        bool have_v6 = bind(v6, (struct sockaddr *)&sa, sizeof sa) == 0;
+        close(v6);
+        if (have_v6)
+            cr_assert(tcp_accepts("::1", port), "not listening on [::1]:%u", port);
+    }
+    char other[64];
+    if (non_loopback_ipv4(other, sizeof other))
+        cr_assert_not(tcp_accepts(other, port), "reachable on %s:%u", other, port);
+    stop_daemon();
+}
+
+/* Started as root with no `user` line: root is given up, to `mqlite` when that user exists,
+ * else to `nobody` (mosquitto 2.0 does the same with `mosquitto`). */
+Test(process, default_root_is_given_up)
+{
+    if (geteuid() != 0)
+        cr_skip_test("needs root");
+    tb_skip_unless_tcp("it writes its own configuration with a tcp listener");
+    const char *name = getpwnam("mqlite") != NULL ? "mqlite" : "nobody";
+    struct passwd *pw = getpwnam(name);
+    if (pw == NULL)
+        cr_skip_test("neither mqlite nor nobody exists here");
+    long uid = (long)pw->pw_uid;
+    make_work_dir();
+    uint16_t port = free_port();
+    char text[256];
+    snprintf(text, sizeof text, "listener %u 127.0.0.1\nallow_anonymous true\npid_file %%s\n",
+             port);
+    pid_t pid = start_daemon(text, NULL, NULL);
+    char want[128];
+    snprintf(want, sizeof want, "started as root with no 'user' line: giving root up to user %s",
+             name);
+    cr_assert(out_says(want), "'%s' not said", want);
+    cr_assert(proc_ids_are(pid, "Uid:", uid), "uids are not %s's", name);
+    tc_client *c = tc_open(port, "after-drop", true, 60, false);
+    tc_ping(c);
+    tc_disconnect(c);
+    stop_daemon();
 }

@@ -284,8 +284,10 @@ Test(storefault, unwritable_store_at_start_is_a_clear_error)
     snprintf(conf, sizeof(conf), "%s/s.conf", fdir);
     FILE *f = fopen(conf, "w");
     cr_assert_not_null(f);
-    fprintf(f, "listener %u 127.0.0.1\npersistence true\npersistence_location %s\n", tb_free_port(),
-            fdir);
+    fprintf(f,
+            "listener %u 127.0.0.1\nallow_anonymous true\nuser root\npersistence "
+            "true\npersistence_location %s\n",
+            tb_free_port(), fdir);
     fclose(f);
     char text[4096];
     int status = tb_run_config(conf, text, sizeof(text));

@@ -306,7 +306,7 @@ def main():
     port = free_port()
     conf = os.path.join(work, "mqlite.conf")
     with open(conf, "w") as f:
-        f.write(f"listener {port} {HOST}\nallow_anonymous true\npersistence true\n"
+        f.write(f"listener {port} {HOST}\nallow_anonymous true\nuser root\npersistence true\n"
                 f"persistence_location {work}\nsys_interval 10\n")
     log = open(os.path.join(work, "broker.log"), "w")
     broker = subprocess.Popen([args.broker, "-c", conf], stdout=log, stderr=log)
