@@ -97,6 +97,23 @@ static void startup_error(const char *id, const char *fmt, ...)
         fprintf(stderr, "mqlite: %s\n", text);
 }
 
+_Static_assert(MQL_MAX_LOG_FILES <= MQL_LOG_MAX_FILES, "every log_dest file fits the log");
+_Static_assert(sizeof(((mql_log_file_conf *)0)->path) <= MQL_LOG_PATH_MAX &&
+                   sizeof(((mql_log_file_conf *)0)->where) <= MQL_LOG_PATH_MAX + 16,
+               "log_dest file paths fit the log's");
+
+/* The log's configuration from the broker's (log_dest lines). OUT: *lc. */
+static void log_conf_from(const mql_config *cfg, mql_log_conf *lc)
+{
+    memset(lc, 0, sizeof(*lc));
+    lc->dests = cfg->log_dests;
+    lc->n_files = cfg->n_log_files;
+    for (int i = 0; i < cfg->n_log_files; i++) {
+        snprintf(lc->files[i].path, sizeof(lc->files[i].path), "%s", cfg->log_files[i].path);
+        snprintf(lc->files[i].where, sizeof(lc->files[i].where), "%s", cfg->log_files[i].where);
+    }
+}
+
 /* Make path (a buffer of cap bytes) absolute against cwd. False if it does not fit. */
 static bool make_absolute(char *path, size_t cap, const char *cwd)
 {
@@ -479,7 +496,9 @@ int main(int argc, char **argv)
     if (verbose)
         cfg.log_types = 0x1f;
     mql_log_set_types(cfg.log_types);
-    if (mql_log_open(&cfg, err, sizeof(err)) != MQL_OK) {
+    mql_log_conf lc;
+    log_conf_from(&cfg, &lc);
+    if (mql_log_open(&lc, err, sizeof(err)) != MQL_OK) {
         fprintf(stderr, "mqlite: %s\n", err);
         return 1;
     }
