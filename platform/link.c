@@ -42,6 +42,8 @@
 #define SBUF_KEEP (16 * 1024)
 #define TLS_CLOSE_GRACE_MS 100 /* see flush_done */
 
+/* One connection. The output buffers and the flags from tx_busy to grace are under mtx;
+ * the receive buffer belongs to the receive path (one callback at a time). */
 struct mql_link {
     mql_net *net;
     const mql_link_ops *ops; /* the net's, or a dialer's */
@@ -57,13 +59,13 @@ struct mql_link {
     uint8_t *snd; /* output being written */
     size_t slen, soff, scap;
     bool tx_busy;
-    bool closing; /* no more input is delivered, no more output accepted */
-    bool flush;   /* close once the output is written */
-    bool shut;    /* nng_stream_close was called: never start another receive */
-    bool tls;     /* a TLS listener's link (for handshake failure messages) */
-    bool layered; /* TLS or WebSocket: nng's stream may lose the close (mql_net_reap_lost) */
-    bool grace;   /* flush_done started (or finished) the TLS close grace time */
-    bool got_data;
+    bool closing;  /* no more input is delivered, no more output accepted */
+    bool flush;    /* close once the output is written */
+    bool shut;     /* nng_stream_close was called: never start another receive */
+    bool tls;      /* a TLS stream, accepted or dialed (for handshake failure messages) */
+    bool layered;  /* TLS or WebSocket: nng's stream may lose the close (mql_net_reap_lost) */
+    bool grace;    /* flush_done started (or finished) the TLS close grace time */
+    bool got_data; /* a receive completed (a dial's link: from the start, see mql_link_alloc) */
     struct mql_link *prev, *next;
     struct mql_link *reap_next;
     atomic_uint pins;  /* deferred-send lists holding the link (reaper waits for 0) */
