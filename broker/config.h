@@ -27,32 +27,14 @@
 #include <stdint.h>
 
 #include "err.h"
+/* the log levels (MQL_LOG_*, MQL_LOGT) and destinations (MQL_LOGD_*) */
+#include "platform/log.h"
 
 #define MQL_MAX_LISTENERS 16
 #define MQL_PATH_MAX 256
 #define MQL_MAX_LOG_FILES 4 /* `log_dest file PATH` lines */
 #define MQL_USER_MAX 64     /* `user NAME`, with its NUL */
 #define MQL_INCLUDE_DEPTH 4 /* `include_dir` nesting: a file included by an included file ... */
-
-/* `log_dest` destinations other than files, as a bitmask (mosquitto names). */
-#define MQL_LOGD_STDERR 0x1u
-#define MQL_LOGD_STDOUT 0x2u
-#define MQL_LOGD_SYSLOG 0x4u
-
-enum mql_log_level {
-    MQL_LOG_ERROR = 0,
-    MQL_LOG_WARNING = 1,
-    MQL_LOG_NOTICE = 2,
-    MQL_LOG_INFO = 3,
-    MQL_LOG_DEBUG = 4,
-};
-
-/* `log_type` values as a bitmask (mosquitto names): error warning notice information
- * debug all none. Levels enabled are those whose bit is set. */
-#define MQL_LOGT(level) (1u << (level))
-#define MQL_LOGT_DEFAULT                                                                           \
-    (MQL_LOGT(MQL_LOG_ERROR) | MQL_LOGT(MQL_LOG_WARNING) | MQL_LOGT(MQL_LOG_NOTICE) |              \
-     MQL_LOGT(MQL_LOG_INFO))
 
 enum mql_client_id_conflict {
     MQL_CONFLICT_TAKEOVER = 0,   /* the newcomer takes over (the specification's rule) */

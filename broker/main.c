@@ -44,6 +44,7 @@
 #include "broker.h"
 #include "config.h"
 #include "platform/log.h"
+#include "platform/notify.h"
 
 #ifndef MQL_VERSION
 #define MQL_VERSION "0.0.0"
@@ -138,6 +139,23 @@ static void startup_error(const char *id, const char *fmt, ...)
         fprintf(stderr, "mqlite: %s\n", text);
 }
 
+_Static_assert(MQL_MAX_LOG_FILES <= MQL_LOG_MAX_FILES, "every log_dest file fits the log");
+_Static_assert(sizeof(((mql_log_file_conf *)0)->path) <= MQL_LOG_PATH_MAX &&
+                   sizeof(((mql_log_file_conf *)0)->where) <= MQL_LOG_PATH_MAX + 16,
+               "log_dest file paths fit the log's");
+
+/* The log's configuration from the broker's (log_dest lines). OUT: *lc. */
+static void log_conf_from(const mql_config *cfg, mql_log_conf *lc)
+{
+    memset(lc, 0, sizeof(*lc));
+    lc->dests = cfg->log_dests;
+    lc->n_files = cfg->n_log_files;
+    for (int i = 0; i < cfg->n_log_files; i++) {
+        snprintf(lc->files[i].path, sizeof(lc->files[i].path), "%s", cfg->log_files[i].path);
+        snprintf(lc->files[i].where, sizeof(lc->files[i].where), "%s", cfg->log_files[i].where);
+    }
+}
+
 /* Make path (a buffer of cap bytes) absolute against cwd. False if it does not fit. */
 static bool make_absolute(char *path, size_t cap, const char *cwd)
 {
@@ -165,7 +183,7 @@ static bool absolute_paths(mql_config *cfg, bool reload)
         const char *what;
         char *path;
         size_t cap;
-    } paths[4 + MQL_MAX_LOG_FILES + 3 * MQL_MAX_LISTENERS] = {
+    } paths[4 + MQL_MAX_LOG_FILES + 3 * MQL_MAX_LISTENERS + 4 * MQL_MAX_BRIDGES] = {
         {"pid_file", cfg->pid_file, sizeof(cfg->pid_file)},
         {"persistence_location", cfg->persistence_location, sizeof(cfg->persistence_location)},
         {"password_file", cfg->password_file, sizeof(cfg->password_file)},
@@ -180,6 +198,13 @@ static bool absolute_paths(mql_config *cfg, bool reload)
         paths[n++] = (struct path_ref){"certfile", l->certfile, sizeof(l->certfile)};
         paths[n++] = (struct path_ref){"keyfile", l->keyfile, sizeof(l->keyfile)};
         paths[n++] = (struct path_ref){"cafile", l->cafile, sizeof(l->cafile)};
+    }
+    for (int i = 0; i < cfg->n_bridges; i++) {
+        mql_bridge_conf *br = &cfg->bridges[i];
+        paths[n++] = (struct path_ref){"bridge_cafile", br->cafile, sizeof(br->cafile)};
+        paths[n++] = (struct path_ref){"bridge_capath", br->capath, sizeof(br->capath)};
+        paths[n++] = (struct path_ref){"bridge_certfile", br->certfile, sizeof(br->certfile)};
+        paths[n++] = (struct path_ref){"bridge_keyfile", br->keyfile, sizeof(br->keyfile)};
     }
     for (size_t i = 0; i < n; i++) {
         if (!make_absolute(paths[i].path, paths[i].cap, start_cwd)) {
@@ -464,29 +489,32 @@ static mql_err drop_privileges(const char *configured, char *err, size_t errlen)
     return MQL_OK;
 }
 
-int main(int argc, char **argv)
-{
-    static char conf_path_buf[PATH_MAX];
-    const char *conf_path = NULL;
-    uint16_t port = 0;
-    bool check = false, verbose = false, detach = false;
-    char err[512];
+/* What the command line asked for. */
+struct cmdline {
+    const char *conf_path; /* -c FILE, or NULL (made absolute for -d) */
+    uint16_t port;         /* -p PORT, or 0 */
+    bool check, verbose, detach;
+};
 
+/* Parse argv into cl. Returns -1 to go on, or the exit status once --help or --version is
+ * answered or an argument is wrong (with a message on stderr). */
+static int parse_cmdline(int argc, char **argv, struct cmdline *cl)
+{
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-c") == 0 && i + 1 < argc) {
-            conf_path = argv[++i];
+            cl->conf_path = argv[++i];
         } else if (strcmp(a, "-p") == 0 && i + 1 < argc) {
-            if (!parse_port(argv[++i], &port)) {
+            if (!parse_port(argv[++i], &cl->port)) {
                 fprintf(stderr, "mqlite: -p: '%s' is not a port number from 1 to 65535\n", argv[i]);
                 return 1;
             }
         } else if (strcmp(a, "-v") == 0) {
-            verbose = true;
+            cl->verbose = true;
         } else if (strcmp(a, "-d") == 0 || strcmp(a, "--daemon") == 0) {
-            detach = true;
+            cl->detach = true;
         } else if (strcmp(a, "--check") == 0) {
-            check = true;
+            cl->check = true;
         } else if (strcmp(a, "--version") == 0) {
             printf("mqlite %s\n", MQL_VERSION);
             return 0;
@@ -499,66 +527,194 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    return -1;
+}
 
-    mql_config cfg;
-    mql_config_defaults(&cfg);
-    if (conf_path != NULL && mql_config_load(&cfg, conf_path, err, sizeof(err)) != MQL_OK) {
+/* The configuration: defaults, the file of -c, the listeners of -p or of local-only mode
+ * (mql_config_finish_listeners). Returns -1 to go on, or
+ * the exit status once --check is answered or the configuration is refused (with a message
+ * on stderr). OUT: *cfg. */
+static int load_config(const struct cmdline *cl, mql_config *cfg)
+{
+    char err[512];
+    mql_config_defaults(cfg);
+    if (cl->conf_path != NULL && mql_config_load(cfg, cl->conf_path, err, sizeof(err)) != MQL_OK) {
         fprintf(stderr, "mqlite: %s\n", err);
         return 1;
     }
-    if (mql_config_finish_listeners(&cfg, port, ipv6_loopback(), err, sizeof(err)) != MQL_OK) {
+    if (mql_config_finish_listeners(cfg, cl->port, ipv6_loopback(), err, sizeof(err)) != MQL_OK) {
         fprintf(stderr, "mqlite: %s\n", err);
         return 1;
     }
-    if (check) {
-        printf("%s: configuration is valid\n", conf_path ? conf_path : "(defaults)");
+    if (cl->check) {
+        printf("%s: configuration is valid\n", cl->conf_path ? cl->conf_path : "(defaults)");
         return 0;
     }
-    if (detach) {
-        /* SIGHUP re-reads the file after the daemon changed to "/". */
-        if (conf_path != NULL) {
-            if (realpath(conf_path, conf_path_buf) == NULL) {
-                fprintf(stderr, "mqlite: %s: %s\n", conf_path, strerror(errno));
-                return 1;
-            }
-            conf_path = conf_path_buf;
+    return -1;
+}
+
+/* -d, before changing to "/": the configuration file's path (SIGHUP re-reads it) and every
+ * relative path of cfg become absolute against the start directory. False with a message
+ * on stderr. */
+static bool prepare_detach(struct cmdline *cl, mql_config *cfg)
+{
+    static char conf_path_buf[PATH_MAX];
+    if (cl->conf_path != NULL) {
+        if (realpath(cl->conf_path, conf_path_buf) == NULL) {
+            fprintf(stderr, "mqlite: %s: %s\n", cl->conf_path, strerror(errno));
+            return false;
         }
-        if (getcwd(start_cwd, sizeof(start_cwd)) == NULL) {
-            fprintf(stderr, "mqlite: -d: cannot get the current directory: %s\n", strerror(errno));
-            return 1;
-        }
-        if (!absolute_paths(&cfg, false))
-            return 1;
+        cl->conf_path = conf_path_buf;
     }
-    if (verbose)
-        cfg.log_types = 0x1f;
-    mql_log_set_types(cfg.log_types);
-    if (mql_log_open(&cfg, err, sizeof(err)) != MQL_OK) {
+    if (getcwd(start_cwd, sizeof(start_cwd)) == NULL) {
+        fprintf(stderr, "mqlite: -d: cannot get the current directory: %s\n", strerror(errno));
+        return false;
+    }
+    return absolute_paths(cfg, false);
+}
+
+/* The log levels (all with -v) and destinations of cfg. False with a message on stderr. */
+static bool open_log(const struct cmdline *cl, mql_config *cfg)
+{
+    char err[512];
+    mql_log_conf lc;
+    if (cl->verbose)
+        cfg->log_types = 0x1f;
+    mql_log_set_types(cfg->log_types);
+    log_conf_from(cfg, &lc);
+    if (mql_log_open(&lc, err, sizeof(err)) != MQL_OK) {
         fprintf(stderr, "mqlite: %s\n", err);
-        return 1;
+        return false;
     }
-    errors_to_stderr = (cfg.log_dests & MQL_LOGD_STDERR) == 0;
-    if (detach && cfg.n_log_files == 0 && (cfg.log_dests & MQL_LOGD_SYSLOG) == 0)
+    errors_to_stderr = (cfg->log_dests & MQL_LOGD_STDERR) == 0;
+    if (cl->detach && cfg->n_log_files == 0 && (cfg->log_dests & MQL_LOGD_SYSLOG) == 0)
         mql_warning("broker.daemon",
                     "-d: the only log destinations are stderr/stdout, which a daemon sends to "
                     "/dev/null: nothing is logged after start-up (add 'log_dest syslog' or "
                     "'log_dest file PATH')");
+    return true;
+}
 
-    int ready_fd = -1;
-    if (detach) {
-        ready_fd = daemonize();
-        if (ready_fd < 0)
-            return 1;
-    }
-
-    /* Block the signals we handle before any thread exists, so every thread inherits it. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+/* Block the signals the main thread waits for, before any thread exists, so every thread
+ * inherits the mask; ignore SIGPIPE. OUT: *sigs, the set to sigwait() on. */
+static void block_signals(sigset_t *sigs)
+{
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGINT);
+    sigaddset(sigs, SIGTERM);
+    sigaddset(sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+}
+
+/* Start b (store, listeners), write the pid file while still root (/var/run is root's),
+ * then drop root. False once the reason is logged (startup_error). OUT: *pid_written. */
+static bool start(mql_broker *b, const mql_config *cfg, bool *pid_written)
+{
+    char err[512];
+    if (mql_broker_start(b, err, sizeof(err)) != MQL_OK) {
+        startup_error("broker.start", "%s", err);
+        return false;
+    }
+    if (cfg->pid_file[0] != '\0') {
+        if (write_pid_file(cfg->pid_file, err, sizeof(err)) != MQL_OK) {
+            startup_error("broker.pidfile", "%s", err);
+            return false;
+        }
+        *pid_written = true;
+    }
+    if (drop_privileges(cfg->user, err, sizeof(err)) != MQL_OK) {
+        startup_error("broker.user", "%s: refusing to run as root", err);
+        return false;
+    }
+    return true;
+}
+
+/* SIGHUP: reopen the log files, reload the listeners' certificates, and re-read the
+ * configuration file (cfg is the one the broker started with) for log_type and the
+ * password and ACL files. A file that does not load keeps the running one. */
+static void reload(mql_broker *b, const struct cmdline *cl, const mql_config *cfg)
+{
+    char err[512];
+    const char *reopened = cfg->n_log_files > 0 ? "log files reopened, " : "";
+    if (mql_log_reopen(err, sizeof(err)) != MQL_OK) {
+        mql_error("log.reopen", "SIGHUP: %s", err);
+        reopened = "";
+    }
+    /* Certificates come from the files the listeners were started with (listeners
+     * themselves change only with a restart), with or without a config file. */
+    (void)mql_broker_reload_tls(b);
+    if (cl->conf_path == NULL) {
+        mql_notice("broker.reload", "SIGHUP: %sno configuration file to reload", reopened);
+        return;
+    }
+    mql_config fresh;
+    mql_config_defaults(&fresh);
+    if (mql_config_load(&fresh, cl->conf_path, err, sizeof(err)) != MQL_OK) {
+        mql_error("broker.reload", "SIGHUP: keeping the running configuration: %s", err);
+        return;
+    }
+    if (cl->detach && !absolute_paths(&fresh, true))
+        return;
+    mql_log_set_types(cl->verbose ? 0x1f : fresh.log_types);
+    mql_notice("broker.reload", "SIGHUP: %slog_type reloaded from %s", reopened, cl->conf_path);
+    if (mql_broker_load_auth(b, fresh.password_file, fresh.acl_file, err, sizeof(err)) != MQL_OK)
+        mql_error("broker.reload", "SIGHUP: keeping the running password/ACL files: %s", err);
+}
+
+/* Wait for the signals of sigs: SIGHUP reloads, SIGTERM and SIGINT return. */
+static void signal_loop(mql_broker *b, const struct cmdline *cl, const mql_config *cfg,
+                        const sigset_t *sigs)
+{
+    for (;;) {
+        int sig = 0;
+        if (sigwait(sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            (void)mql_notify_reloading(); /* systemd: Type=notify, ExecReload */
+            reload(b, cl, cfg);
+            (void)mql_notify("READY=1");
+            continue;
+        }
+        mql_notice("broker.stop", "%s received, shutting down",
+                   sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        return;
+    }
+}
+
+/* Shut b down and free it, remove the pid file we wrote, close the log (after saying that
+ * mqlite stopped, when it ran). */
+static void stop(mql_broker *b, const mql_config *cfg, bool pid_written, bool ran)
+{
+    if (ran)
+        (void)mql_notify("STOPPING=1");
+    mql_broker_shutdown(b);
+    mql_broker_free(b);
+    if (pid_written)
+        remove_pid_file(cfg->pid_file);
+    if (ran)
+        mql_notice("broker.stop", "mqlite stopped");
+    mql_log_close();
+}
+
+int main(int argc, char **argv)
+{
+    struct cmdline cl = {0};
+    mql_config cfg;
+    int status;
+    if ((status = parse_cmdline(argc, argv, &cl)) >= 0)
+        return status;
+    if ((status = load_config(&cl, &cfg)) >= 0)
+        return status;
+    if (cl.detach && !prepare_detach(&cl, &cfg))
+        return 1;
+    if (!open_log(&cl, &cfg))
+        return 1;
+    int ready_fd = -1;
+    if (cl.detach && (ready_fd = daemonize()) < 0)
+        return 1;
+    sigset_t sigs;
+    block_signals(&sigs);
 
     mql_broker *b;
     if (mql_broker_alloc(&b, &cfg) != MQL_OK) {
@@ -566,78 +722,21 @@ int main(int argc, char **argv)
         return 1;
     }
     bool pid_written = false;
-    mql_err rc = mql_broker_start(b, err, sizeof(err));
-    if (rc != MQL_OK) {
-        startup_error("broker.start", "%s", err);
-        goto fail;
-    }
-    /* The pid file is written while still root (/var/run is root's), before the drop. */
-    if (cfg.pid_file[0] != '\0') {
-        if (write_pid_file(cfg.pid_file, err, sizeof(err)) != MQL_OK) {
-            startup_error("broker.pidfile", "%s", err);
-            goto fail;
-        }
-        pid_written = true;
-    }
-    if (drop_privileges(cfg.user, err, sizeof(err)) != MQL_OK) {
-        startup_error("broker.user", "%s: refusing to run as root", err);
-        goto fail;
+    if (!start(b, &cfg, &pid_written)) {
+        stop(b, &cfg, pid_written, false);
+        return 1;
     }
     mql_notice("broker.start", "mqlite %s running (pid %ld)", MQL_VERSION, (long)getpid());
     explain_access(&cfg);
     if (ready_fd >= 0)
         daemon_ready(ready_fd);
-
-    for (;;) {
-        int sig = 0;
-        if (sigwait(&sigs, &sig) != 0)
-            continue;
-        if (sig == SIGHUP) {
-            const char *reopened = cfg.n_log_files > 0 ? "log files reopened, " : "";
-            if (mql_log_reopen(err, sizeof(err)) != MQL_OK) {
-                mql_error("log.reopen", "SIGHUP: %s", err);
-                reopened = "";
-            }
-            /* Certificates come from the files the listeners were started with (listeners
-             * themselves change only with a restart), with or without a config file. */
-            (void)mql_broker_reload_tls(b);
-            if (conf_path == NULL) {
-                mql_notice("broker.reload", "SIGHUP: %sno configuration file to reload", reopened);
-                continue;
-            }
-            mql_config fresh;
-            mql_config_defaults(&fresh);
-            if (mql_config_load(&fresh, conf_path, err, sizeof(err)) != MQL_OK) {
-                mql_error("broker.reload", "SIGHUP: keeping the running configuration: %s", err);
-                continue;
-            }
-            if (detach && !absolute_paths(&fresh, true))
-                continue;
-            mql_log_set_types(verbose ? 0x1f : fresh.log_types);
-            mql_notice("broker.reload", "SIGHUP: %slog_type reloaded from %s", reopened, conf_path);
-            if (mql_broker_load_auth(b, fresh.password_file, fresh.acl_file, err, sizeof(err)) !=
-                MQL_OK)
-                mql_error("broker.reload", "SIGHUP: keeping the running password/ACL files: %s",
-                          err);
-            continue;
-        }
-        mql_notice("broker.stop", "%s received, shutting down",
-                   sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        break;
-    }
-    mql_broker_shutdown(b);
-    mql_broker_free(b);
-    if (pid_written)
-        remove_pid_file(cfg.pid_file);
-    mql_notice("broker.stop", "mqlite stopped");
-    mql_log_close();
+    /* Every listener is open and the store loaded: a systemd Type=notify unit is started. */
+    int nrv = mql_notify("READY=1");
+    if (nrv < 0)
+        mql_warning("broker.notify",
+                    "cannot tell the service manager we are ready ($NOTIFY_SOCKET): %s",
+                    strerror(-nrv));
+    signal_loop(b, &cl, &cfg, &sigs);
+    stop(b, &cfg, pid_written, true);
     return 0;
-
-fail:
-    mql_broker_shutdown(b);
-    mql_broker_free(b);
-    if (pid_written)
-        remove_pid_file(cfg.pid_file);
-    mql_log_close();
-    return 1;
 }

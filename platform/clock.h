@@ -21,6 +21,7 @@ static inline uint64_t mql_now_ms(void)
     return mql_test_now_ms();
 }
 #else
+/* mql_now_ms: milliseconds of CLOCK_MONOTONIC (never goes back; not wall-clock time). */
 static inline uint64_t mql_now_ms(void)
 {
     struct timespec ts;
@@ -29,6 +30,7 @@ static inline uint64_t mql_now_ms(void)
 }
 #endif
 
+/* mql_wall_s: wall-clock seconds since the epoch (time(2)). */
 static inline int64_t mql_wall_s(void)
 {
     return (int64_t)time(NULL);

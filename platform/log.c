@@ -35,9 +35,9 @@ static struct {
     bool opened;
     uint32_t dests; /* MQL_LOGD_* */
     int n_files;
-    int fds[MQL_MAX_LOG_FILES];
-    bool created[MQL_MAX_LOG_FILES]; /* by mql_log_open (not there before) */
-    mql_log_file_conf files[MQL_MAX_LOG_FILES];
+    int fds[MQL_LOG_MAX_FILES];
+    bool created[MQL_LOG_MAX_FILES]; /* by mql_log_open (not there before) */
+    struct mql_log_file files[MQL_LOG_MAX_FILES];
 } out;
 
 void mql_log_set_types(uint32_t types)
@@ -67,18 +67,18 @@ static int open_append_new(const char *path, bool *created)
     return fd;
 }
 
-mql_err mql_log_open(const mql_config *cfg, char *errbuf, size_t errlen)
+mql_err mql_log_open(const mql_log_conf *cfg, char *errbuf, size_t errlen)
 {
-    int fds[MQL_MAX_LOG_FILES];
-    bool created[MQL_MAX_LOG_FILES];
-    int n = cfg->n_log_files;
+    int fds[MQL_LOG_MAX_FILES];
+    bool created[MQL_LOG_MAX_FILES];
+    int n = cfg->n_files;
 
     for (int i = 0; i < n; i++) {
-        fds[i] = open_append_new(cfg->log_files[i].path, &created[i]);
+        fds[i] = open_append_new(cfg->files[i].path, &created[i]);
         if (fds[i] < 0) {
             int e = errno;
             snprintf(errbuf, errlen, "%s: log_dest: cannot open '%s' for appending: %s",
-                     cfg->log_files[i].where, cfg->log_files[i].path, strerror(e));
+                     cfg->files[i].where, cfg->files[i].path, strerror(e));
             while (i-- > 0)
                 close(fds[i]);
             return MQL_E_IO;
@@ -88,10 +88,10 @@ mql_err mql_log_open(const mql_config *cfg, char *errbuf, size_t errlen)
     for (int i = 0; i < n; i++) {
         out.fds[i] = fds[i];
         out.created[i] = created[i];
-        out.files[i] = cfg->log_files[i];
+        out.files[i] = cfg->files[i];
     }
     out.n_files = n;
-    out.dests = cfg->log_dests;
+    out.dests = cfg->dests;
     if (out.dests & MQL_LOGD_SYSLOG)
         openlog("mqlite", LOG_PID | LOG_NDELAY, LOG_DAEMON);
     out.opened = true;

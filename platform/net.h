@@ -37,7 +37,9 @@ typedef struct mql_link_ops {
     void (*closed)(void *ctx);
 } mql_link_ops;
 
-/* Create the network layer. ops/arg are used for every link of every listener. */
+/* mql_net_alloc creates the network layer (and registers mqlite's TLS engine). ops/arg
+ * are used for every link of every listener and must outlive it. OUT: *out, freed with
+ * mql_net_free. Returns MQL_OK, MQL_E_NOMEM, or MQL_E_INTERNAL (the TLS engine, logged). */
 MQL_MUST_CHECK mql_err mql_net_alloc(mql_net **out, const mql_link_ops *ops, void *arg);
 
 /* What one listener serves. */
@@ -55,9 +57,10 @@ typedef struct mql_listen_opts {
     int id;                   /* passed to ops->open for every link of this listener */
 } mql_listen_opts;
 
-/* Start listening. TLS files are read and checked here, so a missing, unreadable or
+/* mql_net_listen starts listening. TLS files are read and checked here, so a missing, unreadable or
  * mismatched certificate or key is a startup error naming the file. On failure writes the
- * reason into errbuf. WebSocket listeners negotiate the "mqtt" subprotocol. */
+ * reason into errbuf. WebSocket listeners negotiate the "mqtt" subprotocol. opts is copied:
+ * the caller keeps it. The listener lives until mql_net_close_listeners / mql_net_free. */
 MQL_MUST_CHECK mql_err mql_net_listen(mql_net *net, const mql_listen_opts *opts, char *errbuf,
                                       size_t errlen);
 
@@ -76,24 +79,27 @@ typedef struct mql_dial_opts {
 typedef struct mql_dialer mql_dialer;
 
 /*
- * A dialer for one address. Each mql_dialer_dial resolves the host name again and connects.
- * On success ops->open(arg, link, peer, -1) runs (it may send; a NULL return closes the link)
- * and the link then behaves like an accepted one, with `ops`. On failure failed(arg, why)
- * runs. Both run on nng's threads, never inside mql_dialer_dial, one dial at a time.
- * TLS files are read here: a missing or bad file is an error naming it.
+ * mql_dialer_alloc makes a dialer for one address. Each mql_dialer_dial resolves the host name
+ * again and connects. On success ops->open(arg, link, peer, -1) runs (it may send; a NULL return
+ * closes the link) and the link then behaves like an accepted one, with `ops`. On failure
+ * failed(arg, why) runs. Both run on nng's threads, never inside mql_dialer_dial, one dial at a
+ * time. TLS files are read here: a missing or bad file is an error naming it (in errbuf). o is
+ * copied. OUT: *out, freed with mql_dialer_free.
  */
 MQL_MUST_CHECK mql_err mql_dialer_alloc(mql_dialer **out, mql_net *net, const mql_dial_opts *o,
                                         const mql_link_ops *ops, void *arg,
                                         void (*failed)(void *arg, const char *why), char *errbuf,
                                         size_t errlen);
+/* mql_dialer_dial starts one dial; its outcome is one call of ops->open or failed. Call it
+ * again only after that outcome. */
 void mql_dialer_dial(mql_dialer *d);
-/* Cancel a dial in progress and free (waits for a callback in progress: do not call it while
- * holding a lock that callback takes). */
+/* mql_dialer_free cancels a dial in progress and frees d (NULL: nothing) (waits for a callback in
+ * progress: do not call it while holding a lock that callback takes). */
 void mql_dialer_free(mql_dialer *d);
 
 /*
- * Re-read the certificate, key and CA files of every TLS listener (the paths given to
- * mql_net_listen) and use them for connections accepted from now on; established
+ * mql_net_reload_tls re-reads the certificate, key and CA files of every TLS listener (the paths
+ * given to mql_net_listen) and use them for connections accepted from now on; established
  * connections keep the certificate they were made with. A listener whose files do not load
  * (missing, not PEM, key does not match) keeps its current ones and the reason is logged.
  * Returns the number of TLS listeners that kept their old files. Call it from the thread
@@ -101,41 +107,45 @@ void mql_dialer_free(mql_dialer *d);
  */
 int mql_net_reload_tls(mql_net *net);
 
-/* Abort every TLS or WebSocket link whose TCP connection is already gone although its
- * stream never reported the end (a loss in nng 1.5.2, see net.c); its `closed` callback then
- * runs as for any close. Call it every second or so, from any thread (not from a link
+/* mql_net_reap_lost aborts every TLS or WebSocket link whose TCP connection is already gone
+ * although its stream never reported the end (a loss in nng 1.5.2, see link.c); its `closed`
+ * callback then runs as for any close. Call it every second or so, from any thread (not from a link
  * callback). Returns how many links it closed. */
 int mql_net_reap_lost(mql_net *net);
 
-/* Stop accepting on every listener (existing links stay). */
+/* mql_net_close_listeners stops accepting on every listener and frees the listeners
+ * (existing links stay). */
 void mql_net_close_listeners(mql_net *net);
 
-/* Wait up to timeout_ms until every link has been closed and reaped. Returns true when
- * none is left. */
+/* mql_net_drain waits up to timeout_ms until every link has been closed and reaped. Returns true
+ * when none is left. */
 bool mql_net_drain(mql_net *net, int timeout_ms);
 
-/* Stop everything and free. Links still open are closed (their `closed` callbacks run). */
+/* mql_net_free stops everything and frees net. Links still open are closed (their `closed`
+ * callbacks run). */
 void mql_net_free(mql_net *net);
 
-/* Queue bytes for sending (copied). Output queued while a send is in progress is sent
- * in one batch when it completes. Returns MQL_E_CLOSED once the link is closing. */
+/* mql_link_send queues bytes for sending (copied). Output queued while a send is in progress is
+ * sent in one batch when it completes. Returns MQL_E_CLOSED once the link is closing. */
 MQL_MUST_CHECK mql_err mql_link_send(mql_link *link, const void *buf, size_t len);
 
-/* Between these two calls (on one thread), mql_link_send only queues: the writes start at
+/* mql_net_defer_begin, mql_net_defer_end: between these two calls (on one thread),
+ * mql_link_send only queues: the writes start at
  * mql_net_defer_end. Use it around a section that holds a lock while sending to many links,
  * and call end after releasing the lock. */
 void mql_net_defer_begin(void);
 void mql_net_defer_end(void);
 
-/* The Common Name of the verified client certificate of a link accepted on a tls+tcp
- * listener (use_identity_as_username), once its handshake is done (when its first bytes
+/* mql_link_peer_cn: the Common Name of the verified client certificate of a link accepted on a
+ * tls+tcp listener (use_identity_as_username), once its handshake is done (when its first bytes
  * arrived). OUT: cn with MQL_TLS_PEER_OK; any other value says why there is none. */
 mql_tls_peer mql_link_peer_cn(mql_link *link, char *cn, size_t len);
 
-/* Bytes queued and not yet written to the socket (for back-pressure decisions). */
+/* mql_link_backlog: bytes queued and not yet written to the socket (for back-pressure decisions).
+ */
 size_t mql_link_backlog(mql_link *link);
 
-/* Close the link. With flush, output already queued is sent first (bounded by a few
+/* mql_link_close closes the link. With flush, output already queued is sent first (bounded by a few
  * seconds), and no more input is delivered; without, the connection is aborted now.
  * Safe to call more than once and from any thread. */
 void mql_link_close(mql_link *link, bool flush);

@@ -30,27 +30,29 @@
 #include "broker/err.h"
 #include "platform/tls_peer.h"
 
-/* Register the engine (once per process; later calls return the first result). Run it
- * before any nng_tls_config is allocated: configs made earlier keep nng's own engine. On
+/* mql_tls_engine_init registers the engine (once per process; later calls return the first result).
+ * Run it before any nng_tls_config is allocated: configs made earlier keep nng's own engine. On
  * failure writes the reason into errbuf. Thread-safe. */
 MQL_MUST_CHECK mql_err mql_tls_engine_init(char *errbuf, size_t errlen);
 
-/* nng_tls_config_alloc through our engine, checked: fails with NNG_ENOTSUP when the config
- * would not be ours (mql_tls_engine_init not run or failed). alpn: NULL, or a
+/* mql_tls_config_alloc: nng_tls_config_alloc through our engine, checked: fails with NNG_ENOTSUP
+ * when the config would not be ours (mql_tls_engine_init not run or failed). alpn: NULL, or a
  * comma-separated list of protocol names (1..255 bytes each, at most 8) offered in that
  * order (client) or accepted (server); NNG_EINVAL when malformed. OUT: *out, one reference
  * (nng_tls_config_free). Returns 0 or an NNG error code. */
 int mql_tls_config_alloc(nng_tls_config **out, nng_tls_mode mode, const char *alpn);
 
-/* The subject Common Name of the verified peer certificate of stream s (a tls+tcp stream
- * as nng_stream_listener_accept / nng_stream_dialer_dial gave it). OUT: cn (NUL-terminated,
+/* mql_tls_peer_cn: the subject Common Name of the verified peer certificate of stream s (a tls+tcp
+ * stream as nng_stream_listener_accept / nng_stream_dialer_dial gave it). OUT: cn (NUL-terminated,
  * only with MQL_TLS_PEER_OK). Thread-safe. */
 mql_tls_peer mql_tls_peer_cn(nng_stream *s, char *cn, size_t len);
 
-/* Whether s is one of our engine's live connections (see the layout note above). */
+/* mql_tls_stream_known: whether s is one of our engine's live connections (see the layout note
+ * above). */
 bool mql_tls_stream_known(nng_stream *s);
 
-/* Why the TLS handshake of s failed, when our engine saw it fail. OUT: why. */
+/* mql_tls_failure: why the TLS handshake of s failed, when our engine saw it fail.
+ * OUT: why. Returns false (why untouched) when it did not. */
 bool mql_tls_failure(nng_stream *s, char *why, size_t len);
 
 #endif

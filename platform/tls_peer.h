@@ -16,7 +16,7 @@ typedef enum mql_tls_peer {
                                several CN attributes */
 } mql_tls_peer;
 
-/* Plain words for the values other than OK. */
+/* mql_tls_peer_str: plain words for p (a static string). */
 static inline const char *mql_tls_peer_str(mql_tls_peer p)
 {
     switch (p) {

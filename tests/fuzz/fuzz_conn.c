@@ -136,12 +136,10 @@ static void init_once(void)
     done = true;
     /* every level is formatted (the log calls are part of what is fuzzed), written nowhere
      * unless asked */
-    mql_config lc;
-    mql_config_defaults(&lc);
+    mql_log_conf lc = {.dests = 0, .n_files = 0}; /* nowhere */
     char err[256];
     trace = getenv("FUZZ_CONN_LOG") != NULL;
     if (!trace) {
-        lc.log_dests = 0;
         CHECK(mql_log_open(&lc, err, sizeof(err)) == MQL_OK);
     }
     mql_log_set_types(MQL_LOGT(MQL_LOG_ERROR) | MQL_LOGT(MQL_LOG_WARNING) |

@@ -37,6 +37,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -741,4 +742,48 @@ Test(process, default_root_is_given_up)
     tc_ping(c);
     tc_disconnect(c);
     stop_daemon();
+}
+
+/* ---- systemd ------------------------------------------------------------------------ */
+
+/* The next datagram on fd starts with want (bounded by the socket's receive timeout). */
+static void expect_notify(int fd, const char *want)
+{
+    char buf[256];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    cr_assert(n > 0, "no '%s' from the broker on $NOTIFY_SOCKET: %s", want, strerror(errno));
+    buf[n] = '\0';
+    cr_assert(strncmp(buf, want, strlen(want)) == 0, "got '%s', want '%s'", buf, want);
+}
+
+/* Type=notify: READY=1 once it serves, RELOADING=1 and READY=1 around SIGHUP, STOPPING=1
+ * at SIGTERM, on the datagram socket systemd names in $NOTIFY_SOCKET. */
+Test(process, systemd_notify_protocol)
+{
+    make_work_dir();
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/notify", work_dir);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    cr_assert(strlen(path) < sizeof sa.sun_path);
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert(fd >= 0);
+    cr_assert(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "bind %s: %s", path,
+              strerror(errno));
+    chmod(path, 0666); /* the broker may have given root up */
+    struct timeval tv = {.tv_sec = TB_WAIT_MS / 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setenv("NOTIFY_SOCKET", path, 1);
+    mql_broker *b = tb_start(NULL);
+    unsetenv("NOTIFY_SOCKET");
+    expect_notify(fd, "READY=1");
+    tb_assert_serves(b);
+    cr_assert_eq(kill(tb_pid(b), SIGHUP), 0);
+    expect_notify(fd, "RELOADING=1\nMONOTONIC_USEC=");
+    expect_notify(fd, "READY=1");
+    cr_assert_eq(tb_halt(b), 0);
+    expect_notify(fd, "STOPPING=1");
+    tb_stop(b);
+    close(fd);
+    done_work_dir();
 }
