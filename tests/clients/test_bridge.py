@@ -41,10 +41,10 @@ class Remote(brokerproc.Broker):
     halt() / restart() keeps the remote subscriber's session."""
 
     def __init__(self, extra_lines=(), files=None):
-        # `user root`: started as root, mosquitto would drop to its own user, which cannot
-        # write its database into our directory, and the subscriber's session would then be
-        # lost at each restart
-        super().__init__(["user root", "persistence true", "persistence_location {dir}/",
+        # brokerproc adds `user root` when we are root: else mosquitto would drop to its own
+        # user, which cannot write its database into our directory, and the subscriber's
+        # session would then be lost at each restart
+        super().__init__(["persistence true", "persistence_location {dir}/",
                           "max_queued_messages 0", "max_inflight_messages 0",
                           "log_type all"] + list(extra_lines), files, binary=MOSQUITTO)
 
