@@ -40,6 +40,8 @@
 #include <mbedtls/pkcs5.h>
 #include <mbedtls/platform_util.h>
 
+#include "topic.h"
+
 #define FILE_MAX_BYTES (64u * 1024u * 1024u) /* refuse larger password/ACL files */
 #define MSG_NAME_MAX 64                      /* bytes of a user name quoted in messages */
 
@@ -563,143 +565,6 @@ bool mql_passwd_check(const mql_passwd *pw, const char *user, const uint8_t *pas
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* ACL: matchers                                                                            */
-/* ---------------------------------------------------------------------------------------- */
-
-/* A cursor over the '/'-separated levels of a string. */
-typedef struct levels {
-    const char *s;
-    size_t n;
-    size_t pos;
-    bool end;
-} levels;
-
-static void lv_init(levels *c, const char *s, size_t n)
-{
-    c->s = s;
-    c->n = n;
-    c->pos = 0;
-    c->end = false;
-}
-
-/* The next level into (*p, *l); false when there is none. "a/" has levels "a" and "". */
-static bool lv_next(levels *c, const char **p, size_t *l)
-{
-    if (c->end)
-        return false;
-    const char *start = c->s + c->pos;
-    const char *slash = memchr(start, '/', c->n - c->pos);
-    size_t stop = slash != NULL ? (size_t)(slash - c->s) : c->n;
-    *p = start;
-    *l = stop - c->pos;
-    if (slash != NULL)
-        c->pos = stop + 1;
-    else
-        c->end = true;
-    return true;
-}
-
-static bool lv_is(const char *p, size_t l, char wild)
-{
-    return l == 1 && p[0] == wild;
-}
-
-/* True when the first level of s (n > 0) is a wildcard. */
-static bool starts_wild(const char *s, size_t n)
-{
-    return (s[0] == '+' || s[0] == '#') && (n == 1 || s[1] == '/');
-}
-
-/* Does rule filter r match topic name t? [MQTT-4.7.1-1..3] [MQTT-4.7.2-1] */
-static bool topic_match(const char *r, size_t rn, const char *t, size_t tn)
-{
-    if (tn > 0 && t[0] == '$' && starts_wild(r, rn))
-        return false;
-    levels rc, tc;
-    lv_init(&rc, r, rn);
-    lv_init(&tc, t, tn);
-    for (;;) {
-        const char *rp, *tp;
-        size_t rl, tl;
-        bool hr = lv_next(&rc, &rp, &rl);
-        bool ht = lv_next(&tc, &tp, &tl);
-        if (!hr)
-            return !ht;
-        if (lv_is(rp, rl, '#'))
-            return true; /* also the parent level: "a/#" matches "a" */
-        if (!ht)
-            return false;
-        if (lv_is(rp, rl, '+'))
-            continue;
-        if (rl != tl || memcmp(rp, tp, rl) != 0)
-            return false;
-    }
-}
-
-/* Does rule filter r match every topic that filter f (valid) matches? */
-static bool filter_covers(const char *r, size_t rn, const char *f, size_t fn)
-{
-    /* f matches '$' topics only when its first level is a literal starting with '$'. */
-    if (fn > 0 && f[0] == '$' && starts_wild(r, rn))
-        return false;
-    levels rc, fc;
-    lv_init(&rc, r, rn);
-    lv_init(&fc, f, fn);
-    for (size_t i = 0;; i++) {
-        const char *rp, *fp;
-        size_t rl, fl;
-        bool hr = lv_next(&rc, &rp, &rl);
-        bool hf = lv_next(&fc, &fp, &fl);
-        if (!hr)
-            return !hf;
-        if (lv_is(rp, rl, '#'))
-            return true;
-        if (!hf)
-            return false;
-        if (lv_is(fp, fl, '#')) {
-            /* f matches its parent (when i > 0) and any number of levels below: only "#"
-             * (handled above) covers that, or "+/#" in the first level (no parent). */
-            const char *np;
-            size_t nl;
-            return i == 0 && lv_is(rp, rl, '+') && lv_next(&rc, &np, &nl) && lv_is(np, nl, '#');
-        }
-        if (lv_is(rp, rl, '+'))
-            continue;
-        if (lv_is(fp, fl, '+'))
-            return false;
-        if (rl != fl || memcmp(rp, fp, rl) != 0)
-            return false;
-    }
-}
-
-/* Is there a topic name that both filters match? */
-static bool filter_intersects(const char *a, size_t an, const char *b, size_t bn)
-{
-    bool aw = an > 0 && starts_wild(a, an), bw = bn > 0 && starts_wild(b, bn);
-    if ((aw && bn > 0 && b[0] == '$' && !bw) || (bw && an > 0 && a[0] == '$' && !aw))
-        return false; /* one needs a '$' topic, the other never matches one */
-    levels ac, bc;
-    lv_init(&ac, a, an);
-    lv_init(&bc, b, bn);
-    for (;;) {
-        const char *ap, *bp;
-        size_t al, bl;
-        bool ha = lv_next(&ac, &ap, &al);
-        bool hb = lv_next(&bc, &bp, &bl);
-        if (!ha && !hb)
-            return true;
-        if ((ha && lv_is(ap, al, '#')) || (hb && lv_is(bp, bl, '#')))
-            return true;
-        if (!ha || !hb)
-            return false;
-        if (lv_is(ap, al, '+') || lv_is(bp, bl, '+'))
-            continue;
-        if (al != bl || memcmp(ap, bp, al) != 0)
-            return false;
-    }
-}
-
-/* ---------------------------------------------------------------------------------------- */
 /* ACL: objects and loading                                                                 */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -1003,9 +868,11 @@ enum acl_op { OP_READ, OP_WRITE, OP_SUBSCRIBE };
  * covered. */
 static bool hit(const char *r, size_t rn, enum acl_op op, bool deny, const char *s, size_t sn)
 {
+    mql_bytes rule = {(const uint8_t *)r, (uint32_t)rn};
+    mql_bytes subject = {(const uint8_t *)s, (uint32_t)sn};
     if (op != OP_SUBSCRIBE)
-        return topic_match(r, rn, s, sn);
-    return deny ? filter_intersects(r, rn, s, sn) : filter_covers(r, rn, s, sn);
+        return mql_topic_matches(rule, subject);
+    return deny ? mql_topic_intersects(rule, subject) : mql_topic_covers(rule, subject);
 }
 
 /* A value that must not be substituted into a granting pattern. */
