@@ -15,6 +15,8 @@
  *   reason code (Topic Name invalid 0x90, Topic Alias invalid 0x94). Every error sets a
  *   constant `why` naming the rule: v5 ids as [MQTT-x.y.z-n], 3.1.1 ids as
  *   [v3.1.1 MQTT-x.y.z-n], or the section when the text gives no id.
+ * - Properties live in codec_props.c (one table row per property), UTF-8 and Variable Byte
+ *   Integers in codec_wire.c; the reader and writer all three share are in codec_wire.h.
  * - Performance: the decoder is on the hot path. It is a single forward pass with no
  *   backtracking; duplicate properties are found with the `present` bitmask, UTF-8 is checked
  *   eight ASCII bytes at a time. A small PUBLISH decodes in well under a microsecond.
@@ -25,137 +27,10 @@
 
 #include <string.h>
 
-#define VBI_MAX 268435455u
-#define MAX_FRAME (5u + VBI_MAX)
-
-/* Set *why and yield err: `return BAD(MQL_E_MALFORMED, "...");` */
-#define BAD(err, text) (*why = (text), (err))
-/* Pick the sentence of the version being decoded. */
-#define V(v5, text5, text3) ((v5) ? (text5) : (text3))
-#define TRY(expr)                                                                                  \
-    do {                                                                                           \
-        mql_err try_err_ = (expr);                                                                 \
-        if (try_err_ != MQL_OK)                                                                    \
-            return try_err_;                                                                       \
-    } while (0)
+#include "codec_wire.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Constant tables                                                                             */
-
-enum ptype { PT_NONE, PT_BYTE, PT_U16, PT_U32, PT_VBI, PT_STR, PT_BIN, PT_PAIR };
-
-/* Table 2-4: data type of each property identifier. */
-static const uint8_t prop_type[MQL_PROP_SHARED_SUB_AVAILABLE + 1] = {
-    [MQL_PROP_PAYLOAD_FORMAT] = PT_BYTE,
-    [MQL_PROP_MESSAGE_EXPIRY] = PT_U32,
-    [MQL_PROP_CONTENT_TYPE] = PT_STR,
-    [MQL_PROP_RESPONSE_TOPIC] = PT_STR,
-    [MQL_PROP_CORRELATION_DATA] = PT_BIN,
-    [MQL_PROP_SUBSCRIPTION_ID] = PT_VBI,
-    [MQL_PROP_SESSION_EXPIRY] = PT_U32,
-    [MQL_PROP_ASSIGNED_CLIENT_ID] = PT_STR,
-    [MQL_PROP_SERVER_KEEP_ALIVE] = PT_U16,
-    [MQL_PROP_AUTH_METHOD] = PT_STR,
-    [MQL_PROP_AUTH_DATA] = PT_BIN,
-    [MQL_PROP_REQUEST_PROBLEM_INFO] = PT_BYTE,
-    [MQL_PROP_WILL_DELAY] = PT_U32,
-    [MQL_PROP_REQUEST_RESPONSE_INFO] = PT_BYTE,
-    [MQL_PROP_RESPONSE_INFO] = PT_STR,
-    [MQL_PROP_SERVER_REFERENCE] = PT_STR,
-    [MQL_PROP_REASON_STRING] = PT_STR,
-    [MQL_PROP_RECEIVE_MAXIMUM] = PT_U16,
-    [MQL_PROP_TOPIC_ALIAS_MAXIMUM] = PT_U16,
-    [MQL_PROP_TOPIC_ALIAS] = PT_U16,
-    [MQL_PROP_MAXIMUM_QOS] = PT_BYTE,
-    [MQL_PROP_RETAIN_AVAILABLE] = PT_BYTE,
-    [MQL_PROP_USER] = PT_PAIR,
-    [MQL_PROP_MAXIMUM_PACKET_SIZE] = PT_U32,
-    [MQL_PROP_WILDCARD_SUB_AVAILABLE] = PT_BYTE,
-    [MQL_PROP_SUB_ID_AVAILABLE] = PT_BYTE,
-    [MQL_PROP_SHARED_SUB_AVAILABLE] = PT_BYTE,
-};
-
-/* Property ids in the order the encoder writes them. */
-static const uint8_t prop_order[] = {
-    MQL_PROP_PAYLOAD_FORMAT,      MQL_PROP_MESSAGE_EXPIRY,
-    MQL_PROP_CONTENT_TYPE,        MQL_PROP_RESPONSE_TOPIC,
-    MQL_PROP_CORRELATION_DATA,    MQL_PROP_SUBSCRIPTION_ID,
-    MQL_PROP_SESSION_EXPIRY,      MQL_PROP_ASSIGNED_CLIENT_ID,
-    MQL_PROP_SERVER_KEEP_ALIVE,   MQL_PROP_AUTH_METHOD,
-    MQL_PROP_AUTH_DATA,           MQL_PROP_REQUEST_PROBLEM_INFO,
-    MQL_PROP_WILL_DELAY,          MQL_PROP_REQUEST_RESPONSE_INFO,
-    MQL_PROP_RESPONSE_INFO,       MQL_PROP_SERVER_REFERENCE,
-    MQL_PROP_REASON_STRING,       MQL_PROP_RECEIVE_MAXIMUM,
-    MQL_PROP_TOPIC_ALIAS_MAXIMUM, MQL_PROP_TOPIC_ALIAS,
-    MQL_PROP_MAXIMUM_QOS,         MQL_PROP_RETAIN_AVAILABLE,
-    MQL_PROP_MAXIMUM_PACKET_SIZE, MQL_PROP_WILDCARD_SUB_AVAILABLE,
-    MQL_PROP_SUB_ID_AVAILABLE,    MQL_PROP_SHARED_SUB_AVAILABLE,
-};
-
-/* The same ids in the order a CONNACK carries them. The specification leaves the order of
- * properties open; this is the order mosquitto uses, because clients and test suites written
- * against mosquitto (its own broker tests among them) compare CONNACKs byte for byte. */
-static const uint8_t connack_prop_order[] = {
-    MQL_PROP_TOPIC_ALIAS_MAXIMUM,
-    MQL_PROP_SERVER_KEEP_ALIVE,
-    MQL_PROP_ASSIGNED_CLIENT_ID,
-    MQL_PROP_AUTH_METHOD,
-    MQL_PROP_AUTH_DATA,
-    MQL_PROP_RETAIN_AVAILABLE,
-    MQL_PROP_MAXIMUM_PACKET_SIZE,
-    MQL_PROP_RECEIVE_MAXIMUM,
-    MQL_PROP_MAXIMUM_QOS,
-    MQL_PROP_SESSION_EXPIRY,
-    MQL_PROP_WILDCARD_SUB_AVAILABLE,
-    MQL_PROP_SUB_ID_AVAILABLE,
-    MQL_PROP_SHARED_SUB_AVAILABLE,
-    MQL_PROP_RESPONSE_INFO,
-    MQL_PROP_SERVER_REFERENCE,
-    MQL_PROP_REASON_STRING,
-    MQL_PROP_PAYLOAD_FORMAT,
-    MQL_PROP_MESSAGE_EXPIRY,
-    MQL_PROP_CONTENT_TYPE,
-    MQL_PROP_RESPONSE_TOPIC,
-    MQL_PROP_CORRELATION_DATA,
-    MQL_PROP_SUBSCRIPTION_ID,
-    MQL_PROP_REQUEST_PROBLEM_INFO,
-    MQL_PROP_WILL_DELAY,
-    MQL_PROP_REQUEST_RESPONSE_INFO,
-    MQL_PROP_TOPIC_ALIAS,
-};
-_Static_assert(sizeof(connack_prop_order) == sizeof(prop_order),
-               "connack_prop_order lists every property once");
-
-#define B(id) MQL_PBIT(MQL_PROP_##id)
-
-/* Table 2-4, last column: which properties each packet (and a CONNECT's will) may carry. */
-#define WILL_PROPS                                                                                 \
-    (B(PAYLOAD_FORMAT) | B(MESSAGE_EXPIRY) | B(CONTENT_TYPE) | B(RESPONSE_TOPIC) |                 \
-     B(CORRELATION_DATA) | B(WILL_DELAY) | B(USER))
-#define ACK_PROPS (B(REASON_STRING) | B(USER))
-
-static const uint64_t allowed_props[16] = {
-    [MQL_CONNECT] = B(SESSION_EXPIRY) | B(AUTH_METHOD) | B(AUTH_DATA) | B(REQUEST_PROBLEM_INFO) |
-                    B(REQUEST_RESPONSE_INFO) | B(RECEIVE_MAXIMUM) | B(TOPIC_ALIAS_MAXIMUM) |
-                    B(USER) | B(MAXIMUM_PACKET_SIZE),
-    [MQL_CONNACK] = B(SESSION_EXPIRY) | B(ASSIGNED_CLIENT_ID) | B(SERVER_KEEP_ALIVE) |
-                    B(AUTH_METHOD) | B(AUTH_DATA) | B(RESPONSE_INFO) | B(SERVER_REFERENCE) |
-                    B(REASON_STRING) | B(RECEIVE_MAXIMUM) | B(TOPIC_ALIAS_MAXIMUM) |
-                    B(MAXIMUM_QOS) | B(RETAIN_AVAILABLE) | B(USER) | B(MAXIMUM_PACKET_SIZE) |
-                    B(WILDCARD_SUB_AVAILABLE) | B(SUB_ID_AVAILABLE) | B(SHARED_SUB_AVAILABLE),
-    [MQL_PUBLISH] = B(PAYLOAD_FORMAT) | B(MESSAGE_EXPIRY) | B(CONTENT_TYPE) | B(RESPONSE_TOPIC) |
-                    B(CORRELATION_DATA) | B(SUBSCRIPTION_ID) | B(TOPIC_ALIAS) | B(USER),
-    [MQL_PUBACK] = ACK_PROPS,
-    [MQL_PUBREC] = ACK_PROPS,
-    [MQL_PUBREL] = ACK_PROPS,
-    [MQL_PUBCOMP] = ACK_PROPS,
-    [MQL_SUBSCRIBE] = B(SUBSCRIPTION_ID) | B(USER),
-    [MQL_SUBACK] = ACK_PROPS,
-    [MQL_UNSUBSCRIBE] = B(USER),
-    [MQL_UNSUBACK] = ACK_PROPS,
-    [MQL_DISCONNECT] = B(SESSION_EXPIRY) | B(SERVER_REFERENCE) | B(REASON_STRING) | B(USER),
-    [MQL_AUTH] = B(AUTH_METHOD) | B(AUTH_DATA) | B(REASON_STRING) | B(USER),
-};
 
 /* Fixed header flags of every type but PUBLISH: [MQTT-2.1.3-1] [v3.1.1 MQTT-2.2.2-1]. */
 static const uint8_t fixed_flags[16] = {
@@ -190,66 +65,7 @@ static bool rc_in(const uint8_t *set, size_t n, uint8_t rc)
 #define RC_OK(set, rc) rc_in((set), sizeof(set), (rc))
 
 /* ------------------------------------------------------------------------------------------ */
-/* UTF-8, topics, VBI                                                                          */
-
-bool mql_utf8_valid(const uint8_t *p, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        if (len - i >= 8) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            /* No byte with the high bit set and no zero byte: eight plain ASCII characters. */
-            if (((w | (w - UINT64_C(0x0101010101010101))) & UINT64_C(0x8080808080808080)) == 0) {
-                i += 8;
-                continue;
-            }
-        }
-        uint8_t c = p[i];
-        if (c < 0x80) {
-            if (c == 0)
-                return false; /* U+0000 [MQTT-1.5.4-2] [v3.1.1 MQTT-1.5.3-2] */
-            i++;
-            continue;
-        }
-        size_t n;
-        uint8_t lo = 0x80, hi = 0xBF;
-        if (c < 0xC2) {
-            return false; /* stray continuation byte, or overlong C0/C1 lead */
-        } else if (c < 0xE0) {
-            n = 1;
-        } else if (c < 0xF0) {
-            n = 2;
-            if (c == 0xE0)
-                lo = 0xA0; /* overlong */
-            else if (c == 0xED)
-                hi = 0x9F; /* U+D800..U+DFFF [MQTT-1.5.4-1] */
-        } else if (c < 0xF5) {
-            n = 3;
-            if (c == 0xF0)
-                lo = 0x90; /* overlong */
-            else if (c == 0xF4)
-                hi = 0x8F; /* beyond U+10FFFF */
-        } else {
-            return false;
-        }
-        if (len - i - 1 < n)
-            return false;
-        if (p[i + 1] < lo || p[i + 1] > hi)
-            return false;
-        for (size_t k = 2; k <= n; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return false;
-        }
-        i += n + 1;
-    }
-    return true;
-}
-
-static bool has_wildcard(const uint8_t *p, size_t len)
-{
-    return len != 0 && (memchr(p, '+', len) != NULL || memchr(p, '#', len) != NULL);
-}
+/* Topic Names and Topic Filters                                                               */
 
 bool mql_topic_name_valid(mql_bytes topic)
 {
@@ -302,34 +118,6 @@ bool mql_topic_filter_valid(mql_bytes filter)
     return filter_levels_valid(p, len);
 }
 
-size_t mql_vbi_size(uint32_t v)
-{
-    if (v < 128u)
-        return 1;
-    if (v < 16384u)
-        return 2;
-    if (v < 2097152u)
-        return 3;
-    if (v <= VBI_MAX)
-        return 4;
-    return 0;
-}
-
-size_t mql_vbi_encode(uint8_t *buf, uint32_t v)
-{
-    if (v > VBI_MAX)
-        return 0;
-    size_t n = 0;
-    do {
-        uint8_t b = v & 0x7F;
-        v >>= 7;
-        if (v != 0)
-            b |= 0x80;
-        buf[n++] = b;
-    } while (v != 0);
-    return n;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Frame scanning                                                                              */
 
@@ -367,93 +155,6 @@ mql_scan mql_frame_scan(const uint8_t *buf, size_t len, uint32_t max_size, mql_f
     return len >= out->total ? MQL_SCAN_COMPLETE : MQL_SCAN_NEED_MORE;
 }
 
-/* ------------------------------------------------------------------------------------------ */
-/* Decoding primitives: a reader over [p, end). All return false when the bytes run out.       */
-
-typedef struct rd {
-    const uint8_t *p;
-    const uint8_t *end;
-} rd;
-
-static inline size_t rd_left(const rd *r)
-{
-    return (size_t)(r->end - r->p);
-}
-
-static inline bool rd_u8(rd *r, uint8_t *v)
-{
-    if (r->p == r->end)
-        return false;
-    *v = *r->p++;
-    return true;
-}
-
-static inline bool rd_u16(rd *r, uint16_t *v)
-{
-    if (rd_left(r) < 2)
-        return false;
-    *v = (uint16_t)((r->p[0] << 8) | r->p[1]);
-    r->p += 2;
-    return true;
-}
-
-static inline bool rd_u32(rd *r, uint32_t *v)
-{
-    if (rd_left(r) < 4)
-        return false;
-    *v = ((uint32_t)r->p[0] << 24) | ((uint32_t)r->p[1] << 16) | ((uint32_t)r->p[2] << 8) | r->p[3];
-    r->p += 4;
-    return true;
-}
-
-/* Two Byte Integer length + bytes (Binary Data, or a string before its UTF-8 check). */
-static inline bool rd_bin(rd *r, mql_bytes *b)
-{
-    uint16_t n;
-    if (!rd_u16(r, &n) || rd_left(r) < n)
-        return false;
-    b->p = r->p;
-    b->len = n;
-    r->p += n;
-    return true;
-}
-
-enum { VBI_OK, VBI_SHORT, VBI_BAD };
-
-/* Variable Byte Integer: at most four bytes and minimal [MQTT-1.5.5-1]. */
-static int rd_vbi(rd *r, uint32_t *v)
-{
-    uint32_t val = 0;
-    for (unsigned i = 0; i < 4; i++) {
-        uint8_t b;
-        if (!rd_u8(r, &b))
-            return VBI_SHORT;
-        val |= (uint32_t)(b & 0x7F) << (7 * i);
-        if ((b & 0x80) == 0) {
-            if (i > 0 && b == 0)
-                return VBI_BAD;
-            *v = val;
-            return VBI_OK;
-        }
-    }
-    return VBI_BAD;
-}
-
-/* A UTF-8 Encoded String. */
-static mql_err rd_str(rd *r, mql_bytes *s, bool v5, const char *truncated, const char **why)
-{
-    if (!rd_bin(r, s))
-        return BAD(MQL_E_MALFORMED, truncated);
-    if (!mql_utf8_valid(s->p, s->len))
-        return BAD(MQL_E_MALFORMED,
-                   V(v5,
-                     "string is not well-formed UTF-8 or contains U+0000 [MQTT-1.5.4-1] "
-                     "[MQTT-1.5.4-2]",
-                     "string is not well-formed UTF-8 or contains U+0000 [v3.1.1 MQTT-1.5.3-1] "
-                     "[v3.1.1 MQTT-1.5.3-2]"));
-    return MQL_OK;
-}
-
 static mql_err rd_pid(rd *r, uint16_t *pid, bool v5, const char **why)
 {
     if (!rd_u16(r, pid))
@@ -470,280 +171,6 @@ static mql_err rd_end(const rd *r, const char **why)
         return BAD(MQL_E_MALFORMED, "bytes left over after the last field: lengths disagree "
                                     "with the Remaining Length (section 2.1.4)");
     return MQL_OK;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Properties                                                                                  */
-
-static mql_err bool_byte(uint8_t v, const char *text, const char **why)
-{
-    return v > 1 ? BAD(MQL_E_PROTOCOL, text) : MQL_OK;
-}
-
-static mql_err dec_props_body(rd q, mql_props *pr, uint64_t allowed, bool many_sub_ids,
-                              const char **why);
-
-/* Decode a property block (Property Length + properties) of a packet that allows `allowed`.
- * `many_sub_ids`: PUBLISH may repeat the Subscription Identifier. */
-static mql_err dec_props(rd *r, mql_props *pr, uint64_t allowed, bool many_sub_ids,
-                         const char **why)
-{
-    uint32_t plen;
-    int vr = rd_vbi(r, &plen);
-    if (vr == VBI_SHORT)
-        return BAD(MQL_E_MALFORMED, "Property Length is truncated (section 2.2.2.1)");
-    if (vr == VBI_BAD)
-        return BAD(MQL_E_MALFORMED,
-                   "Property Length is not a minimal Variable Byte Integer [MQTT-1.5.5-1]");
-    if (plen > rd_left(r))
-        return BAD(MQL_E_MALFORMED, "Property Length runs past the end of the packet "
-                                    "(section 2.2.2.1)");
-    rd q = {r->p, r->p + plen};
-    r->p += plen;
-    return dec_props_body(q, pr, allowed, many_sub_ids, why);
-}
-
-/* The properties themselves, [q.p, q.end). */
-static mql_err dec_props_body(rd q, mql_props *pr, uint64_t allowed, bool many_sub_ids,
-                              const char **why)
-{
-    pr->raw.p = q.p;
-    pr->raw.len = (uint32_t)(q.end - q.p);
-    while (q.p != q.end) {
-        uint8_t id = *q.p++;
-        /* All identifiers are one byte; a byte >= 0x80 starts an identifier no table has. */
-        uint8_t t = id < sizeof(prop_type) ? prop_type[id] : PT_NONE;
-        if (t == PT_NONE)
-            return BAD(MQL_E_MALFORMED, "unknown property identifier (section 2.2.2.2)");
-        uint64_t bit = MQL_PBIT(id);
-        if ((allowed & bit) == 0)
-            return BAD(MQL_E_MALFORMED, "property is not valid for this packet type "
-                                        "(section 2.2.2.2)");
-        if ((pr->present & bit) != 0 && id != MQL_PROP_USER &&
-            !(id == MQL_PROP_SUBSCRIPTION_ID && many_sub_ids))
-            return BAD(MQL_E_PROTOCOL, "property included more than once (it is a Protocol "
-                                       "Error to include it more than once, section 3)");
-        pr->present |= bit;
-
-        uint8_t u8 = 0;
-        uint16_t u16 = 0;
-        uint32_t u32 = 0;
-        mql_bytes s = {0};
-        mql_bytes v = {0};
-        bool ok = true;
-        switch (t) {
-        case PT_BYTE:
-            ok = rd_u8(&q, &u8);
-            break;
-        case PT_U16:
-            ok = rd_u16(&q, &u16);
-            break;
-        case PT_U32:
-            ok = rd_u32(&q, &u32);
-            break;
-        case PT_VBI: {
-            int vr = rd_vbi(&q, &u32);
-            if (vr == VBI_BAD)
-                return BAD(MQL_E_MALFORMED, "property value is not a minimal Variable Byte "
-                                            "Integer [MQTT-1.5.5-1]");
-            ok = vr == VBI_OK;
-            break;
-        }
-        case PT_BIN:
-            ok = rd_bin(&q, &s);
-            break;
-        case PT_STR:
-            TRY(rd_str(&q, &s, true, "property value is truncated (section 2.2.2.2)", why));
-            break;
-        default: /* PT_PAIR */
-            TRY(rd_str(&q, &s, true, "property value is truncated (section 2.2.2.2)", why));
-            TRY(rd_str(&q, &v, true, "property value is truncated (section 2.2.2.2)", why));
-            break;
-        }
-        if (!ok)
-            return BAD(MQL_E_MALFORMED, "property value is truncated (section 2.2.2.2)");
-
-        switch (id) {
-        case MQL_PROP_PAYLOAD_FORMAT:
-            TRY(bool_byte(u8, "Payload Format Indicator is not 0 or 1 (section 3.3.2.3.2)", why));
-            pr->payload_format = u8;
-            break;
-        case MQL_PROP_MESSAGE_EXPIRY:
-            pr->message_expiry = u32;
-            break;
-        case MQL_PROP_CONTENT_TYPE:
-            pr->content_type = s;
-            break;
-        case MQL_PROP_RESPONSE_TOPIC:
-            if (s.len == 0 || has_wildcard(s.p, s.len))
-                return BAD(MQL_E_PROTOCOL, "Response Topic is empty or contains wildcards "
-                                           "[MQTT-3.3.2-14] [MQTT-4.7.3-1]");
-            pr->response_topic = s;
-            break;
-        case MQL_PROP_CORRELATION_DATA:
-            pr->correlation_data = s;
-            break;
-        case MQL_PROP_SUBSCRIPTION_ID:
-            if (u32 == 0)
-                return BAD(MQL_E_PROTOCOL, "Subscription Identifier is 0 (section 3.3.2.3.8, "
-                                           "3.8.2.1.2)");
-            if (pr->n_sub_ids == 0)
-                pr->sub_id = u32;
-            pr->n_sub_ids++;
-            break;
-        case MQL_PROP_SESSION_EXPIRY:
-            pr->session_expiry = u32;
-            break;
-        case MQL_PROP_ASSIGNED_CLIENT_ID:
-            pr->assigned_client_id = s;
-            break;
-        case MQL_PROP_SERVER_KEEP_ALIVE:
-            pr->server_keep_alive = u16;
-            break;
-        case MQL_PROP_AUTH_METHOD:
-            pr->auth_method = s;
-            break;
-        case MQL_PROP_AUTH_DATA:
-            pr->auth_data = s;
-            break;
-        case MQL_PROP_REQUEST_PROBLEM_INFO:
-            TRY(bool_byte(u8, "Request Problem Information is not 0 or 1 (section 3.1.2.11.7)",
-                          why));
-            pr->request_problem_info = u8;
-            break;
-        case MQL_PROP_WILL_DELAY:
-            pr->will_delay = u32;
-            break;
-        case MQL_PROP_REQUEST_RESPONSE_INFO:
-            TRY(bool_byte(u8, "Request Response Information is not 0 or 1 (section 3.1.2.11.6)",
-                          why));
-            pr->request_response_info = u8;
-            break;
-        case MQL_PROP_RESPONSE_INFO:
-            pr->response_info = s;
-            break;
-        case MQL_PROP_SERVER_REFERENCE:
-            pr->server_reference = s;
-            break;
-        case MQL_PROP_REASON_STRING:
-            pr->reason_string = s;
-            break;
-        case MQL_PROP_RECEIVE_MAXIMUM:
-            if (u16 == 0)
-                return BAD(MQL_E_PROTOCOL, "Receive Maximum is 0 (section 3.1.2.11.3, 3.2.2.3.3)");
-            pr->receive_maximum = u16;
-            break;
-        case MQL_PROP_TOPIC_ALIAS_MAXIMUM:
-            pr->topic_alias_maximum = u16;
-            break;
-        case MQL_PROP_TOPIC_ALIAS:
-            if (u16 == 0)
-                return BAD(MQL_E_TOPIC_ALIAS_INVALID, "Topic Alias is 0 [MQTT-3.3.2-8] "
-                                                      "(section 3.3.4)");
-            pr->topic_alias = u16;
-            break;
-        case MQL_PROP_MAXIMUM_QOS:
-            TRY(bool_byte(u8, "Maximum QoS is not 0 or 1 (section 3.2.2.3.4)", why));
-            pr->maximum_qos = u8;
-            break;
-        case MQL_PROP_RETAIN_AVAILABLE:
-            TRY(bool_byte(u8, "Retain Available is not 0 or 1 (section 3.2.2.3.5)", why));
-            pr->retain_available = u8;
-            break;
-        case MQL_PROP_USER:
-            pr->n_user++;
-            break;
-        case MQL_PROP_MAXIMUM_PACKET_SIZE:
-            if (u32 == 0)
-                return BAD(MQL_E_PROTOCOL, "Maximum Packet Size is 0 (section 3.1.2.11.4, "
-                                           "3.2.2.3.6)");
-            pr->maximum_packet_size = u32;
-            break;
-        case MQL_PROP_WILDCARD_SUB_AVAILABLE:
-            TRY(bool_byte(u8, "Wildcard Subscription Available is not 0 or 1 (section 3.2.2.3.11)",
-                          why));
-            pr->wildcard_sub_available = u8;
-            break;
-        case MQL_PROP_SUB_ID_AVAILABLE:
-            TRY(bool_byte(
-                u8, "Subscription Identifier Available is not 0 or 1 (section 3.2.2.3.12)", why));
-            pr->sub_id_available = u8;
-            break;
-        default: /* MQL_PROP_SHARED_SUB_AVAILABLE */
-            TRY(bool_byte(u8, "Shared Subscription Available is not 0 or 1 (section 3.2.2.3.13)",
-                          why));
-            pr->shared_sub_available = u8;
-            break;
-        }
-    }
-    return MQL_OK;
-}
-
-/* Skip one property of a validated block; fills key/val for user properties and *num for
- * Subscription Identifiers. Bounds-checked so a hand-made block cannot make it overread. */
-static bool next_prop(rd *q, uint8_t *id, mql_bytes *key, mql_bytes *val, uint32_t *num)
-{
-    uint8_t u8;
-    uint16_t u16;
-    uint32_t u32;
-    mql_bytes s;
-    if (!rd_u8(q, id) || *id >= sizeof(prop_type))
-        return false;
-    switch (prop_type[*id]) {
-    case PT_BYTE:
-        return rd_u8(q, &u8);
-    case PT_U16:
-        return rd_u16(q, &u16);
-    case PT_U32:
-        return rd_u32(q, &u32);
-    case PT_VBI:
-        return rd_vbi(q, num) == VBI_OK;
-    case PT_STR:
-    case PT_BIN:
-        return rd_bin(q, &s);
-    case PT_PAIR:
-        return rd_bin(q, key) && rd_bin(q, val);
-    default:
-        return false;
-    }
-}
-
-bool mql_props_next_user(const mql_props *props, uint32_t *pos, mql_bytes *key, mql_bytes *val)
-{
-    if (*pos >= props->raw.len)
-        return false;
-    rd q = {props->raw.p + *pos, props->raw.p + props->raw.len};
-    uint8_t id;
-    uint32_t num;
-    while (q.p != q.end) {
-        if (!next_prop(&q, &id, key, val, &num))
-            break;
-        if (id == MQL_PROP_USER) {
-            *pos = (uint32_t)(q.p - props->raw.p);
-            return true;
-        }
-    }
-    *pos = props->raw.len;
-    return false;
-}
-
-bool mql_props_next_sub_id(const mql_props *props, uint32_t *pos, uint32_t *id_out)
-{
-    if (*pos >= props->raw.len)
-        return false;
-    rd q = {props->raw.p + *pos, props->raw.p + props->raw.len};
-    uint8_t id;
-    mql_bytes key, val;
-    while (q.p != q.end) {
-        if (!next_prop(&q, &id, &key, &val, id_out))
-            break;
-        if (id == MQL_PROP_SUBSCRIPTION_ID) {
-            *pos = (uint32_t)(q.p - props->raw.p);
-            return true;
-        }
-    }
-    *pos = props->raw.len;
-    return false;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -808,7 +235,7 @@ static mql_err dec_connect(rd *r, uint8_t flags, bool rl_minimal, mql_connect *c
                    "Password Flag is set without the User Name Flag [v3.1.1 MQTT-3.1.2-22]");
 
     if (v5) {
-        TRY(dec_props(r, &c->props, allowed_props[MQL_CONNECT], false, why));
+        TRY(mql_props_read(r, &c->props, mql_props_allowed(MQL_CONNECT), false, why));
         if ((c->props.present & B(AUTH_DATA)) && !(c->props.present & B(AUTH_METHOD)))
             return BAD(MQL_E_PROTOCOL, "Authentication Data without Authentication Method "
                                        "(section 3.1.2.11.10)");
@@ -822,7 +249,7 @@ static mql_err dec_connect(rd *r, uint8_t flags, bool rl_minimal, mql_connect *c
                why));
     if (c->will) {
         if (v5)
-            TRY(dec_props(r, &c->will_props, WILL_PROPS, false, why));
+            TRY(mql_props_read(r, &c->will_props, MQL_PROPS_WILL, false, why));
         TRY(rd_str(r, &c->will_topic, v5,
                    V(v5, "CONNECT Will Topic is missing [MQTT-3.1.2-9]",
                      "CONNECT Will Topic is missing [v3.1.1 MQTT-3.1.2-9]"),
@@ -863,7 +290,7 @@ static mql_err dec_connack(rd *r, bool v5, mql_connack *c, const char **why)
         if (!RC_OK(rc_connack5, c->reason))
             return BAD(MQL_E_PROTOCOL, "CONNACK Reason Code is not in table 3-1 "
                                        "(section 3.2.2.2)");
-        TRY(dec_props(r, &c->props, allowed_props[MQL_CONNACK], false, why));
+        TRY(mql_props_read(r, &c->props, mql_props_allowed(MQL_CONNACK), false, why));
     } else if (c->reason > 5) {
         return BAD(MQL_E_PROTOCOL, "CONNACK return code is reserved (section 3.2.2.3)");
     }
@@ -892,7 +319,7 @@ static mql_err dec_publish(rd *r, uint8_t flags, bool v5, mql_publish *p, const 
     if (p->qos > 0)
         TRY(rd_pid(r, &p->packet_id, v5, why));
     if (v5) {
-        TRY(dec_props(r, &p->props, allowed_props[MQL_PUBLISH], true, why));
+        TRY(mql_props_read(r, &p->props, mql_props_allowed(MQL_PUBLISH), true, why));
         if (p->topic.len == 0 && !(p->props.present & B(TOPIC_ALIAS)))
             return BAD(MQL_E_PROTOCOL, "PUBLISH Topic Name is empty and there is no Topic Alias "
                                        "(section 3.3.2.1)");
@@ -911,7 +338,7 @@ static mql_err dec_ack(rd *r, uint8_t type, bool v5, mql_ack *a, const char **wh
         return rd_end(r, why);
     /* Remaining Length 2: reason 0, no properties; 3: no Property Length (section 3.4.2.1). */
     if (rd_u8(r, &a->reason) && r->p != r->end)
-        TRY(dec_props(r, &a->props, ACK_PROPS, false, why));
+        TRY(mql_props_read(r, &a->props, MQL_PROPS_ACK, false, why));
     bool ok = type == MQL_PUBACK || type == MQL_PUBREC ? RC_OK(rc_puback, a->reason)
                                                        : RC_OK(rc_pubrel, a->reason);
     if (!ok) {
@@ -930,7 +357,7 @@ static mql_err dec_subscribe(rd *r, bool v5, mql_subscribe *s, const char **why)
 {
     TRY(rd_pid(r, &s->packet_id, v5, why));
     if (v5)
-        TRY(dec_props(r, &s->props, allowed_props[MQL_SUBSCRIBE], false, why));
+        TRY(mql_props_read(r, &s->props, mql_props_allowed(MQL_SUBSCRIBE), false, why));
     s->raw.p = r->p;
     s->raw.len = (uint32_t)rd_left(r);
     while (r->p != r->end) {
@@ -972,7 +399,7 @@ static mql_err dec_suback(rd *r, uint8_t type, bool v5, mql_suback *s, const cha
     if (type == MQL_UNSUBACK && !v5)
         return rd_end(r, why);
     if (v5)
-        TRY(dec_props(r, &s->props, ACK_PROPS, false, why));
+        TRY(mql_props_read(r, &s->props, MQL_PROPS_ACK, false, why));
     s->codes = r->p;
     s->count = (uint32_t)rd_left(r);
     if (s->count == 0)
@@ -1000,7 +427,7 @@ static mql_err dec_unsubscribe(rd *r, bool v5, mql_unsubscribe *u, const char **
 {
     TRY(rd_pid(r, &u->packet_id, v5, why));
     if (v5)
-        TRY(dec_props(r, &u->props, allowed_props[MQL_UNSUBSCRIBE], false, why));
+        TRY(mql_props_read(r, &u->props, mql_props_allowed(MQL_UNSUBSCRIBE), false, why));
     u->raw.p = r->p;
     u->raw.len = (uint32_t)rd_left(r);
     while (r->p != r->end) {
@@ -1026,7 +453,7 @@ static mql_err dec_disconnect(rd *r, uint8_t type, bool v5, mql_disconnect *d, c
         return empty ? MQL_OK
                      : BAD(MQL_E_MALFORMED, "DISCONNECT Remaining Length is not 0 (section 3.14)");
     if (rd_u8(r, &d->reason) && r->p != r->end)
-        TRY(dec_props(r, &d->props, allowed_props[type], false, why));
+        TRY(mql_props_read(r, &d->props, mql_props_allowed(type), false, why));
     if (type == MQL_DISCONNECT) {
         if (!RC_OK(rc_disconnect, d->reason))
             return BAD(MQL_E_PROTOCOL, "DISCONNECT Reason Code is not in table 3-10 "
@@ -1161,187 +588,7 @@ bool mql_unsubscribe_next(const mql_unsubscribe *unsub, uint32_t *pos, mql_bytes
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Encoding: a writer that only counts while p is NULL                                        */
-
-typedef struct wr {
-    uint8_t *p;
-    uint64_t n; /* 64 bits so that sizing cannot wrap on 32-bit targets */
-} wr;
-
-static inline void put_u8(wr *w, uint8_t v)
-{
-    if (w->p)
-        w->p[w->n] = v;
-    w->n++;
-}
-
-static inline void put_u16(wr *w, uint16_t v)
-{
-    put_u8(w, (uint8_t)(v >> 8));
-    put_u8(w, (uint8_t)v);
-}
-
-static inline void put_u32(wr *w, uint32_t v)
-{
-    put_u16(w, (uint16_t)(v >> 16));
-    put_u16(w, (uint16_t)v);
-}
-
-static inline void put_raw(wr *w, const uint8_t *src, size_t len)
-{
-    if (w->p && len != 0)
-        memcpy(w->p + w->n, src, len);
-    w->n += len;
-}
-
-static inline bool put_bytes(wr *w, mql_bytes b)
-{
-    if (b.len > 65535)
-        return false;
-    put_u16(w, (uint16_t)b.len);
-    put_raw(w, b.p, b.len);
-    return true;
-}
-
-static inline bool put_vbi(wr *w, uint64_t v)
-{
-    if (v > VBI_MAX)
-        return false;
-    if (w->p)
-        w->n += mql_vbi_encode(w->p + w->n, (uint32_t)v);
-    else
-        w->n += mql_vbi_size((uint32_t)v);
-    return true;
-}
-
-/* The properties themselves (no Property Length), in prop_order (connack_prop_order for a
- * CONNACK, the only packet whose properties are allowed_props[MQL_CONNACK]). */
-static bool put_props_body(wr *w, const mql_props *pr, uint64_t allowed)
-{
-    uint64_t m = pr->present & allowed;
-    const uint8_t *order = allowed == allowed_props[MQL_CONNACK] ? connack_prop_order : prop_order;
-    for (size_t i = 0; m != 0 && i < sizeof(prop_order); i++) {
-        uint8_t id = order[i];
-        if ((m & MQL_PBIT(id)) == 0)
-            continue;
-        m &= ~MQL_PBIT(id);
-        bool ok = true;
-        if (id == MQL_PROP_SUBSCRIPTION_ID) {
-            uint32_t n = pr->sub_ids ? pr->n_sub_ids : 1;
-            for (uint32_t k = 0; k < n && ok; k++) {
-                put_u8(w, id);
-                ok = put_vbi(w, pr->sub_ids ? pr->sub_ids[k] : pr->sub_id);
-            }
-            if (!ok)
-                return false;
-            continue;
-        }
-        put_u8(w, id);
-        switch (id) {
-        case MQL_PROP_PAYLOAD_FORMAT:
-            put_u8(w, pr->payload_format);
-            break;
-        case MQL_PROP_MESSAGE_EXPIRY:
-            put_u32(w, pr->message_expiry);
-            break;
-        case MQL_PROP_CONTENT_TYPE:
-            ok = put_bytes(w, pr->content_type);
-            break;
-        case MQL_PROP_RESPONSE_TOPIC:
-            ok = put_bytes(w, pr->response_topic);
-            break;
-        case MQL_PROP_CORRELATION_DATA:
-            ok = put_bytes(w, pr->correlation_data);
-            break;
-        case MQL_PROP_SESSION_EXPIRY:
-            put_u32(w, pr->session_expiry);
-            break;
-        case MQL_PROP_ASSIGNED_CLIENT_ID:
-            ok = put_bytes(w, pr->assigned_client_id);
-            break;
-        case MQL_PROP_SERVER_KEEP_ALIVE:
-            put_u16(w, pr->server_keep_alive);
-            break;
-        case MQL_PROP_AUTH_METHOD:
-            ok = put_bytes(w, pr->auth_method);
-            break;
-        case MQL_PROP_AUTH_DATA:
-            ok = put_bytes(w, pr->auth_data);
-            break;
-        case MQL_PROP_REQUEST_PROBLEM_INFO:
-            put_u8(w, pr->request_problem_info);
-            break;
-        case MQL_PROP_WILL_DELAY:
-            put_u32(w, pr->will_delay);
-            break;
-        case MQL_PROP_REQUEST_RESPONSE_INFO:
-            put_u8(w, pr->request_response_info);
-            break;
-        case MQL_PROP_RESPONSE_INFO:
-            ok = put_bytes(w, pr->response_info);
-            break;
-        case MQL_PROP_SERVER_REFERENCE:
-            ok = put_bytes(w, pr->server_reference);
-            break;
-        case MQL_PROP_REASON_STRING:
-            ok = put_bytes(w, pr->reason_string);
-            break;
-        case MQL_PROP_RECEIVE_MAXIMUM:
-            put_u16(w, pr->receive_maximum);
-            break;
-        case MQL_PROP_TOPIC_ALIAS_MAXIMUM:
-            put_u16(w, pr->topic_alias_maximum);
-            break;
-        case MQL_PROP_TOPIC_ALIAS:
-            put_u16(w, pr->topic_alias);
-            break;
-        case MQL_PROP_MAXIMUM_QOS:
-            put_u8(w, pr->maximum_qos);
-            break;
-        case MQL_PROP_RETAIN_AVAILABLE:
-            put_u8(w, pr->retain_available);
-            break;
-        case MQL_PROP_MAXIMUM_PACKET_SIZE:
-            put_u32(w, pr->maximum_packet_size);
-            break;
-        case MQL_PROP_WILDCARD_SUB_AVAILABLE:
-            put_u8(w, pr->wildcard_sub_available);
-            break;
-        case MQL_PROP_SUB_ID_AVAILABLE:
-            put_u8(w, pr->sub_id_available);
-            break;
-        default: /* MQL_PROP_SHARED_SUB_AVAILABLE */
-            put_u8(w, pr->shared_sub_available);
-            break;
-        }
-        if (!ok)
-            return false;
-    }
-    if ((allowed & B(USER)) != 0)
-        put_raw(w, pr->user_raw.p, pr->user_raw.len);
-    return true;
-}
-
-/* Bytes of the properties of pr that a packet allowing `allowed` carries (0: none);
- * UINT64_MAX when they cannot be encoded. */
-static uint64_t props_body_size(const mql_props *pr, uint64_t allowed)
-{
-    wr s = {NULL, 0};
-    return put_props_body(&s, pr, allowed) ? s.n : UINT64_MAX;
-}
-
-/* Property Length + properties. */
-static bool put_props(wr *w, const mql_props *pr, uint64_t allowed)
-{
-    uint64_t n = props_body_size(pr, allowed);
-    if (!put_vbi(w, n))
-        return false;
-    if (w->p == NULL) {
-        w->n += n; /* sizing pass: the body was just measured */
-        return true;
-    }
-    return put_props_body(w, pr, allowed);
-}
+/* Encoding, one function per packet                                                           */
 
 static bool enc_connect(wr *w, const mql_connect *c, uint8_t version)
 {
@@ -1360,12 +607,12 @@ static bool enc_connect(wr *w, const mql_connect *c, uint8_t version)
         cf |= (uint8_t)((c->will_retain ? 0x20 : 0) | ((c->will_qos & 0x03) << 3) | 0x04);
     put_u8(w, cf);
     put_u16(w, c->keep_alive);
-    if (v5 && !put_props(w, &c->props, allowed_props[MQL_CONNECT]))
+    if (v5 && !mql_props_put(w, &c->props, mql_props_allowed(MQL_CONNECT)))
         return false;
     if (!put_bytes(w, c->client_id))
         return false;
     if (c->will) {
-        if (v5 && !put_props(w, &c->will_props, WILL_PROPS))
+        if (v5 && !mql_props_put(w, &c->will_props, MQL_PROPS_WILL))
             return false;
         if (!put_bytes(w, c->will_topic) || !put_bytes(w, c->will_payload))
             return false;
@@ -1377,6 +624,79 @@ static bool enc_connect(wr *w, const mql_connect *c, uint8_t version)
     return true;
 }
 
+static bool enc_publish(wr *w, const mql_publish *p, bool v5, uint8_t *flags)
+{
+    *flags = (uint8_t)((p->dup ? 0x08 : 0) | ((p->qos & 0x03) << 1) | (p->retain ? 1 : 0));
+    if (!put_bytes(w, p->topic))
+        return false;
+    if (p->qos > 0)
+        put_u16(w, p->packet_id);
+    if (v5 && !mql_props_put(w, &p->props, mql_props_allowed(MQL_PUBLISH)))
+        return false;
+    put_raw(w, p->payload.p, p->payload.len);
+    return true;
+}
+
+/* The v5 tail of the acks, DISCONNECT and AUTH: a reason code and properties, left out
+ * from the end while they are 0 and empty (the short forms). */
+static bool enc_reason_props(wr *w, uint8_t reason, const mql_props *props, uint64_t allowed)
+{
+    uint64_t pn = mql_props_body_size(props, allowed);
+    if (pn == UINT64_MAX)
+        return false;
+    if (reason != 0 || pn != 0)
+        put_u8(w, reason);
+    return pn == 0 || mql_props_put(w, props, allowed);
+}
+
+static bool enc_subscribe(wr *w, const mql_subscribe *s, bool v5)
+{
+    if (s->count == 0 || s->list == NULL)
+        return false;
+    put_u16(w, s->packet_id);
+    if (v5 && !mql_props_put(w, &s->props, mql_props_allowed(MQL_SUBSCRIBE)))
+        return false;
+    for (uint32_t i = 0; i < s->count; i++) {
+        const mql_sub_entry *e = &s->list[i];
+        if (!put_bytes(w, e->filter))
+            return false;
+        uint8_t o = e->qos & 0x03;
+        if (v5)
+            o |= (uint8_t)((e->no_local ? 0x04 : 0) | (e->retain_as_published ? 0x08 : 0) |
+                           ((e->retain_handling & 0x03) << 4));
+        put_u8(w, o);
+    }
+    return true;
+}
+
+/* SUBACK and UNSUBACK (no reason codes in a 3.1.1 UNSUBACK). */
+static bool enc_suback(wr *w, const mql_suback *s, uint8_t type, bool v5)
+{
+    put_u16(w, s->packet_id);
+    if (type == MQL_UNSUBACK && !v5)
+        return true;
+    if (v5 && !mql_props_put(w, &s->props, MQL_PROPS_ACK))
+        return false;
+    if (s->count != 0 && s->codes == NULL)
+        return false;
+    put_raw(w, s->codes, s->count);
+    return true;
+}
+
+static bool enc_unsubscribe(wr *w, const mql_unsubscribe *u, bool v5)
+{
+    if (u->count == 0 || u->list == NULL)
+        return false;
+    put_u16(w, u->packet_id);
+    if (v5 && !mql_props_put(w, &u->props, mql_props_allowed(MQL_UNSUBSCRIBE)))
+        return false;
+    for (uint32_t i = 0; i < u->count; i++) {
+        if (!put_bytes(w, u->list[i]))
+            return false;
+    }
+    return true;
+}
+
 /* Variable header + payload of pkt; *flags gets the fixed header flags. */
 static bool enc_body(wr *w, const mql_packet *pkt, uint8_t version, uint8_t *flags)
 {
@@ -1385,99 +705,34 @@ static bool enc_body(wr *w, const mql_packet *pkt, uint8_t version, uint8_t *fla
     switch (pkt->type) {
     case MQL_CONNECT:
         return enc_connect(w, &pkt->u.connect, version);
-    case MQL_CONNACK: {
-        const mql_connack *c = &pkt->u.connack;
-        put_u8(w, c->session_present ? 1 : 0);
-        put_u8(w, c->reason);
-        return !v5 || put_props(w, &c->props, allowed_props[MQL_CONNACK]);
-    }
-    case MQL_PUBLISH: {
-        const mql_publish *p = &pkt->u.publish;
-        *flags = (uint8_t)((p->dup ? 0x08 : 0) | ((p->qos & 0x03) << 1) | (p->retain ? 1 : 0));
-        if (!put_bytes(w, p->topic))
-            return false;
-        if (p->qos > 0)
-            put_u16(w, p->packet_id);
-        if (v5 && !put_props(w, &p->props, allowed_props[MQL_PUBLISH]))
-            return false;
-        put_raw(w, p->payload.p, p->payload.len);
-        return true;
-    }
+    case MQL_CONNACK:
+        put_u8(w, pkt->u.connack.session_present ? 1 : 0);
+        put_u8(w, pkt->u.connack.reason);
+        return !v5 || mql_props_put(w, &pkt->u.connack.props, mql_props_allowed(MQL_CONNACK));
+    case MQL_PUBLISH:
+        return enc_publish(w, &pkt->u.publish, v5, flags);
     case MQL_PUBACK:
     case MQL_PUBREC:
     case MQL_PUBREL:
-    case MQL_PUBCOMP: {
-        const mql_ack *a = &pkt->u.ack;
-        put_u16(w, a->packet_id);
-        if (!v5)
-            return true;
-        uint64_t pn = props_body_size(&a->props, ACK_PROPS);
-        if (pn == UINT64_MAX)
-            return false;
-        if (a->reason != 0 || pn != 0)
-            put_u8(w, a->reason);
-        return pn == 0 || put_props(w, &a->props, ACK_PROPS);
-    }
-    case MQL_SUBSCRIBE: {
-        const mql_subscribe *s = &pkt->u.subscribe;
-        if (s->count == 0 || s->list == NULL)
-            return false;
-        put_u16(w, s->packet_id);
-        if (v5 && !put_props(w, &s->props, allowed_props[MQL_SUBSCRIBE]))
-            return false;
-        for (uint32_t i = 0; i < s->count; i++) {
-            const mql_sub_entry *e = &s->list[i];
-            if (!put_bytes(w, e->filter))
-                return false;
-            uint8_t o = e->qos & 0x03;
-            if (v5)
-                o |= (uint8_t)((e->no_local ? 0x04 : 0) | (e->retain_as_published ? 0x08 : 0) |
-                               ((e->retain_handling & 0x03) << 4));
-            put_u8(w, o);
-        }
-        return true;
-    }
+    case MQL_PUBCOMP:
+        put_u16(w, pkt->u.ack.packet_id);
+        return !v5 || enc_reason_props(w, pkt->u.ack.reason, &pkt->u.ack.props, MQL_PROPS_ACK);
+    case MQL_SUBSCRIBE:
+        return enc_subscribe(w, &pkt->u.subscribe, v5);
     case MQL_SUBACK:
-    case MQL_UNSUBACK: {
-        const mql_suback *s = &pkt->u.suback;
-        put_u16(w, s->packet_id);
-        if (pkt->type == MQL_UNSUBACK && !v5)
-            return true;
-        if (v5 && !put_props(w, &s->props, ACK_PROPS))
-            return false;
-        if (s->count != 0 && s->codes == NULL)
-            return false;
-        put_raw(w, s->codes, s->count);
-        return true;
-    }
-    case MQL_UNSUBSCRIBE: {
-        const mql_unsubscribe *u = &pkt->u.unsubscribe;
-        if (u->count == 0 || u->list == NULL)
-            return false;
-        put_u16(w, u->packet_id);
-        if (v5 && !put_props(w, &u->props, allowed_props[MQL_UNSUBSCRIBE]))
-            return false;
-        for (uint32_t i = 0; i < u->count; i++) {
-            if (!put_bytes(w, u->list[i]))
-                return false;
-        }
-        return true;
-    }
+    case MQL_UNSUBACK:
+        return enc_suback(w, &pkt->u.suback, pkt->type, v5);
+    case MQL_UNSUBSCRIBE:
+        return enc_unsubscribe(w, &pkt->u.unsubscribe, v5);
     case MQL_PINGREQ:
     case MQL_PINGRESP:
         return true;
     case MQL_DISCONNECT:
-    case MQL_AUTH: {
+    case MQL_AUTH:
         if (!v5)
             return pkt->type == MQL_DISCONNECT;
-        const mql_disconnect *d = &pkt->u.disconnect;
-        uint64_t pn = props_body_size(&d->props, allowed_props[pkt->type]);
-        if (pn == UINT64_MAX)
-            return false;
-        if (d->reason != 0 || pn != 0)
-            put_u8(w, d->reason);
-        return pn == 0 || put_props(w, &d->props, allowed_props[pkt->type]);
-    }
+        return enc_reason_props(w, pkt->u.disconnect.reason, &pkt->u.disconnect.props,
+                                mql_props_allowed(pkt->type));
     default:
         return false;
     }
@@ -1509,47 +764,4 @@ size_t mql_encode(uint8_t *buf, size_t cap, const mql_packet *pkt, uint8_t versi
     w.n = 0;
     (void)enc_body(&w, pkt, version, &flags);
     return total;
-}
-
-size_t mql_user_prop_encode(uint8_t *buf, size_t cap, mql_bytes key, mql_bytes val)
-{
-    if (key.len > 65535 || val.len > 65535)
-        return 0;
-    size_t need = 5 + (size_t)key.len + val.len;
-    if (need > cap)
-        return need;
-    wr w = {buf, 0};
-    put_u8(&w, MQL_PROP_USER);
-    (void)put_bytes(&w, key);
-    (void)put_bytes(&w, val);
-    return need;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Property blocks on their own (the store keeps a message's forwarded properties this way)    */
-
-size_t mql_props_encode(uint8_t *buf, size_t cap, const mql_props *props)
-{
-    uint64_t n = props_body_size(props, allowed_props[MQL_PUBLISH]);
-    if (n == UINT64_MAX || n > UINT32_MAX)
-        return 0;
-    if (n <= cap && buf != NULL) {
-        wr w = {buf, 0};
-        (void)put_props_body(&w, props, allowed_props[MQL_PUBLISH]);
-    }
-    return (size_t)n;
-}
-
-mql_err mql_props_decode(const uint8_t *p, size_t len, mql_props *out, const char **why)
-{
-    const char *dummy;
-    if (why == NULL)
-        why = &dummy;
-    memset(out, 0, sizeof(*out));
-    if (len > 268435455u) {
-        *why = "property block too long";
-        return MQL_E_MALFORMED;
-    }
-    rd q = {p, p + len};
-    return dec_props_body(q, out, allowed_props[MQL_PUBLISH], true, why);
 }

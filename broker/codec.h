@@ -12,6 +12,9 @@
  *   2. mql_decode() on one complete frame: MQL_OK, or a specific error with a constant
  *      explanation naming the rule (`why`).
  *
+ * MQTT 5 properties (identifiers, struct mql_props, their iterators and bare property
+ * blocks) are declared in codec_props.h, which this header includes.
+ *
  * Version numbers are the CONNECT Protocol Level: MQL_V311 (4) or MQL_V5 (5). MQTT 3.1
  * (level 3, "MQIsdp") is decoded too (MQL_V31), with 3.1.1 rules.
  */
@@ -22,11 +25,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec_props.h"
 #include "err.h"
 
 enum { MQL_V31 = 3, MQL_V311 = 4, MQL_V5 = 5 };
 
-/* Control packet types (fixed header bits 7-4). */
+/* mql_ptype: the control packet types (fixed header bits 7-4). */
 enum mql_ptype {
     MQL_CONNECT = 1,
     MQL_CONNACK = 2,
@@ -44,107 +48,6 @@ enum mql_ptype {
     MQL_DISCONNECT = 14,
     MQL_AUTH = 15, /* MQTT 5 only */
 };
-
-/* MQTT 5 property identifiers. */
-enum mql_prop_id {
-    MQL_PROP_PAYLOAD_FORMAT = 0x01,
-    MQL_PROP_MESSAGE_EXPIRY = 0x02,
-    MQL_PROP_CONTENT_TYPE = 0x03,
-    MQL_PROP_RESPONSE_TOPIC = 0x08,
-    MQL_PROP_CORRELATION_DATA = 0x09,
-    MQL_PROP_SUBSCRIPTION_ID = 0x0B,
-    MQL_PROP_SESSION_EXPIRY = 0x11,
-    MQL_PROP_ASSIGNED_CLIENT_ID = 0x12,
-    MQL_PROP_SERVER_KEEP_ALIVE = 0x13,
-    MQL_PROP_AUTH_METHOD = 0x15,
-    MQL_PROP_AUTH_DATA = 0x16,
-    MQL_PROP_REQUEST_PROBLEM_INFO = 0x17,
-    MQL_PROP_WILL_DELAY = 0x18,
-    MQL_PROP_REQUEST_RESPONSE_INFO = 0x19,
-    MQL_PROP_RESPONSE_INFO = 0x1A,
-    MQL_PROP_SERVER_REFERENCE = 0x1C,
-    MQL_PROP_REASON_STRING = 0x1F,
-    MQL_PROP_RECEIVE_MAXIMUM = 0x21,
-    MQL_PROP_TOPIC_ALIAS_MAXIMUM = 0x22,
-    MQL_PROP_TOPIC_ALIAS = 0x23,
-    MQL_PROP_MAXIMUM_QOS = 0x24,
-    MQL_PROP_RETAIN_AVAILABLE = 0x25,
-    MQL_PROP_USER = 0x26,
-    MQL_PROP_MAXIMUM_PACKET_SIZE = 0x27,
-    MQL_PROP_WILDCARD_SUB_AVAILABLE = 0x28,
-    MQL_PROP_SUB_ID_AVAILABLE = 0x29,
-    MQL_PROP_SHARED_SUB_AVAILABLE = 0x2A,
-};
-
-/* Bit for property id in mql_props.present: MQL_PBIT(MQL_PROP_TOPIC_ALIAS). */
-#define MQL_PBIT(id) (UINT64_C(1) << (id))
-
-/* A borrowed byte slice (UTF-8 string or binary data). Never NUL-terminated. */
-typedef struct mql_bytes {
-    const uint8_t *p;
-    uint32_t len;
-} mql_bytes;
-
-/*
- * MQTT 5 properties of one packet (or of a CONNECT's will). A field is meaningful only when
- * its bit is set in `present`.
- *
- * Decoding: `raw` is the whole property block (without its length), validated; user
- * properties and repeated subscription identifiers are read back with the iterators below.
- * `sub_id` holds the first Subscription Identifier, `n_sub_ids` how many there were.
- * `user_raw` is left empty by the decoder.
- *
- * Encoding: `raw` is ignored. `user_raw` is a run of already-encoded user properties (each
- * 0x26 + key string + value string) written in order; `sub_ids`/`n_sub_ids` give the
- * Subscription Identifiers to write (PUBLISH to a client may carry several); when `sub_ids`
- * is NULL and the bit is present, `sub_id` is written once.
- */
-typedef struct mql_props {
-    uint64_t present;
-    uint8_t payload_format;
-    uint8_t request_problem_info;
-    uint8_t request_response_info;
-    uint8_t maximum_qos;
-    uint8_t retain_available;
-    uint8_t wildcard_sub_available;
-    uint8_t sub_id_available;
-    uint8_t shared_sub_available;
-    uint16_t server_keep_alive;
-    uint16_t receive_maximum;
-    uint16_t topic_alias_maximum;
-    uint16_t topic_alias;
-    uint32_t message_expiry;
-    uint32_t session_expiry;
-    uint32_t will_delay;
-    uint32_t maximum_packet_size;
-    uint32_t sub_id;
-    uint32_t n_sub_ids;
-    const uint32_t *sub_ids;
-    mql_bytes content_type;
-    mql_bytes response_topic;
-    mql_bytes correlation_data;
-    mql_bytes assigned_client_id;
-    mql_bytes auth_method;
-    mql_bytes auth_data;
-    mql_bytes response_info;
-    mql_bytes server_reference;
-    mql_bytes reason_string;
-    uint32_t n_user;    /* number of user properties (decoded) */
-    mql_bytes user_raw; /* encode: encoded user properties, in order */
-    mql_bytes raw;      /* decode: the property block */
-} mql_props;
-
-/* Iterate the user properties of a decoded property block, in order. *pos starts at 0.
- * Returns false when there are no more. */
-bool mql_props_next_user(const mql_props *props, uint32_t *pos, mql_bytes *key, mql_bytes *val);
-
-/* Iterate the Subscription Identifiers of a decoded property block. */
-bool mql_props_next_sub_id(const mql_props *props, uint32_t *pos, uint32_t *id);
-
-/* Append one encoded user property (0x26, key, value) to buf. Returns the bytes it needs
- * (5 + key.len + val.len); writes only when that fits in cap. Returns 0 when key or val is
- * longer than 65,535 bytes. */
-size_t mql_user_prop_encode(uint8_t *buf, size_t cap, mql_bytes key, mql_bytes val);
 
 typedef struct mql_connect {
     mql_bytes protocol_name; /* "MQTT" (or "MQIsdp" for 3.1) */
@@ -183,7 +86,7 @@ typedef struct mql_publish {
     mql_bytes payload;
 } mql_publish;
 
-/* PUBACK, PUBREC, PUBREL, PUBCOMP. In v5 a reason of 0 with no properties is encoded in
+/* mql_ack: PUBACK, PUBREC, PUBREL, PUBCOMP. In v5 a reason of 0 with no properties is encoded in
  * the short 2-byte form. */
 typedef struct mql_ack {
     uint16_t packet_id;
@@ -199,8 +102,8 @@ typedef struct mql_sub_entry {
     uint8_t retain_handling;  /* v5: 0, 1 or 2 */
 } mql_sub_entry;
 
-/* SUBSCRIBE. Decoding: `raw` holds the validated payload, `count` its entries; read them
- * with mql_subscribe_next(). Encoding: `list`/`count`. */
+/* mql_subscribe: SUBSCRIBE. Decoding: `raw` holds the validated payload, `count` its entries; read
+ * them with mql_subscribe_next(). Encoding: `list`/`count`. */
 typedef struct mql_subscribe {
     uint16_t packet_id;
     mql_props props;
@@ -209,12 +112,14 @@ typedef struct mql_subscribe {
     const mql_sub_entry *list;
 } mql_subscribe;
 
-/* Read the next entry of a decoded SUBSCRIBE payload. *pos starts at 0. */
+/* mql_subscribe_next: the next entry of a decoded SUBSCRIBE payload of a connection
+ * speaking `version`. *pos starts at 0 and is advanced. Returns false when there are no more.
+ * OUT: *out (its filter borrows from the frame). */
 bool mql_subscribe_next(const mql_subscribe *sub, uint8_t version, uint32_t *pos,
                         mql_sub_entry *out);
 
-/* SUBACK and UNSUBACK: one reason code per filter (UNSUBACK has none in 3.1.1). Decoding
- * points `codes` into the frame. */
+/* mql_suback: SUBACK and UNSUBACK: one reason code per filter (UNSUBACK has none in 3.1.1).
+ * Decoding points `codes` into the frame. */
 typedef struct mql_suback {
     uint16_t packet_id;
     mql_props props;
@@ -222,8 +127,8 @@ typedef struct mql_suback {
     const uint8_t *codes;
 } mql_suback;
 
-/* UNSUBSCRIBE. Decoding: `raw`/`count`, read with mql_unsubscribe_next(). Encoding:
- * `list`/`count`. */
+/* mql_unsubscribe: UNSUBSCRIBE. Decoding: `raw`/`count`, read with mql_unsubscribe_next().
+ * Encoding: `list`/`count`. */
 typedef struct mql_unsubscribe {
     uint16_t packet_id;
     mql_props props;
@@ -232,9 +137,11 @@ typedef struct mql_unsubscribe {
     const mql_bytes *list;
 } mql_unsubscribe;
 
+/* mql_unsubscribe_next: the next filter of a decoded UNSUBSCRIBE payload; *pos as for
+ * mql_subscribe_next. Returns false when there are no more. OUT: *filter (borrowed). */
 bool mql_unsubscribe_next(const mql_unsubscribe *unsub, uint32_t *pos, mql_bytes *filter);
 
-/* DISCONNECT and AUTH (v5 reason + properties; v3.1.1 DISCONNECT has no body). */
+/* mql_disconnect: DISCONNECT and AUTH (v5 reason + properties; v3.1.1 DISCONNECT has no body). */
 typedef struct mql_disconnect {
     uint8_t reason;
     mql_props props;
@@ -269,7 +176,7 @@ typedef struct mql_frame {
 } mql_frame;
 
 /*
- * Look at the start of buf (len bytes received so far) for one MQTT frame.
+ * mql_frame_scan: look at the start of buf (len bytes received so far) for one MQTT frame.
  * Returns NEED_MORE when the fixed header or the body is incomplete (never an error),
  * COMPLETE with *out filled when buf holds the whole frame, ERROR with *err set when the
  * Remaining Length uses more than 4 bytes (MQL_E_MALFORMED) or header + body exceed
@@ -282,7 +189,7 @@ mql_scan mql_frame_scan(const uint8_t *buf, size_t len, uint32_t max_size, mql_f
                         mql_err *err);
 
 /*
- * Decode one complete frame (as found by mql_frame_scan) of a connection speaking
+ * mql_decode: decode one complete frame (as found by mql_frame_scan) of a connection speaking
  * `version`. For CONNECT, pass version 0: the version is read from the packet.
  * Checks every rule the specification makes about the packet's own bytes: fixed header
  * flags, lengths, UTF-8 strings, property ids allowed for the packet type and not repeated,
@@ -301,8 +208,8 @@ MQL_MUST_CHECK mql_err mql_decode(const uint8_t *frame, size_t len, uint8_t vers
                                   mql_packet *out, const char **why);
 
 /*
- * Encode pkt for a connection speaking `version` into buf. Returns the total size of the
- * encoded packet; writes only when that size <= cap (so call with cap 0 to size a buffer).
+ * mql_encode: encode pkt for a connection speaking `version` into buf. Returns the total size of
+ * the encoded packet; writes only when that size <= cap (so call with cap 0 to size a buffer).
  * v5-only parts (properties, reason codes) are left out for 3.1.1. Returns 0 when pkt
  * cannot be encoded (a length beyond the protocol's limits, or an unknown type; also a
  * SUBSCRIBE/UNSUBSCRIBE without entries and AUTH for 3.1.1).
@@ -312,30 +219,24 @@ MQL_MUST_CHECK mql_err mql_decode(const uint8_t *frame, size_t len, uint8_t vers
  */
 size_t mql_encode(uint8_t *buf, size_t cap, const mql_packet *pkt, uint8_t version);
 
-/* Encode the PUBLISH-allowed properties of props as a bare property block (no Property
- * Length), as the store keeps them. Returns the size; writes only when it fits in cap; 0 for
- * no properties (or when they cannot be encoded). */
-size_t mql_props_encode(uint8_t *buf, size_t cap, const mql_props *props);
-
-/* Decode a bare property block written by mql_props_encode (slices point into p). */
-MQL_MUST_CHECK mql_err mql_props_decode(const uint8_t *p, size_t len, mql_props *out,
-                                        const char **why);
-
-/* Bytes a Variable Byte Integer takes (1..4), and its encoding into buf (>= 4 bytes).
- * Both return 0 for v > 268,435,455, which has no encoding. */
+/* mql_vbi_size, mql_vbi_encode: the bytes a Variable Byte Integer takes (1..4), and its
+ * encoding into buf (>= 4 bytes; codec_wire.c). Both return 0 for v > 268,435,455, which
+ * has no encoding. */
 size_t mql_vbi_size(uint32_t v);
 size_t mql_vbi_encode(uint8_t *buf, uint32_t v);
 
-/* UTF-8 Encoded String rules [MQTT-1.5.4-1] [MQTT-1.5.4-2]: well-formed, no surrogates, no
- * U+0000, no overlong forms. */
+/* mql_utf8_valid: true when p[0..len) follows the UTF-8 Encoded String rules [MQTT-1.5.4-1]
+ * [MQTT-1.5.4-2]: well-formed, no surrogates, no U+0000, no overlong forms. */
 bool mql_utf8_valid(const uint8_t *p, size_t len);
 
-/* Topic Name rules for PUBLISH [MQTT-4.7.3-1]: non-empty, no '+' or '#', valid UTF-8. */
+/* mql_topic_name_valid: true when topic follows the Topic Name rules for PUBLISH [MQTT-4.7.3-1]:
+ * non-empty, no '+' or '#', valid UTF-8. */
 bool mql_topic_name_valid(mql_bytes topic);
 
-/* Topic Filter rules [MQTT-4.7.1-1..3] [MQTT-4.7.3-1]: non-empty, '#' only as the last
- * level on its own, '+' only as a whole level. Shared subscriptions ($share/GROUP/FILTER)
- * are valid when GROUP is non-empty without wildcards and FILTER is valid. */
+/* mql_topic_filter_valid: true when filter follows the Topic Filter rules [MQTT-4.7.1-1..3]
+ * [MQTT-4.7.3-1]: non-empty, '#' only as the last level on its own, '+' only as a whole level.
+ * Shared subscriptions ($share/GROUP/FILTER) are valid when GROUP is non-empty without wildcards
+ * and FILTER is valid. */
 bool mql_topic_filter_valid(mql_bytes filter);
 
 #endif

@@ -2,7 +2,7 @@
  * mqlite_passwd.c - mqlite-passwd, the tool that writes mqlite password files.
  *
  * Purpose: create and edit the password file the broker loads with mql_passwd_load (format
- * in broker/auth.h), with the flags, messages and exit codes of mosquitto_passwd:
+ * in broker/auth_passwd.h), with the flags, messages and exit codes of mosquitto_passwd:
  *
  *     mqlite-passwd [-I iterations] [-c | -D] passwordfile username
  *     mqlite-passwd [-I iterations] [-c] -b passwordfile username password
@@ -26,7 +26,9 @@
  *   a copy), never printed, and wiped (mbedtls_platform_zeroize) before exit; a password
  *   given with -b is also wiped from argv.
  * - The one global: the saved terminal settings, so SIGINT/SIGTERM while echo is off
- *   restore the terminal.
+ *   restore the terminal. Locking: none (one thread).
+ * - Performance: one PBKDF2 per run (the cost the file's iteration count sets); main() is a
+ *   list of short steps: flags, operands, password, path, other lines, new line, write.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,7 +46,7 @@
 #include <mbedtls/entropy.h>
 #include <mbedtls/platform_util.h>
 
-#include "broker/auth.h"
+#include "broker/auth_passwd.h"
 
 #define PW_CAP (MQL_PASSWD_PASS_MAX + 1) /* one more byte to detect a too long password */
 
@@ -381,41 +383,31 @@ static int parse_iterations(const char *s, uint32_t *out)
     return 0;
 }
 
-int main(int argc, char *argv[])
-{
-    static char password[PW_CAP];
-    size_t pass_len = 0;
-    bool batch = false, create = false, delete_user = false, have_old = false, found = false;
-    uint32_t iterations = MQL_PASSWD_DEFAULT_ITERATIONS;
+/* The command line. */
+typedef struct opts {
+    bool batch, create, delete_user;
+    uint32_t iterations;
     const char *file_arg, *username;
-    char *path = NULL, *line = NULL;
-    size_t line_cap = 0, at = 0;
-    struct stat old;
-    outbuf out = {0};
-    uint8_t salt[MQL_PASSWD_SALT_LEN];
-    const char *why = NULL;
-    int rc = 1, idx;
+    int first; /* index of the first operand in argv */
+} opts;
 
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-
-    if (argc == 1) {
-        print_usage();
-        return 1;
-    }
+/* The flags before the operands into *o. Returns 0, or 1 after printing the error. */
+static int parse_flags(int argc, char *argv[], opts *o)
+{
+    int idx;
     for (idx = 1; idx < argc; idx++) {
         if (strcmp(argv[idx], "-b") == 0) {
-            batch = true;
+            o->batch = true;
         } else if (strcmp(argv[idx], "-c") == 0) {
-            create = true;
+            o->create = true;
         } else if (strcmp(argv[idx], "-D") == 0) {
-            delete_user = true;
+            o->delete_user = true;
         } else if (strcmp(argv[idx], "-I") == 0) {
             if (idx + 1 == argc) {
                 fprintf(stderr, "Error: -I argument given but not enough other arguments.\n");
                 return 1;
             }
-            if (parse_iterations(argv[++idx], &iterations) != 0)
+            if (parse_iterations(argv[++idx], &o->iterations) != 0)
                 return 1;
         } else if (strcmp(argv[idx], "-U") == 0 || strcmp(argv[idx], "-H") == 0) {
             fprintf(stderr,
@@ -433,104 +425,158 @@ int main(int argc, char *argv[])
             break;
         }
     }
-    if (create && delete_user) {
+    o->first = idx;
+    return 0;
+}
+
+/* The flag combination and the number of operands (file, user, and the password with -b),
+ * as mosquitto_passwd words its complaints. Returns 0, or 1 after printing the error. */
+static int check_operands(int argc, const opts *o)
+{
+    if (o->create && o->delete_user) {
         fprintf(stderr, "Error: -c and -D cannot be used together.\n");
         return 1;
     }
-    if (delete_user && batch) {
+    if (o->delete_user && o->batch) {
         fprintf(stderr, "Error: -b and -D cannot be used together.\n");
         return 1;
     }
-    int nargs = argc - idx, want = batch ? 3 : 2;
-    if (nargs != want) {
-        if (create && nargs < want && batch)
-            fprintf(stderr, "Error: -c argument given but password file, username, or password "
-                            "missing.\n");
-        else if (create && nargs < want)
-            fprintf(stderr, "Error: -c argument given but password file or username missing.\n");
-        else if (delete_user && nargs < want)
-            fprintf(stderr, "Error: -D argument given but password file or username missing.\n");
-        else
-            print_usage();
+    int nargs = argc - o->first, want = o->batch ? 3 : 2;
+    if (nargs == want)
+        return 0;
+    if (o->create && nargs < want && o->batch)
+        fprintf(stderr, "Error: -c argument given but password file, username, or password "
+                        "missing.\n");
+    else if (o->create && nargs < want)
+        fprintf(stderr, "Error: -c argument given but password file or username missing.\n");
+    else if (o->delete_user && nargs < want)
+        fprintf(stderr, "Error: -D argument given but password file or username missing.\n");
+    else
+        print_usage();
+    return 1;
+}
+
+/* -b: move the password from argv (arg, wiped so ps no longer shows it) into pw.
+ * Returns 0, or 1 after printing the error. OUT: *len. */
+static int take_batch_password(char *arg, char *pw, size_t *len)
+{
+    *len = strlen(arg);
+    if (*len > MQL_PASSWD_PASS_MAX) {
+        fprintf(stderr, "Error: Password must be less than 65536 characters long.\n");
+        mbedtls_platform_zeroize(arg, *len);
         return 1;
     }
-    file_arg = argv[idx];
-    username = argv[idx + 1];
-    if (!mql_passwd_user_valid(username, strlen(username), &why)) {
-        fprintf(stderr, "Error: Invalid username: %s.\n", why);
+    memcpy(pw, arg, *len);
+    mbedtls_platform_zeroize(arg, *len); /* hide it from ps from now on */
+    if (*len == 0) {
+        fprintf(stderr, "Error: Empty password.\n");
         return 1;
     }
-    if (batch) {
-        char *p = argv[idx + 2];
-        pass_len = strlen(p);
-        if (pass_len > MQL_PASSWD_PASS_MAX) {
-            fprintf(stderr, "Error: Password must be less than 65536 characters long.\n");
-            mbedtls_platform_zeroize(p, pass_len);
-            return 1;
-        }
-        memcpy(password, p, pass_len);
-        mbedtls_platform_zeroize(p, pass_len); /* hide it from ps from now on */
-        if (pass_len == 0) {
-            fprintf(stderr, "Error: Empty password.\n");
-            return 1;
-        }
-    }
+    return 0;
+}
 
-    /* The file to replace: follow a symlink; a missing file is created under its name. */
-    path = realpath(file_arg, NULL);
-    if (path == NULL) {
-        if (errno != ENOENT || !create) {
-            fprintf(stderr, "Error: Unable to open password file %s. %s.\n", file_arg,
-                    strerror(errno));
-            goto done;
-        }
-        path = strdup(file_arg);
-        if (path == NULL) {
-            fprintf(stderr, "Error: Out of memory.\n");
-            goto done;
-        }
+/* The file to replace: a symlink is followed; a missing file is created under its name
+ * (with -c only). Returns a heap string, or NULL after printing the error. */
+static char *target_path(const char *file_arg, bool create)
+{
+    char *path = realpath(file_arg, NULL);
+    if (path != NULL)
+        return path;
+    if (errno != ENOENT || !create) {
+        fprintf(stderr, "Error: Unable to open password file %s. %s.\n", file_arg, strerror(errno));
+        return NULL;
     }
-    have_old = stat(path, &old) == 0;
+    path = strdup(file_arg);
+    if (path == NULL)
+        fprintf(stderr, "Error: Out of memory.\n");
+    return path;
+}
 
-    if (!create && copy_others(path, username, &out, &found, &at) != 0)
-        goto done;
-    if (delete_user) {
-        if (!found) {
-            fprintf(stderr, "Warning: User %s not found in password file.\n", username);
-            goto done;
-        }
-    } else {
-        if (!batch && get_password(password, &pass_len) != 0)
-            goto done;
-        line_cap = MQL_PASSWD_LINE_MAX(strlen(username));
-        line = malloc(line_cap);
-        if (line == NULL) {
-            fprintf(stderr, "Error: Out of memory.\n");
-            goto done;
-        }
-        if (random_salt(salt, sizeof(salt)) != 0)
-            goto done;
-        if (mql_passwd_format_line(line, line_cap, username, (const uint8_t *)password, pass_len,
-                                   iterations, salt, sizeof(salt), &why) != MQL_OK) {
-            fprintf(stderr, "Error: Unable to hash password: %s.\n", why);
-            goto done;
-        }
-        mbedtls_platform_zeroize(password, sizeof(password));
-        size_t ll = strlen(line);
-        line[ll] = '\n'; /* cap has room: MQL_PASSWD_LINE_MAX counts the NUL */
-        if (out_insert(&out, found ? at : out.n, line, ll + 1) != 0)
-            goto done;
+/* Hash password (pass_len bytes) for o->username with a fresh salt and put its line into
+ * out: at `at` in place of the old one when found, else at the end. The password, the salt
+ * and the line are wiped. Returns 0, or 1 after printing the error. */
+static int put_user_line(const opts *o, char *password, size_t pass_len, outbuf *out, bool found,
+                         size_t at)
+{
+    int rc = 1;
+    uint8_t salt[MQL_PASSWD_SALT_LEN];
+    const char *why = NULL;
+    size_t line_cap = MQL_PASSWD_LINE_MAX(strlen(o->username));
+    char *line = malloc(line_cap);
+    if (line == NULL) {
+        fprintf(stderr, "Error: Out of memory.\n");
+        goto fail;
     }
-    if (write_atomic(path, out.p != NULL ? out.p : "", out.n, have_old ? &old : NULL) != 0)
-        goto done;
+    if (random_salt(salt, sizeof(salt)) != 0)
+        goto fail;
+    if (mql_passwd_format_line(line, line_cap, o->username, (const uint8_t *)password, pass_len,
+                               o->iterations, salt, sizeof(salt), &why) != MQL_OK) {
+        fprintf(stderr, "Error: Unable to hash password: %s.\n", why);
+        goto fail;
+    }
+    mbedtls_platform_zeroize(password, PW_CAP);
+    size_t ll = strlen(line);
+    line[ll] = '\n'; /* cap has room: MQL_PASSWD_LINE_MAX counts the NUL */
+    if (out_insert(out, found ? at : out->n, line, ll + 1) != 0)
+        goto fail;
     rc = 0;
-done:
-    mbedtls_platform_zeroize(password, sizeof(password));
+fail:
     mbedtls_platform_zeroize(salt, sizeof(salt));
     if (line != NULL) {
         mbedtls_platform_zeroize(line, line_cap);
         free(line);
     }
+    return rc;
+}
+
+int main(int argc, char *argv[])
+{
+    static char password[PW_CAP];
+    size_t pass_len = 0, at = 0;
+    bool found = false, have_old = false;
+    opts o = {.iterations = MQL_PASSWD_DEFAULT_ITERATIONS};
+    char *path = NULL;
+    struct stat old;
+    outbuf out = {0};
+    const char *why = NULL;
+    int rc = 1;
+
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    if (argc == 1) {
+        print_usage();
+        return 1;
+    }
+    if (parse_flags(argc, argv, &o) != 0 || check_operands(argc, &o) != 0)
+        return 1;
+    o.file_arg = argv[o.first];
+    o.username = argv[o.first + 1];
+    if (!mql_passwd_user_valid(o.username, strlen(o.username), &why)) {
+        fprintf(stderr, "Error: Invalid username: %s.\n", why);
+        return 1;
+    }
+    if (o.batch && take_batch_password(argv[o.first + 2], password, &pass_len) != 0)
+        return 1;
+
+    path = target_path(o.file_arg, o.create);
+    if (path == NULL)
+        goto fail;
+    have_old = stat(path, &old) == 0;
+    if (!o.create && copy_others(path, o.username, &out, &found, &at) != 0)
+        goto fail;
+    if (o.delete_user && !found) {
+        fprintf(stderr, "Warning: User %s not found in password file.\n", o.username);
+        goto fail;
+    }
+    if (!o.delete_user && !o.batch && get_password(password, &pass_len) != 0)
+        goto fail;
+    if (!o.delete_user && put_user_line(&o, password, pass_len, &out, found, at) != 0)
+        goto fail;
+    if (write_atomic(path, out.p != NULL ? out.p : "", out.n, have_old ? &old : NULL) != 0)
+        goto fail;
+    rc = 0;
+fail:
+    mbedtls_platform_zeroize(password, sizeof(password));
     out_free(&out);
     free(path);
     return rc;

@@ -3,13 +3,16 @@
  *
  * One malloc per message holds the struct, topic, payload and forwarded property bytes;
  * every subscriber that receives it holds a reference instead of a copy.
+ *
+ * Pure code (no I/O, no logging, no nng, no SQLite). Locking: none; the reference count is
+ * atomic, so the last holder may drop a message from any thread, and the content never
+ * changes after mql_msg_new. Performance: one allocation and one copy per published message,
+ * whatever the number of subscribers.
  */
 #include "msg.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#include "platform/log.h"
 
 /* The properties a server forwards unchanged to subscribers [MQTT-3.3.2-*]. */
 #define FORWARDED                                                                                  \

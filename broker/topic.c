@@ -5,6 +5,11 @@
  * 1), and its '+' and '#' children in two direct pointers, so a publish walks one path per
  * wildcard branch without scanning siblings. Nodes that hold nothing are pruned on removal.
  * Performance assumption: lookups dominate; a match costs O(levels x wildcard branches).
+ *
+ * It also holds the only pairwise topic matcher (mql_topic_matches, _covers, _intersects),
+ * which the ACL uses: pure functions over two byte slices.
+ * Pure code: no I/O, no logging, no nng, no SQLite. Locking: none inside; the caller (the
+ * broker core) serialises every call on a tree; the pairwise matchers touch no shared state.
  */
 #include "topic.h"
 
@@ -172,6 +177,114 @@ static bool next_level(cursor *c, const uint8_t **lp, uint32_t *ll)
         c->pos++; /* skip '/' */
     return true;
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* One filter against one topic name or filter, without the tree                              */
+
+/* A cursor over every level of s; unlike the tree's paths, an empty string is one empty
+ * level, so "" is matched by "+" and "#" as a level would be. */
+static cursor levels_of(mql_bytes s)
+{
+    cursor c = {.p = s.p, .len = s.len};
+    return c;
+}
+
+/* True when the first level of s is a wildcard. */
+static bool starts_wild(mql_bytes s)
+{
+    return s.len > 0 && (s.p[0] == '+' || s.p[0] == '#') && (s.len == 1 || s.p[1] == '/');
+}
+
+static bool starts_dollar(mql_bytes s)
+{
+    return s.len > 0 && s.p[0] == '$';
+}
+
+static bool same_level(const uint8_t *a, uint32_t al, const uint8_t *b, uint32_t bl)
+{
+    return al == bl && (al == 0 || memcmp(a, b, al) == 0);
+}
+
+bool mql_topic_matches(mql_bytes filter, mql_bytes topic)
+{
+    if (starts_dollar(topic) && starts_wild(filter))
+        return false; /* [MQTT-4.7.2-1] */
+    cursor fc = levels_of(filter), tc = levels_of(topic);
+    for (;;) {
+        const uint8_t *fp, *tp;
+        uint32_t fl, tl;
+        bool hf = next_level(&fc, &fp, &fl);
+        bool ht = next_level(&tc, &tp, &tl);
+        if (!hf)
+            return !ht;
+        if (is_hash(fp, fl))
+            return true; /* also the parent level: "a/#" matches "a" [MQTT-4.7.1-2] */
+        if (!ht)
+            return false;
+        if (is_plus(fp, fl))
+            continue; /* exactly one level, possibly empty [MQTT-4.7.1-3] */
+        if (!same_level(fp, fl, tp, tl))
+            return false;
+    }
+}
+
+bool mql_topic_covers(mql_bytes rule, mql_bytes filter)
+{
+    /* filter matches '$' topics only when its first level is a literal starting with '$'. */
+    if (starts_dollar(filter) && starts_wild(rule))
+        return false;
+    cursor rc = levels_of(rule), fc = levels_of(filter);
+    for (uint32_t i = 0;; i++) {
+        const uint8_t *rp, *fp;
+        uint32_t rl, fl;
+        bool hr = next_level(&rc, &rp, &rl);
+        bool hf = next_level(&fc, &fp, &fl);
+        if (!hr)
+            return !hf;
+        if (is_hash(rp, rl))
+            return true;
+        if (!hf)
+            return false;
+        if (is_hash(fp, fl)) {
+            /* filter matches its parent (when i > 0) and any number of levels below: only
+             * "#" (handled above) covers that, or "+/#" in the first level (no parent). */
+            const uint8_t *np;
+            uint32_t nl;
+            return i == 0 && is_plus(rp, rl) && next_level(&rc, &np, &nl) && is_hash(np, nl);
+        }
+        if (is_plus(rp, rl))
+            continue;
+        if (is_plus(fp, fl) || !same_level(rp, rl, fp, fl))
+            return false;
+    }
+}
+
+bool mql_topic_intersects(mql_bytes a, mql_bytes b)
+{
+    bool aw = starts_wild(a), bw = starts_wild(b);
+    if ((aw && starts_dollar(b) && !bw) || (bw && starts_dollar(a) && !aw))
+        return false; /* one needs a '$' topic, the other never matches one */
+    cursor ac = levels_of(a), bc = levels_of(b);
+    for (;;) {
+        const uint8_t *ap, *bp;
+        uint32_t al, bl;
+        bool ha = next_level(&ac, &ap, &al);
+        bool hb = next_level(&bc, &bp, &bl);
+        if (!ha && !hb)
+            return true;
+        if ((ha && is_hash(ap, al)) || (hb && is_hash(bp, bl)))
+            return true;
+        if (!ha || !hb)
+            return false;
+        if (is_plus(ap, al) || is_plus(bp, bl))
+            continue;
+        if (!same_level(ap, al, bp, bl))
+            return false;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The tree                                                                                    */
 
 static tnode *path_get(mql_topics *t, mql_bytes s, bool create)
 {

@@ -58,6 +58,30 @@ typedef struct mql_sub {
     char filter[]; /* NUL-terminated copy of the filter */
 } mql_sub;
 
+/*
+ * mql_topic_matches: true when the topic name `topic` is matched by the topic filter `filter`
+ * (MQTT 4.7): levels are separated by '/', '+' matches exactly one level (also an empty
+ * one), '#' matches its parent level and any number of levels below it, other levels match
+ * byte for byte (case-sensitive), and a filter starting with a wildcard never matches a
+ * topic starting with '$' [MQTT-4.7.2-1]. Both are borrowed; an empty slice counts as one
+ * empty level. Expects a valid filter (mql_topic_filter_valid) and a topic without
+ * wildcards; anything else gives a defined but meaningless answer, never an overread.
+ */
+bool mql_topic_matches(mql_bytes filter, mql_bytes topic);
+
+/*
+ * mql_topic_covers: true when `rule` matches every topic name that `filter` matches (both
+ * valid, non-shared filters): "a/#" covers "a/+/b", "a/#" and "a"; "a/+/b" does not cover
+ * "a/#"; "#" covers "+/x" but not "$SYS/#". Decided on the two filters alone.
+ */
+bool mql_topic_covers(mql_bytes rule, mql_bytes filter);
+
+/*
+ * mql_topic_intersects: true when some topic name is matched by both filters a and b
+ * (valid, non-shared): "a/+" and "+/b" intersect (on "a/b"); "#" and "$SYS/x" do not.
+ */
+bool mql_topic_intersects(mql_bytes a, mql_bytes b);
+
 typedef struct mql_topics mql_topics;
 
 MQL_MUST_CHECK mql_err mql_topics_alloc(mql_topics **out);

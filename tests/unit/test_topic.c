@@ -1,5 +1,6 @@
 /*
- * test_topic.c - the topic tree: wildcard matching [MQTT-4.7.1-*], $-topics [MQTT-4.7.2-1],
+ * test_topic.c - the topic tree and the pairwise matchers (mql_topic_matches, _covers,
+ * _intersects): wildcard matching [MQTT-4.7.1-*], $-topics [MQTT-4.7.2-1],
  * subscription replace [MQTT-3.8.4-3], retained set/replace/clear [MQTT-3.3.1-10/11] and
  * retained lookup by filter.
  */
@@ -235,4 +236,97 @@ Test(topic, retained_survives_subscription_removal)
     mql_sub *s = sub("k/v", 0, 1);
     mql_topics_remove(t, s);
     cr_expect_eq(retained("k/v"), 1);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The pairwise matchers (no tree): mql_topic_matches, mql_topic_covers, mql_topic_intersects */
+
+static bool M(const char *filter, const char *topic)
+{
+    return mql_topic_matches(B(filter), B(topic));
+}
+
+Test(matches, literal_levels_byte_for_byte)
+{
+    cr_expect(M("a/b", "a/b"));
+    cr_expect(M("/", "/"));
+    cr_expect_not(M("a/b", "a/c"));
+    cr_expect_not(M("a/b", "A/b")); /* case-sensitive [MQTT-4.7.3-4] */
+    cr_expect_not(M("a/b", "a/b/c"));
+    cr_expect_not(M("a/b/c", "a/b"));
+    cr_expect_not(M("ab", "a"));
+    cr_expect_not(M("a", "ab"));
+    cr_expect_not(M("a/b", "a/b/"));
+    cr_expect_not(M("a", "/a"));
+}
+
+Test(matches, plus_is_exactly_one_level) /* [MQTT-4.7.1-3] */
+{
+    cr_expect(M("a/+", "a/b"));
+    cr_expect(M("a/+", "a/")); /* an empty level is a level */
+    cr_expect(M("+/+", "/x"));
+    cr_expect(M("+", "x"));
+    cr_expect(M("a/+/c", "a/b/c"));
+    cr_expect_not(M("a/+", "a"));
+    cr_expect_not(M("a/+", "a/b/c"));
+    cr_expect_not(M("+", "a/b"));
+    cr_expect_not(M("+", "/x"));
+    cr_expect_not(M("a/+/c", "a/b/d"));
+}
+
+Test(matches, hash_is_parent_and_everything_below) /* [MQTT-4.7.1-2] */
+{
+    cr_expect(M("#", "a"));
+    cr_expect(M("#", "a/b/c"));
+    cr_expect(M("#", "/"));
+    cr_expect(M("a/#", "a"));
+    cr_expect(M("a/#", "a/b"));
+    cr_expect(M("a/#", "a/b/c"));
+    cr_expect(M("a/#", "a/"));
+    cr_expect(M("+/#", "a/b"));
+    cr_expect_not(M("a/#", "b"));
+    cr_expect_not(M("a/#", "ab"));
+    cr_expect_not(M("a/b/#", "a"));
+}
+
+Test(matches, dollar_topics_need_a_literal_first_level) /* [MQTT-4.7.2-1] */
+{
+    cr_expect_not(M("#", "$SYS/x"));
+    cr_expect_not(M("+/x", "$SYS/x"));
+    cr_expect_not(M("+", "$x"));
+    cr_expect_not(M("+/#", "$SYS/x"));
+    cr_expect(M("$SYS/#", "$SYS/broker/uptime"));
+    cr_expect(M("$SYS/+", "$SYS/a"));
+    cr_expect(M("$SYS", "$SYS"));
+    cr_expect(M("a/+", "a/$b")); /* only the first level is special */
+    cr_expect(M("#", "a/$b"));
+}
+
+Test(matches, covers)
+{
+    cr_expect(mql_topic_covers(B("a/#"), B("a/+/b")));
+    cr_expect(mql_topic_covers(B("a/#"), B("a/#")));
+    cr_expect(mql_topic_covers(B("a/#"), B("a")));
+    cr_expect(mql_topic_covers(B("#"), B("+/x")));
+    cr_expect(mql_topic_covers(B("+/#"), B("#")));
+    cr_expect(mql_topic_covers(B("$SYS/#"), B("$SYS/broker/uptime")));
+    cr_expect(mql_topic_covers(B("a/+"), B("a/b")));
+    cr_expect_not(mql_topic_covers(B("a/+/b"), B("a/#")));
+    cr_expect_not(mql_topic_covers(B("#"), B("$SYS/#")));
+    cr_expect_not(mql_topic_covers(B("a/b"), B("a/+")));
+    cr_expect_not(mql_topic_covers(B("a/+/#"), B("a/#"))); /* a/# also matches "a" */
+    cr_expect_not(mql_topic_covers(B("a"), B("a/#")));
+}
+
+Test(matches, intersects)
+{
+    cr_expect(mql_topic_intersects(B("a/+"), B("+/b")));
+    cr_expect(mql_topic_intersects(B("#"), B("a/b")));
+    cr_expect(mql_topic_intersects(B("secret/#"), B("#")));
+    cr_expect(mql_topic_intersects(B("a/#"), B("a")));
+    cr_expect(mql_topic_intersects(B("$SYS/#"), B("$SYS/+")));
+    cr_expect_not(mql_topic_intersects(B("#"), B("$SYS/x")));
+    cr_expect_not(mql_topic_intersects(B("$SYS/x"), B("+/x")));
+    cr_expect_not(mql_topic_intersects(B("a/b"), B("a/c")));
+    cr_expect_not(mql_topic_intersects(B("a/+"), B("a/b/c")));
 }
