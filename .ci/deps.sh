@@ -9,7 +9,7 @@ set -euo pipefail
 want=(gcc libc6-dev meson ninja-build pkg-config libnng-dev libsqlite3-dev libmbedtls-dev)
 if [ "${1:-build}" = test ]; then
   want+=(libcriterion-dev clang clang-format git mosquitto mosquitto-clients python3 python3-paho-mqtt
-         openssl chromium)
+         openssl chromium groff-base)
   # A Node.js from elsewhere (e.g. NodeSource's nodejs, which bundles npm and conflicts with
   # Debian's npm package) is fine: Debian's nodejs and npm only when npm is not there.
   command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
