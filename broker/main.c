@@ -45,6 +45,7 @@
 #include "config.h"
 #include "platform/log.h"
 #include "platform/notify.h"
+#include "version.h"
 
 #ifndef MQL_VERSION
 #define MQL_VERSION "0.0.0"
@@ -101,15 +102,15 @@ static bool ipv6_loopback(void)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: mqlite [-c FILE] [-p PORT] [-v] [-d] [--check]\n"
-               "  -c FILE     read the configuration file (mosquitto.conf syntax)\n"
-               "  -p PORT     listen on 127.0.0.1:PORT (in addition to configured listeners;\n"
-               "              without any: on 127.0.0.1 and ::1, PORT instead of 1883)\n"
-               "  -v          verbose: log everything (log_type all)\n"
-               "  -d          run as a daemon in the background (returns once it listens)\n"
-               "  --check     validate the configuration and exit (0 valid, 1 not)\n"
-               "  --version   print the version and exit\n"
-               "  --help      this text\n");
+    fprintf(f, "usage: mqlite [-c FILE] [-p PORT] [-v] [-d] [--check] [--version] [--help]\n"
+               "  -c FILE        read the configuration file (mosquitto.conf syntax)\n"
+               "  -p PORT        also listen on 127.0.0.1:PORT; with no listener configured:\n"
+               "                 127.0.0.1 and ::1 on PORT instead of 1883\n"
+               "  -v             verbose: log everything (log_type all)\n"
+               "  -d, --daemon   run in the background (returns once it listens)\n"
+               "  --check        validate the configuration and exit (0 valid, 1 not)\n"
+               "  --version      print the version and the git revision, and exit\n"
+               "  -h, --help     this text\n");
 }
 
 static bool parse_port(const char *s, uint16_t *out)
@@ -516,7 +517,7 @@ static int parse_cmdline(int argc, char **argv, struct cmdline *cl)
         } else if (strcmp(a, "--check") == 0) {
             cl->check = true;
         } else if (strcmp(a, "--version") == 0) {
-            printf("mqlite %s\n", MQL_VERSION);
+            printf("mqlite %s (revision %s)\n", MQL_VERSION, MQL_REVISION);
             return 0;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);

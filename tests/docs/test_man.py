@@ -137,21 +137,20 @@ def mosquitto_only():
 
 
 def main_options(path):
-    """The command-line options main() of path compares its arguments with: the string
-    literals starting with '-' in strcmp()/strncmp() calls inside main()."""
+    """The command-line options the program of path compares its arguments with: the string
+    literals starting with '-' in strcmp()/strncmp() calls anywhere in the file (main() or
+    the function it parses its command line with)."""
     src = strip_c_comments(read(path))
-    m = re.search(r"\bint\s+main\s*\([^)]*\)\s*\{", src)
-    if m is None:
+    if re.search(r"\bint\s+main\s*\([^)]*\)\s*\{", src) is None:
         raise AssertionError("no main() in %s" % path)
-    body = balanced(src, m.end() - 1)
     opts = set()
-    for call in re.finditer(r"\bstrn?cmp\s*\(([^;]*?)\)", body, re.S):
+    for call in re.finditer(r"\bstrn?cmp\s*\(([^;]*?)\)", src, re.S):
         for lit in re.findall(STRING, call.group(1)):
             value = c_string_value(lit)
-            if value.startswith("-"):
+            if value.startswith("-") and len(value) > 1:
                 opts.add(value)
     if not opts:
-        raise AssertionError("found no option comparisons in main() of %s" % path)
+        raise AssertionError("found no option comparisons in %s" % path)
     return opts
 
 
