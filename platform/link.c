@@ -19,7 +19,7 @@
  *   (broker -> link order).
  * - nng 1.5.2's TLS and WebSocket streams have two losses worked around here: the end of a
  *   connection (mql_net_reap_lost) and, for TLS, the last bytes before our close
- *   (flush_done). Plain TCP has neither.
+ *   (flush_done).
  * Performance: a gateway holds many idle links and a few busy ones; an idle link costs one
  * small buffer and two aios, and a publish to many links costs one buffer append each under
  * the broker lock (deferred sends), the system calls happening after it is released.
@@ -34,15 +34,17 @@
 #include <time.h>
 
 #include "log.h"
+#include "clock.h"
 #include "net_int.h"
 #include "tls_engine.h"
 
 #define RBUF_INITIAL 256 /* idle connections are the common case on a gateway */
 #define RBUF_BUSY_MAX (64 * 1024)
 #define SBUF_KEEP (16 * 1024)
-#define TLS_CLOSE_GRACE_MS 100 /* see flush_done */
+#define CLOSE_QUIET_MS 100 /* see flush_done */
+#define CLOSE_LINGER_MS 1000
 
-/* One connection. The output buffers and the flags from tx_busy to grace are under mtx;
+/* One connection. The output buffers and the fields from tx_busy to last_input are under mtx;
  * the receive buffer belongs to the receive path (one callback at a time). */
 struct mql_link {
     mql_net *net;
@@ -59,12 +61,14 @@ struct mql_link {
     uint8_t *snd; /* output being written */
     size_t slen, soff, scap;
     bool tx_busy;
-    bool closing;  /* no more input is delivered, no more output accepted */
-    bool flush;    /* close once the output is written */
-    bool shut;     /* nng_stream_close was called: never start another receive */
-    bool tls;      /* a TLS stream, accepted or dialed (for handshake failure messages) */
-    bool layered;  /* TLS or WebSocket: nng's stream may lose the close (mql_net_reap_lost) */
-    bool grace;    /* flush_done started (or finished) the TLS close grace time */
+    bool closing; /* no more input is delivered, no more output accepted */
+    bool flush;   /* close once the output is written */
+    bool shut;    /* nng_stream_close was called: never start another receive */
+    bool tls;     /* a TLS stream, accepted or dialed (for handshake failure messages) */
+    bool layered; /* TLS or WebSocket: nng's stream may lose the close (mql_net_reap_lost) */
+    bool grace;   /* flush_done started (or finished) the linger before the close */
+    uint64_t linger_until; /* mql_now_ms() when the linger ends whatever the peer does */
+    uint64_t last_input;   /* mql_now_ms() of the last bytes received while closing */
     bool got_data; /* a receive completed (a dial's link: from the start, see mql_link_alloc) */
     struct mql_link *prev, *next;
     struct mql_link *reap_next;
@@ -306,7 +310,10 @@ static void rx_cb(void *arg)
     bool closing = link->closing;
     pthread_mutex_unlock(&link->mtx);
     if (closing) {
-        link->rlen = 0; /* input after a close request is discarded */
+        link->rlen = 0; /* input after a close request is discarded (see flush_done) */
+        pthread_mutex_lock(&link->mtx);
+        link->last_input = mql_now_ms();
+        pthread_mutex_unlock(&link->mtx);
     } else {
         size_t want = 0;
         size_t used = link->ops->data(link->ctx, link->rbuf, link->rlen, &want);
@@ -358,23 +365,49 @@ static void start_tx(mql_link *link)
 }
 
 /*
- * The output of a flushing close is written: close now, or for TLS after a grace time.
- * nng 1.5.2's TLS stream completes a send once the data is encrypted into its own buffer,
- * and its close then aborts the TCP write of that buffer still in progress, so the last
- * packet (a CONNACK or DISCONNECT with the reason for the close) was lost in about 1 of 600
- * closes under load. The TCP write of the buffer normally finishes within microseconds;
- * TLS_CLOSE_GRACE_MS (on the send aio, which is idle now) makes the loss practically
- * impossible and costs nothing but a later close. Caller holds link->mtx; returns whether
- * to call nng_stream_close after releasing it.
+ * The output of a flushing close (the peer's last packet: a DISCONNECT with its reason code,
+ * a refusing CONNACK) is written. Closing the socket now would lose it in two ways:
+ * - Bytes the peer sent that we have not read yet make the kernel answer our close with a
+ *   reset instead of a FIN, and a reset makes the peer's kernel throw away what it had
+ *   received and not yet handed to the client, our last packet included (a client still
+ *   publishing when it is disconnected, e.g. for exceeding Receive Maximum).
+ * - nng 1.5.2's TLS stream completes a send once the data is encrypted into its own
+ *   buffer, and its close aborts the TCP write of that buffer still in progress.
+ * So the link lingers: it keeps reading and discarding (rx_cb) until the peer closes (then
+ * rx_cb ends the link), or until nothing arrived for CLOSE_QUIET_MS, and for at most
+ * CLOSE_LINGER_MS in all. nng 1.5.2 has no half-close (shutdown SHUT_WR) for its streams,
+ * so waiting for the peer's input to stop is the way to make the close a FIN. The send
+ * aio, idle now, does the waiting. Caller holds link->mtx; returns whether to call
+ * nng_stream_close after releasing it.
  */
 static bool flush_done(mql_link *link)
 {
-    if (link->tls && !link->grace) {
+    if (!link->grace) {
         link->grace = true;
-        link->tx_busy = true; /* the send aio sleeps; tx_cb closes when it wakes */
-        nng_sleep_aio(TLS_CLOSE_GRACE_MS, link->tx);
+        link->last_input = mql_now_ms();
+        link->linger_until = link->last_input + CLOSE_LINGER_MS;
+        link->tx_busy = true; /* the send aio sleeps; tx_cb decides when it wakes */
+        nng_sleep_aio(CLOSE_QUIET_MS, link->tx);
         return false;
     }
+    mark_shut(link);
+    return true;
+}
+
+/* The linger's sleep of flush_done ended (or was stopped): sleep on while the peer is
+ * still sending, within the bound; else close. Caller holds link->mtx; returns whether to
+ * call nng_stream_close after releasing it. */
+static bool linger_woke(mql_link *link)
+{
+    uint64_t now = mql_now_ms();
+    if (nng_aio_result(link->tx) == 0 && !link->shut && now < link->linger_until &&
+        now - link->last_input < CLOSE_QUIET_MS) {
+        uint64_t quiet_at = link->last_input + CLOSE_QUIET_MS;
+        uint64_t wake = quiet_at < link->linger_until ? quiet_at : link->linger_until;
+        nng_sleep_aio((nng_duration)(wake - now), link->tx);
+        return false;
+    }
+    link->tx_busy = false;
     mark_shut(link);
     return true;
 }
@@ -384,10 +417,8 @@ static void tx_cb(void *arg)
     mql_link *link = arg;
     bool close_now = false;
     pthread_mutex_lock(&link->mtx);
-    if (link->grace && link->tx_busy) { /* the grace sleep of flush_done ended (or stopped) */
-        link->tx_busy = false;
-        mark_shut(link);
-        close_now = true;
+    if (link->grace && link->tx_busy) { /* the linger of flush_done */
+        close_now = linger_woke(link);
         goto done;
     }
     if (nng_aio_result(link->tx) != 0) {

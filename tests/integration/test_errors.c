@@ -353,3 +353,43 @@ Test(errors, wrong_kind_of_ack_v5_pubcomp_before_pubrec)
 {
     wrong_ack(true, 2, pk_pubcomp);
 }
+
+/* The broker closes a connection after its DISCONNECT while the client is still sending
+ * (here: a malformed PUBLISH, then 512 KiB more over a third of a second). It must not reset the
+ * connection under the client: a reset makes the client's sends fail and can discard the
+ * DISCONNECT before the client reads its reason code. The broker reads and discards what
+ * follows until the client stops or closes (bounded), so every send succeeds and the
+ * client reads DISCONNECT 0x81 [MQTT-3.3.1-4] [MQTT-4.13.1-1], on every transport. */
+Test(errors, disconnect_reaches_a_client_that_keeps_sending)
+{
+    mql_broker *b = tb_start(NULL);
+    tc_client *c = tc_open_v5(tb_port(b), false, NULL, .client_id = "keeps-sending", .clean = true);
+    /* PUBLISH with both QoS bits set: topic "a", no properties (a Malformed Packet) */
+    static const uint8_t bad[] = {0x36, 0x04, 0x00, 0x01, 'a', 0x00};
+    /* QoS 0 PUBLISH, topic "f", no properties, 16 KiB of payload */
+    enum { PAYLOAD = 16 * 1024, REPEAT = 32 };
+    static uint8_t flood[7 + PAYLOAD];
+    size_t rl = 2 + 1 + 1 + PAYLOAD;
+    flood[0] = 0x30;
+    flood[1] = (uint8_t)(0x80 | (rl & 0x7f));
+    flood[2] = (uint8_t)(0x80 | ((rl >> 7) & 0x7f));
+    flood[3] = (uint8_t)(rl >> 14);
+    flood[4] = 0x00;
+    flood[5] = 0x01;
+    flood[6] = 'f';
+    /* flood[7] = 0 is the property length; the payload is zeros */
+    cr_assert_eq(tc_send(c, bad, sizeof bad), 0);
+    int sent = 0;
+    for (int i = 0; i < REPEAT && tc_send(c, flood, sizeof flood) == 0; i++) {
+        sent++;
+        tb_sleep_ms(10); /* still sending when the broker has long sent its DISCONNECT */
+    }
+    cr_assert_eq(sent, REPEAT,
+                 "the connection failed under the client after %d of %d packets (reset "
+                 "instead of a close after reading what it sent)",
+                 sent, REPEAT);
+    tc_expect_disconnect_v5(c, 0x81, TB_WAIT_MS);
+    tc_close(c);
+    tb_assert_serves(b);
+    cr_assert_eq(tb_stop(b), 0);
+}
