@@ -63,12 +63,8 @@
  * (client_id, seq) row with another msg_id: the broker never reuses a seq; if it did, the
  * old body would wait for that sweep.)
  *
- * Counters. A shim VFS wrapping the default ("unix") one is registered per store; it
- * counts the bytes passed to xWrite (database, WAL, temporary files) and the xSync calls
- * (one fsync/fdatasync each; the directory fsync the unix VFS adds when a file is created
- * is not counted) exactly, and fails writes and syncs on demand for fault-injection tests
- * (mql_store_test_fail_writes in-process; MQLITE_TEST_STORE_FAULTS for the real binary, see
- * fault.h).
+ * Counters. bytes_written and fsyncs are counted exactly by the store's shim VFS, which
+ * also fails writes and syncs on demand for fault-injection tests (store_vfs.c).
  * file_bytes is the size of the database plus the WAL file; `full` compares the bytes of
  * pages in use (page_count - freelist_count, kept after each commit in live_bytes) with
  * max_bytes, because SQLite reuses freed pages rather than shrinking the file: after the
@@ -99,7 +95,7 @@
 #include <sqlite3.h>
 
 #include "platform/log.h"
-#include "storage/fault.h"
+#include "storage/store_int.h"
 
 #define STORE_FILE "mqlite.db"
 #define BATCH_MAX_OPS 8192u                /* ops taken into one transaction at most */
@@ -180,6 +176,7 @@ enum stmt_id {
     S_FREELIST_COUNT,
     N_STMT
 };
+_Static_assert(N_STMT == MQL_STORE_N_STMT, "MQL_STORE_N_STMT in store_int.h");
 
 static const char *const stmt_sql[N_STMT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
@@ -213,96 +210,9 @@ static const char *const stmt_sql[N_STMT] = {
 
 /* ---- queued operations ---- */
 
-enum op_kind {
-    OP_MSG_PUT,
-    OP_SESSION_PUT,
-    OP_SESSION_DEL,
-    OP_SUB_PUT,
-    OP_SUB_DEL,
-    OP_OUT_PUT,
-    OP_OUT_UPDATE,
-    OP_OUT_DEL,
-    OP_QOS2_PUT,
-    OP_QOS2_DEL,
-    OP_RETAIN_PUT,
-    OP_RETAIN_DEL,
-    OP_BARRIER,
-};
-
 static const char *const op_names[] = {
     "msg_put", "session_put", "session_del", "sub_put",    "sub_del",    "out_put", "out_update",
     "out_del", "qos2_put",    "qos2_del",    "retain_put", "retain_del", "barrier",
-};
-
-/* One queued change. Its strings and bytes are copied into data[] (one allocation); the
- * pointers in the union point there. */
-struct op {
-    struct op *next;
-    enum op_kind kind;
-    size_t bytes; /* size of data[], for the batch size limit */
-    union {
-        mql_store_msg msg;
-        mql_store_session session;
-        mql_store_sub sub; /* also sub_del: client_id, filter */
-        mql_store_out out; /* also out_update, out_del, qos2_*: client_id, seq, ... */
-        struct {
-            const char *topic;
-            uint32_t topic_len;
-            uint64_t msg_id;
-        } retain;
-        struct {
-            mql_store_done_fn cb;
-            void *arg;
-        } barrier;
-    } u;
-    char data[];
-};
-
-/* ---- the store ---- */
-
-struct mql_store {
-    /* fixed after open */
-    char *path;     /* DIR/mqlite.db */
-    char *wal_path; /* DIR/mqlite.db-wal */
-    uint32_t window_ms;
-    bool sync_full;
-    uint64_t max_bytes;
-    int ckpt_pages;
-
-    /* the shim VFS (see the file header) */
-    sqlite3_vfs vfs;
-    sqlite3_vfs *root;
-    char vfs_name[48];
-    bool vfs_registered;
-
-    /* the connection: the store thread, or mql_store_load before the broker starts */
-    pthread_mutex_t db_mu;
-    sqlite3 *db;
-    sqlite3_stmt *stmt[N_STMT];
-    int64_t page_size;
-    int wal_frames; /* frames in the WAL after the last commit (wal hook) */
-    uint64_t *gc;   /* msg_ids unlinked in the current batch */
-    size_t gc_n, gc_cap;
-    bool failing;      /* a failure episode is going on (store thread) */
-    uint64_t fail_run; /* failed attempts in this episode (store thread) */
-    bool lost;         /* ops were dropped at close: no barrier may report MQL_OK now */
-
-    /* the queue */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct op *head, **tailp;
-    size_t q_ops, q_bytes;
-    struct timespec since; /* when the queue last became non-empty (CLOCK_MONOTONIC) */
-    bool stopping;
-    pthread_t thread;
-    bool thread_started;
-
-    /* counters, read by any thread */
-    _Atomic uint64_t transactions, ops, bytes_written, fsyncs, errors, live_bytes;
-    atomic_int fail_writes;
-    atomic_bool failing_now;     /* copy of `failing` for mql_store_get_stats */
-    _Atomic uint64_t retry_held; /* memory of the ops kept for a retry (store thread writes) */
-    uint64_t hold_max;           /* held memory beyond which a failing store is overloaded */
 };
 
 static void seterr(char *buf, size_t len, const char *fmt, ...)
@@ -326,270 +236,6 @@ static void count(_Atomic uint64_t *c, uint64_t n)
 static uint64_t get(_Atomic uint64_t *c)
 {
     return atomic_load_explicit(c, memory_order_relaxed);
-}
-
-/* ---- the shim VFS: counts writes and syncs, injects write faults ---- */
-
-typedef struct cfile {
-    sqlite3_file base;
-    mql_store *st;
-    sqlite3_file *real; /* the wrapped file, allocated right after this struct */
-} cfile;
-
-#define REAL(f) (((cfile *)(f))->real)
-
-static int c_close(sqlite3_file *f)
-{
-    return REAL(f)->pMethods->xClose(REAL(f));
-}
-
-static int c_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
-{
-    return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
-}
-
-static int c_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
-{
-    mql_store *st = ((cfile *)f)->st;
-    int left = atomic_load(&st->fail_writes);
-    while (left > 0 && !atomic_compare_exchange_weak(&st->fail_writes, &left, left - 1))
-        ;
-    if (left > 0)
-        return SQLITE_IOERR_WRITE;
-    int rc = mql_fault_write(); /* SQLITE_OK unless a test asks for a fault (fault.h) */
-    if (rc != SQLITE_OK)
-        return rc;
-    rc = REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
-    if (rc == SQLITE_OK)
-        count(&st->bytes_written, (uint64_t)n);
-    return rc;
-}
-
-static int c_truncate(sqlite3_file *f, sqlite3_int64 size)
-{
-    return REAL(f)->pMethods->xTruncate(REAL(f), size);
-}
-
-static int c_sync(sqlite3_file *f, int flags)
-{
-    int rc = mql_fault_sync();
-    if (rc != SQLITE_OK)
-        return rc;
-    count(&((cfile *)f)->st->fsyncs, 1);
-    return REAL(f)->pMethods->xSync(REAL(f), flags);
-}
-
-static int c_file_size(sqlite3_file *f, sqlite3_int64 *size)
-{
-    return REAL(f)->pMethods->xFileSize(REAL(f), size);
-}
-
-static int c_lock(sqlite3_file *f, int level)
-{
-    return REAL(f)->pMethods->xLock(REAL(f), level);
-}
-
-static int c_unlock(sqlite3_file *f, int level)
-{
-    return REAL(f)->pMethods->xUnlock(REAL(f), level);
-}
-
-static int c_check_reserved(sqlite3_file *f, int *out)
-{
-    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
-}
-
-static int c_file_control(sqlite3_file *f, int op, void *arg)
-{
-    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
-}
-
-static int c_sector_size(sqlite3_file *f)
-{
-    return REAL(f)->pMethods->xSectorSize(REAL(f));
-}
-
-static int c_device_characteristics(sqlite3_file *f)
-{
-    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
-}
-
-static int c_shm_map(sqlite3_file *f, int pg, int pgsz, int extend, void volatile **pp)
-{
-    return REAL(f)->pMethods->xShmMap(REAL(f), pg, pgsz, extend, pp);
-}
-
-static int c_shm_lock(sqlite3_file *f, int offset, int n, int flags)
-{
-    return REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags);
-}
-
-static void c_shm_barrier(sqlite3_file *f)
-{
-    REAL(f)->pMethods->xShmBarrier(REAL(f));
-}
-
-static int c_shm_unmap(sqlite3_file *f, int delete_flag)
-{
-    return REAL(f)->pMethods->xShmUnmap(REAL(f), delete_flag);
-}
-
-static int c_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
-{
-    return REAL(f)->pMethods->xFetch(REAL(f), off, n, pp);
-}
-
-static int c_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
-{
-    return REAL(f)->pMethods->xUnfetch(REAL(f), off, p);
-}
-
-/* One method table per io_methods version, so that we never claim methods the wrapped
- * file lacks. */
-#define C_METHODS(v, shm_map, shm_lock, shm_barrier, shm_unmap, fetch, unfetch)                    \
-    {                                                                                              \
-        v, c_close, c_read, c_write, c_truncate, c_sync, c_file_size, c_lock, c_unlock,            \
-            c_check_reserved, c_file_control, c_sector_size, c_device_characteristics, shm_map,    \
-            shm_lock, shm_barrier, shm_unmap, fetch, unfetch                                       \
-    }
-static const sqlite3_io_methods c_methods[3] = {
-    C_METHODS(1, NULL, NULL, NULL, NULL, NULL, NULL),
-    C_METHODS(2, c_shm_map, c_shm_lock, c_shm_barrier, c_shm_unmap, NULL, NULL),
-    C_METHODS(3, c_shm_map, c_shm_lock, c_shm_barrier, c_shm_unmap, c_fetch, c_unfetch),
-};
-
-#define ROOT(vfs) (((mql_store *)(vfs)->pAppData)->root)
-
-static int v_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out_flags)
-{
-    cfile *cf = (cfile *)f;
-    cf->st = vfs->pAppData;
-    cf->real = (sqlite3_file *)(cf + 1);
-    cf->real->pMethods = NULL;
-    int rc = ROOT(vfs)->xOpen(ROOT(vfs), name, cf->real, flags, out_flags);
-    const sqlite3_io_methods *m = cf->real->pMethods;
-    if (m == NULL) {
-        cf->base.pMethods = NULL;
-    } else {
-        int v = m->iVersion < 1 ? 1 : (m->iVersion > 3 ? 3 : m->iVersion);
-        cf->base.pMethods = &c_methods[v - 1];
-    }
-    return rc;
-}
-
-static int v_delete(sqlite3_vfs *vfs, const char *name, int sync_dir)
-{
-    return ROOT(vfs)->xDelete(ROOT(vfs), name, sync_dir);
-}
-
-static int v_access(sqlite3_vfs *vfs, const char *name, int flags, int *out)
-{
-    return ROOT(vfs)->xAccess(ROOT(vfs), name, flags, out);
-}
-
-static int v_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
-{
-    return ROOT(vfs)->xFullPathname(ROOT(vfs), name, n, out);
-}
-
-static void *v_dlopen(sqlite3_vfs *vfs, const char *name)
-{
-    return ROOT(vfs)->xDlOpen(ROOT(vfs), name);
-}
-
-static void v_dlerror(sqlite3_vfs *vfs, int n, char *msg)
-{
-    ROOT(vfs)->xDlError(ROOT(vfs), n, msg);
-}
-
-static void (*v_dlsym(sqlite3_vfs *vfs, void *h, const char *sym))(void)
-{
-    return ROOT(vfs)->xDlSym(ROOT(vfs), h, sym);
-}
-
-static void v_dlclose(sqlite3_vfs *vfs, void *h)
-{
-    ROOT(vfs)->xDlClose(ROOT(vfs), h);
-}
-
-static int v_randomness(sqlite3_vfs *vfs, int n, char *out)
-{
-    return ROOT(vfs)->xRandomness(ROOT(vfs), n, out);
-}
-
-static int v_sleep(sqlite3_vfs *vfs, int us)
-{
-    return ROOT(vfs)->xSleep(ROOT(vfs), us);
-}
-
-static int v_current_time(sqlite3_vfs *vfs, double *out)
-{
-    return ROOT(vfs)->xCurrentTime(ROOT(vfs), out);
-}
-
-static int v_get_last_error(sqlite3_vfs *vfs, int n, char *out)
-{
-    return ROOT(vfs)->xGetLastError ? ROOT(vfs)->xGetLastError(ROOT(vfs), n, out) : 0;
-}
-
-static int v_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *out)
-{
-    return ROOT(vfs)->xCurrentTimeInt64(ROOT(vfs), out);
-}
-
-static int v_set_system_call(sqlite3_vfs *vfs, const char *name, sqlite3_syscall_ptr p)
-{
-    return ROOT(vfs)->xSetSystemCall(ROOT(vfs), name, p);
-}
-
-static sqlite3_syscall_ptr v_get_system_call(sqlite3_vfs *vfs, const char *name)
-{
-    return ROOT(vfs)->xGetSystemCall(ROOT(vfs), name);
-}
-
-static const char *v_next_system_call(sqlite3_vfs *vfs, const char *name)
-{
-    return ROOT(vfs)->xNextSystemCall(ROOT(vfs), name);
-}
-
-/* Register st's shim over the default VFS under a name unique to st. */
-static int vfs_register(mql_store *st)
-{
-    sqlite3_vfs *root = sqlite3_vfs_find(NULL);
-    if (root == NULL)
-        return SQLITE_ERROR;
-    st->root = root;
-    snprintf(st->vfs_name, sizeof(st->vfs_name), "mqlite-%p", (void *)st);
-    sqlite3_vfs *v = &st->vfs;
-    memset(v, 0, sizeof(*v));
-    v->iVersion = root->iVersion > 3 ? 3 : root->iVersion;
-    v->szOsFile = (int)sizeof(cfile) + root->szOsFile;
-    v->mxPathname = root->mxPathname;
-    v->zName = st->vfs_name;
-    v->pAppData = st;
-    v->xOpen = v_open;
-    v->xDelete = v_delete;
-    v->xAccess = v_access;
-    v->xFullPathname = v_full_pathname;
-    v->xDlOpen = v_dlopen;
-    v->xDlError = v_dlerror;
-    v->xDlSym = v_dlsym;
-    v->xDlClose = v_dlclose;
-    v->xRandomness = v_randomness;
-    v->xSleep = v_sleep;
-    v->xCurrentTime = v_current_time;
-    v->xGetLastError = v_get_last_error;
-    if (v->iVersion >= 2)
-        v->xCurrentTimeInt64 = v_current_time_int64;
-    if (v->iVersion >= 3) {
-        v->xSetSystemCall = v_set_system_call;
-        v->xGetSystemCall = v_get_system_call;
-        v->xNextSystemCall = v_next_system_call;
-    }
-    int rc = sqlite3_vfs_register(v, 0);
-    if (rc == SQLITE_OK)
-        st->vfs_registered = true;
-    return rc;
 }
 
 /* ---- small helpers ---- */
@@ -725,12 +371,12 @@ static int gc_run(mql_store *st)
 
 /* ---- executing one operation (store thread, db_mu held, inside the transaction) ---- */
 
-static int exec_op(mql_store *st, const struct op *op)
+static int exec_op(mql_store *st, const mql_store_op *op)
 {
     sqlite3_stmt *s;
     int rc;
     switch (op->kind) {
-    case OP_MSG_PUT: {
+    case MQL_STORE_OP_MSG_PUT: {
         const mql_store_msg *m = &op->u.msg;
         s = st->stmt[S_MSG_PUT];
         if ((rc = sqlite3_bind_int64(s, 1, (sqlite3_int64)m->msg_id)) != SQLITE_OK ||
@@ -743,7 +389,7 @@ static int exec_op(mql_store *st, const struct op *op)
             return rc;
         return run(s);
     }
-    case OP_SESSION_PUT: {
+    case MQL_STORE_OP_SESSION_PUT: {
         const mql_store_session *ss = &op->u.session;
         s = st->stmt[S_SESSION_PUT];
         if ((rc = bind_text(s, 1, ss->client_id, -1)) != SQLITE_OK ||
@@ -753,7 +399,7 @@ static int exec_op(mql_store *st, const struct op *op)
             return rc;
         return run(s);
     }
-    case OP_SESSION_DEL: {
+    case MQL_STORE_OP_SESSION_DEL: {
         const char *cid = op->u.session.client_id;
         s = st->stmt[S_SESSION_DEL_OUT];
         if ((rc = bind_text(s, 1, cid, -1)) != SQLITE_OK || (rc = run_unlink(st, s)) != SQLITE_OK)
@@ -766,7 +412,7 @@ static int exec_op(mql_store *st, const struct op *op)
         }
         return SQLITE_OK;
     }
-    case OP_SUB_PUT: {
+    case MQL_STORE_OP_SUB_PUT: {
         const mql_store_sub *sb = &op->u.sub;
         s = st->stmt[S_SUB_PUT];
         if ((rc = bind_text(s, 1, sb->client_id, -1)) != SQLITE_OK ||
@@ -777,13 +423,13 @@ static int exec_op(mql_store *st, const struct op *op)
             return rc;
         return run(s);
     }
-    case OP_SUB_DEL:
+    case MQL_STORE_OP_SUB_DEL:
         s = st->stmt[S_SUB_DEL];
         if ((rc = bind_text(s, 1, op->u.sub.client_id, -1)) != SQLITE_OK ||
             (rc = bind_text(s, 2, op->u.sub.filter, -1)) != SQLITE_OK)
             return rc;
         return run(s);
-    case OP_OUT_PUT: {
+    case MQL_STORE_OP_OUT_PUT: {
         const mql_store_out *o = &op->u.out;
         s = st->stmt[S_OUT_PUT];
         if ((rc = bind_text(s, 1, o->client_id, -1)) != SQLITE_OK ||
@@ -797,7 +443,7 @@ static int exec_op(mql_store *st, const struct op *op)
             return rc;
         return run(s);
     }
-    case OP_OUT_UPDATE: {
+    case MQL_STORE_OP_OUT_UPDATE: {
         const mql_store_out *o = &op->u.out;
         s = st->stmt[S_OUT_UPDATE];
         if ((rc = bind_text(s, 1, o->client_id, -1)) != SQLITE_OK ||
@@ -807,20 +453,20 @@ static int exec_op(mql_store *st, const struct op *op)
             return rc;
         return run(s);
     }
-    case OP_OUT_DEL:
+    case MQL_STORE_OP_OUT_DEL:
         s = st->stmt[S_OUT_DEL];
         if ((rc = bind_text(s, 1, op->u.out.client_id, -1)) != SQLITE_OK ||
             (rc = sqlite3_bind_int64(s, 2, (sqlite3_int64)op->u.out.seq)) != SQLITE_OK)
             return rc;
         return run_unlink(st, s);
-    case OP_QOS2_PUT:
-    case OP_QOS2_DEL:
-        s = st->stmt[op->kind == OP_QOS2_PUT ? S_QOS2_PUT : S_QOS2_DEL];
+    case MQL_STORE_OP_QOS2_PUT:
+    case MQL_STORE_OP_QOS2_DEL:
+        s = st->stmt[op->kind == MQL_STORE_OP_QOS2_PUT ? S_QOS2_PUT : S_QOS2_DEL];
         if ((rc = bind_text(s, 1, op->u.out.client_id, -1)) != SQLITE_OK ||
             (rc = sqlite3_bind_int(s, 2, op->u.out.packet_id)) != SQLITE_OK)
             return rc;
         return run(s);
-    case OP_RETAIN_PUT: {
+    case MQL_STORE_OP_RETAIN_PUT: {
         /* The body of the message it replaces may become unreferenced. */
         int64_t old = -1;
         s = st->stmt[S_RETAIN_GET];
@@ -836,12 +482,12 @@ static int exec_op(mql_store *st, const struct op *op)
             return rc;
         return run(s);
     }
-    case OP_RETAIN_DEL:
+    case MQL_STORE_OP_RETAIN_DEL:
         s = st->stmt[S_RETAIN_DEL];
         if ((rc = bind_text(s, 1, op->u.retain.topic, (int)op->u.retain.topic_len)) != SQLITE_OK)
             return rc;
         return run_unlink(st, s);
-    case OP_BARRIER:
+    case MQL_STORE_OP_BARRIER:
         return SQLITE_OK;
     }
     return SQLITE_MISUSE;
@@ -849,10 +495,10 @@ static int exec_op(mql_store *st, const struct op *op)
 
 /* ---- running a batch (store thread) ---- */
 
-static void free_ops(struct op *list)
+static void free_ops(mql_store_op *list)
 {
     while (list != NULL) {
-        struct op *next = list->next;
+        mql_store_op *next = list->next;
         free(list);
         list = next;
     }
@@ -896,11 +542,11 @@ static void checkpoint(mql_store *st, int mode)
  * order, are appended to the retry list whose tail pointer is *retry_tail, to run again
  * first in the next batch. Returns true when the batch committed.
  */
-static bool run_batch(mql_store *st, struct op *list, struct op ***retry_tail)
+static bool run_batch(mql_store *st, mql_store_op *list, mql_store_op ***retry_tail)
 {
     uint64_t n_data = 0;
-    for (struct op *op = list; op != NULL; op = op->next)
-        n_data += op->kind != OP_BARRIER;
+    for (mql_store_op *op = list; op != NULL; op = op->next)
+        n_data += op->kind != MQL_STORE_OP_BARRIER;
 
     int rc = SQLITE_OK;
     const char *failed_op = "commit";
@@ -914,7 +560,7 @@ static bool run_batch(mql_store *st, struct op *list, struct op ***retry_tail)
             failed_op = "begin";
             goto fail;
         }
-        for (struct op *op = list; op != NULL; op = op->next) {
+        for (mql_store_op *op = list; op != NULL; op = op->next) {
             if ((rc = exec_op(st, op)) != SQLITE_OK) {
                 failed_op = op_names[op->kind];
                 goto fail;
@@ -971,10 +617,10 @@ done:
     }
     mql_err err = committed ? (st->lost ? MQL_E_STORE : MQL_OK) : fail_err;
     while (list != NULL) {
-        struct op *op = list;
+        mql_store_op *op = list;
         list = op->next;
         op->next = NULL;
-        if (op->kind == OP_BARRIER) {
+        if (op->kind == MQL_STORE_OP_BARRIER) {
             op->u.barrier.cb(op->u.barrier.arg, err);
             free(op);
         } else if (committed) {
@@ -993,9 +639,9 @@ done:
 }
 
 /* Take up to BATCH_MAX_OPS / BATCH_MAX_BYTES ops off the queue (mu held). */
-static struct op *take_batch(mql_store *st)
+static mql_store_op *take_batch(mql_store *st)
 {
-    struct op *list = st->head;
+    mql_store_op *list = st->head;
     if (st->q_ops <= BATCH_MAX_OPS && st->q_bytes <= BATCH_MAX_BYTES) {
         st->head = NULL;
         st->tailp = &st->head;
@@ -1003,7 +649,7 @@ static struct op *take_batch(mql_store *st)
         st->q_bytes = 0;
         return list;
     }
-    struct op *last = list;
+    mql_store_op *last = list;
     size_t n = 1, bytes = list->bytes;
     while (last->next != NULL && n < BATCH_MAX_OPS &&
            bytes + last->next->bytes <= BATCH_MAX_BYTES) {
@@ -1021,7 +667,7 @@ static struct op *take_batch(mql_store *st)
     return list;
 }
 
-static size_t list_len(const struct op *l)
+static size_t list_len(const mql_store_op *l)
 {
     size_t n = 0;
     for (; l != NULL; l = l->next)
@@ -1030,7 +676,7 @@ static size_t list_len(const struct op *l)
 }
 
 /* Memory an op list holds: its structs and copied data. */
-static uint64_t held_memory(const struct op *l)
+static uint64_t held_memory(const mql_store_op *l)
 {
     uint64_t n = 0;
     for (; l != NULL; l = l->next)
@@ -1041,7 +687,7 @@ static uint64_t held_memory(const struct op *l)
 static void *store_main(void *arg)
 {
     mql_store *st = arg;
-    struct op *retry = NULL, **retry_tail = &retry;
+    mql_store_op *retry = NULL, **retry_tail = &retry;
     unsigned attempts = 0;       /* consecutive failed attempts */
     unsigned close_attempts = 0; /* of those, made after close began */
     struct timespec retry_at = {0, 0};
@@ -1063,7 +709,7 @@ static void *store_main(void *arg)
             if (pthread_cond_timedwait(&st->cv, &st->mu, &deadline) == ETIMEDOUT)
                 break;
         }
-        struct op *batch = st->head != NULL ? take_batch(st) : NULL;
+        mql_store_op *batch = st->head != NULL ? take_batch(st) : NULL;
         bool stopping = st->stopping;
         pthread_mutex_unlock(&st->mu);
 
@@ -1213,7 +859,7 @@ static enum open_result open_db(mql_store *st, char *why, size_t len)
     int64_t v = 0;
     int rc = sqlite3_open_v2(st->path, &st->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             st->vfs_name);
+                             st->vfs.name);
     if (rc != SQLITE_OK)
         goto fail;
     if ((rc = sqlite3_extended_result_codes(st->db, 1)) != SQLITE_OK)
@@ -1395,8 +1041,7 @@ static mql_err check_paths(const char *dir, const char *path, char *errbuf, size
 static void store_free(mql_store *st)
 {
     close_db(st);
-    if (st->vfs_registered)
-        (void)sqlite3_vfs_unregister(&st->vfs); /* only fails for a VFS never registered */
+    mql_store_vfs_unregister(&st->vfs);
     free(st->gc);
     free(st->path);
     free(st->wal_path);
@@ -1440,14 +1085,14 @@ mql_err mql_store_open(mql_store **out, const mql_store_opts *opts, char *errbuf
         memmove(st->path, st->path + 1, strlen(st->path)); /* dir "/" */
     if ((err = check_paths(opts->dir, st->path, errbuf, errlen)) != MQL_OK)
         goto fail;
-    if (mql_fault_control() != NULL)
+    if (mql_store_vfs_fault_control() != NULL)
         mql_warning("store.fault",
                     "store %s: fault injection is enabled (%s=%s): for tests only, never in "
                     "production",
-                    st->path, MQL_FAULT_ENV, mql_fault_control());
+                    st->path, MQL_STORE_FAULT_ENV, mql_store_vfs_fault_control());
     err = MQL_E_STORE;
     int rc = sqlite3_initialize();
-    if (rc != SQLITE_OK || (rc = vfs_register(st)) != SQLITE_OK) {
+    if (rc != SQLITE_OK || (rc = mql_store_vfs_register(&st->vfs)) != SQLITE_OK) {
         seterr(errbuf, errlen, "store: SQLite initialisation failed: %s", sqlite3_errstr(rc));
         goto fail;
     }
@@ -1659,9 +1304,9 @@ out:
 /* ---- queueing ---- */
 
 /* Allocate an op with `extra` bytes of data. */
-static struct op *op_new(enum op_kind kind, size_t extra)
+static mql_store_op *op_new(enum mql_store_op_kind kind, size_t extra)
 {
-    struct op *op = malloc(sizeof(*op) + extra);
+    mql_store_op *op = malloc(sizeof(*op) + extra);
     if (op == NULL)
         return NULL;
     op->next = NULL;
@@ -1681,7 +1326,7 @@ static const char *copy(char **p, const void *src, size_t n)
     return dst;
 }
 
-static mql_err enqueue(mql_store *st, struct op *op)
+static mql_err enqueue(mql_store *st, mql_store_op *op)
 {
     pthread_mutex_lock(&st->mu);
     bool was_empty = st->head == NULL;
@@ -1704,7 +1349,8 @@ mql_err mql_store_msg_put(mql_store *st, const mql_store_msg *m)
     if ((m->topic == NULL && m->topic_len > 0) || (m->payload == NULL && m->payload_len > 0) ||
         (m->props == NULL && m->props_len > 0))
         return MQL_E_INTERNAL;
-    struct op *op = op_new(OP_MSG_PUT, (size_t)m->topic_len + m->payload_len + m->props_len + 3);
+    mql_store_op *op =
+        op_new(MQL_STORE_OP_MSG_PUT, (size_t)m->topic_len + m->payload_len + m->props_len + 3);
     if (op == NULL)
         return MQL_E_NOMEM;
     char *p = op->data;
@@ -1720,7 +1366,7 @@ mql_err mql_store_session_put(mql_store *st, const mql_store_session *s)
     if (s->client_id == NULL)
         return MQL_E_INTERNAL;
     size_t n = strlen(s->client_id);
-    struct op *op = op_new(OP_SESSION_PUT, n + 1);
+    mql_store_op *op = op_new(MQL_STORE_OP_SESSION_PUT, n + 1);
     if (op == NULL)
         return MQL_E_NOMEM;
     char *p = op->data;
@@ -1734,7 +1380,7 @@ mql_err mql_store_session_del(mql_store *st, const char *client_id)
     if (client_id == NULL)
         return MQL_E_INTERNAL;
     size_t n = strlen(client_id);
-    struct op *op = op_new(OP_SESSION_DEL, n + 1);
+    mql_store_op *op = op_new(MQL_STORE_OP_SESSION_DEL, n + 1);
     if (op == NULL)
         return MQL_E_NOMEM;
     char *p = op->data;
@@ -1743,12 +1389,12 @@ mql_err mql_store_session_del(mql_store *st, const char *client_id)
     return enqueue(st, op);
 }
 
-static mql_err sub_op(mql_store *st, enum op_kind kind, const mql_store_sub *s)
+static mql_err sub_op(mql_store *st, enum mql_store_op_kind kind, const mql_store_sub *s)
 {
     if (s->client_id == NULL || s->filter == NULL)
         return MQL_E_INTERNAL;
     size_t a = strlen(s->client_id), b = strlen(s->filter);
-    struct op *op = op_new(kind, a + b + 2);
+    mql_store_op *op = op_new(kind, a + b + 2);
     if (op == NULL)
         return MQL_E_NOMEM;
     char *p = op->data;
@@ -1760,21 +1406,21 @@ static mql_err sub_op(mql_store *st, enum op_kind kind, const mql_store_sub *s)
 
 mql_err mql_store_sub_put(mql_store *st, const mql_store_sub *s)
 {
-    return sub_op(st, OP_SUB_PUT, s);
+    return sub_op(st, MQL_STORE_OP_SUB_PUT, s);
 }
 
 mql_err mql_store_sub_del(mql_store *st, const char *client_id, const char *filter)
 {
     mql_store_sub s = {.client_id = client_id, .filter = filter};
-    return sub_op(st, OP_SUB_DEL, &s);
+    return sub_op(st, MQL_STORE_OP_SUB_DEL, &s);
 }
 
-static mql_err out_op(mql_store *st, enum op_kind kind, const mql_store_out *o)
+static mql_err out_op(mql_store *st, enum mql_store_op_kind kind, const mql_store_out *o)
 {
     if (o->client_id == NULL)
         return MQL_E_INTERNAL;
     size_t n = strlen(o->client_id);
-    struct op *op = op_new(kind, n + 1);
+    mql_store_op *op = op_new(kind, n + 1);
     if (op == NULL)
         return MQL_E_NOMEM;
     char *p = op->data;
@@ -1785,40 +1431,40 @@ static mql_err out_op(mql_store *st, enum op_kind kind, const mql_store_out *o)
 
 mql_err mql_store_out_put(mql_store *st, const mql_store_out *o)
 {
-    return out_op(st, OP_OUT_PUT, o);
+    return out_op(st, MQL_STORE_OP_OUT_PUT, o);
 }
 
 mql_err mql_store_out_update(mql_store *st, const char *client_id, uint64_t seq, uint8_t state,
                              uint16_t packet_id)
 {
     mql_store_out o = {.client_id = client_id, .seq = seq, .state = state, .packet_id = packet_id};
-    return out_op(st, OP_OUT_UPDATE, &o);
+    return out_op(st, MQL_STORE_OP_OUT_UPDATE, &o);
 }
 
 mql_err mql_store_out_del(mql_store *st, const char *client_id, uint64_t seq)
 {
     mql_store_out o = {.client_id = client_id, .seq = seq};
-    return out_op(st, OP_OUT_DEL, &o);
+    return out_op(st, MQL_STORE_OP_OUT_DEL, &o);
 }
 
 mql_err mql_store_qos2_put(mql_store *st, const char *client_id, uint16_t pid)
 {
     mql_store_out o = {.client_id = client_id, .packet_id = pid};
-    return out_op(st, OP_QOS2_PUT, &o);
+    return out_op(st, MQL_STORE_OP_QOS2_PUT, &o);
 }
 
 mql_err mql_store_qos2_del(mql_store *st, const char *client_id, uint16_t pid)
 {
     mql_store_out o = {.client_id = client_id, .packet_id = pid};
-    return out_op(st, OP_QOS2_DEL, &o);
+    return out_op(st, MQL_STORE_OP_QOS2_DEL, &o);
 }
 
-static mql_err retain_op(mql_store *st, enum op_kind kind, const char *topic, uint32_t topic_len,
-                         uint64_t msg_id)
+static mql_err retain_op(mql_store *st, enum mql_store_op_kind kind, const char *topic,
+                         uint32_t topic_len, uint64_t msg_id)
 {
     if (topic == NULL || topic_len > INT32_MAX)
         return MQL_E_INTERNAL;
-    struct op *op = op_new(kind, (size_t)topic_len + 1);
+    mql_store_op *op = op_new(kind, (size_t)topic_len + 1);
     if (op == NULL)
         return MQL_E_NOMEM;
     char *p = op->data;
@@ -1830,19 +1476,19 @@ static mql_err retain_op(mql_store *st, enum op_kind kind, const char *topic, ui
 
 mql_err mql_store_retain_put(mql_store *st, const char *topic, uint32_t topic_len, uint64_t msg_id)
 {
-    return retain_op(st, OP_RETAIN_PUT, topic, topic_len, msg_id);
+    return retain_op(st, MQL_STORE_OP_RETAIN_PUT, topic, topic_len, msg_id);
 }
 
 mql_err mql_store_retain_del(mql_store *st, const char *topic, uint32_t topic_len)
 {
-    return retain_op(st, OP_RETAIN_DEL, topic, topic_len, 0);
+    return retain_op(st, MQL_STORE_OP_RETAIN_DEL, topic, topic_len, 0);
 }
 
 mql_err mql_store_barrier(mql_store *st, mql_store_done_fn cb, void *arg)
 {
     if (cb == NULL)
         return MQL_E_INTERNAL;
-    struct op *op = op_new(OP_BARRIER, 0);
+    mql_store_op *op = op_new(MQL_STORE_OP_BARRIER, 0);
     if (op == NULL)
         return MQL_E_NOMEM;
     op->u.barrier.cb = cb;
@@ -1857,8 +1503,8 @@ mql_store_stats mql_store_get_stats(mql_store *st)
     mql_store_stats s = {
         .transactions = get(&st->transactions),
         .ops = get(&st->ops),
-        .bytes_written = get(&st->bytes_written),
-        .fsyncs = get(&st->fsyncs),
+        .bytes_written = get(&st->vfs.bytes_written),
+        .fsyncs = get(&st->vfs.fsyncs),
         .file_bytes = file_size(st->path) + file_size(st->wal_path),
         .errors = get(&st->errors),
         .live_bytes = get(&st->live_bytes),
@@ -1866,7 +1512,7 @@ mql_store_stats mql_store_get_stats(mql_store *st)
     };
     s.full = st->max_bytes > 0 && s.live_bytes >= st->max_bytes;
     pthread_mutex_lock(&st->mu);
-    s.held_bytes = st->q_bytes + st->q_ops * sizeof(struct op);
+    s.held_bytes = st->q_bytes + st->q_ops * sizeof(mql_store_op);
     pthread_mutex_unlock(&st->mu);
     s.held_bytes += atomic_load(&st->retry_held);
     s.overloaded = s.failing && s.held_bytes > st->hold_max;
@@ -1875,5 +1521,5 @@ mql_store_stats mql_store_get_stats(mql_store *st)
 
 void mql_store_test_fail_writes(mql_store *st, int n)
 {
-    atomic_store(&st->fail_writes, n < 0 ? 0 : n);
+    atomic_store(&st->vfs.fail_writes, n < 0 ? 0 : n);
 }

@@ -187,7 +187,7 @@ mql_store_stats mql_store_get_stats(mql_store *st);
 
 /* Test hook (fault injection): the next n writes of the store's files fail with an I/O
  * error (SQLITE_IOERR_WRITE); n = 0 turns it off. Not for production use. The real binary
- * is driven by MQLITE_TEST_STORE_FAULTS instead (storage/fault.h). */
+ * is driven by MQLITE_TEST_STORE_FAULTS instead (storage/store_vfs.c). */
 void mql_store_test_fail_writes(mql_store *st, int n);
 
 #endif

@@ -1410,7 +1410,7 @@ Test(store, new_store_small_pages_old_store_kept)
     cr_assert_eq(file_page_size(dbpath), 4096);
 }
 
-/* ---- fault injection through MQLITE_TEST_STORE_FAULTS (storage/fault.h) ----
+/* ---- fault injection through MQLITE_TEST_STORE_FAULTS (storage/store_vfs.c) ----
  * The mechanism the integration tests use on the real binary: a control file names the
  * fault. Each Criterion test is its own process, so setting the variable here reaches
  * only this test's store. */

@@ -1,0 +1,147 @@
+/*
+ * store_int.h - private to storage/: the store struct, the queued operation, and the
+ * functions the store's files share. Nothing outside storage/ includes it (the broker
+ * sees only storage/store.h).
+ *
+ * The files form layers; each uses only the ones above it in this list:
+ *   store_vfs.c     the shim VFS: counts writes and syncs, injects faults
+ *   store_schema.c  the schema, its migrations, the prepared statements, one op as SQL
+ *   store_open.c    open, quick_check, recover (move a corrupt file aside), close
+ *   store_load.c    mql_store_load: read everything back at start
+ *   store.c         the public API: queue, store thread (group commit), open / close
+ */
+#ifndef MQL_STORE_INT_H
+#define MQL_STORE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "storage/store.h"
+
+/* ---- queued operations ---- */
+
+enum mql_store_op_kind {
+    MQL_STORE_OP_MSG_PUT,
+    MQL_STORE_OP_SESSION_PUT,
+    MQL_STORE_OP_SESSION_DEL,
+    MQL_STORE_OP_SUB_PUT,
+    MQL_STORE_OP_SUB_DEL,
+    MQL_STORE_OP_OUT_PUT,
+    MQL_STORE_OP_OUT_UPDATE,
+    MQL_STORE_OP_OUT_DEL,
+    MQL_STORE_OP_QOS2_PUT,
+    MQL_STORE_OP_QOS2_DEL,
+    MQL_STORE_OP_RETAIN_PUT,
+    MQL_STORE_OP_RETAIN_DEL,
+    MQL_STORE_OP_BARRIER,
+};
+
+/* One queued change. Its strings and bytes are copied into data[] (one allocation); the
+ * pointers in the union point there. */
+typedef struct mql_store_op {
+    struct mql_store_op *next;
+    enum mql_store_op_kind kind;
+    size_t bytes; /* size of data[], for the batch size limit */
+    union {
+        mql_store_msg msg;
+        mql_store_session session;
+        mql_store_sub sub; /* also sub_del: client_id, filter */
+        mql_store_out out; /* also out_update, out_del, qos2_*: client_id, seq, ... */
+        struct {
+            const char *topic;
+            uint32_t topic_len;
+            uint64_t msg_id;
+        } retain;
+        struct {
+            mql_store_done_fn cb;
+            void *arg;
+        } barrier;
+    } u;
+    char data[];
+} mql_store_op;
+
+/* ---- the shim VFS (store_vfs.c) ---- */
+
+/* One store's shim VFS and its counters. Embedded in mql_store; the counters are read by
+ * any thread. */
+typedef struct mql_store_vfs {
+    sqlite3_vfs vfs;
+    sqlite3_vfs *root; /* the wrapped default VFS */
+    char name[48];     /* unique to this store */
+    bool registered;
+    _Atomic uint64_t bytes_written, fsyncs;
+    atomic_int fail_writes; /* mql_store_test_fail_writes: writes left to fail */
+} mql_store_vfs;
+
+/* The number of prepared statements (store_schema.c checks it against its list). */
+#define MQL_STORE_N_STMT 22
+
+/* ---- the store ---- */
+
+struct mql_store {
+    /* fixed after open */
+    char *path;     /* DIR/mqlite.db */
+    char *wal_path; /* DIR/mqlite.db-wal */
+    uint32_t window_ms;
+    bool sync_full;
+    uint64_t max_bytes;
+    int ckpt_pages;
+
+    mql_store_vfs vfs; /* its name is what the connection opens with */
+
+    /* the connection: the store thread, or mql_store_load before the broker starts */
+    pthread_mutex_t db_mu;
+    sqlite3 *db;
+    sqlite3_stmt *stmt[MQL_STORE_N_STMT];
+    int64_t page_size;
+    int wal_frames; /* frames in the WAL after the last commit (wal hook) */
+    uint64_t *gc;   /* msg_ids unlinked in the current batch */
+    size_t gc_n, gc_cap;
+    bool failing;      /* a failure episode is going on (store thread) */
+    uint64_t fail_run; /* failed attempts in this episode (store thread) */
+    bool lost;         /* ops were dropped at close: no barrier may report MQL_OK now */
+
+    /* the queue */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    mql_store_op *head, **tailp;
+    size_t q_ops, q_bytes;
+    struct timespec since; /* when the queue last became non-empty (CLOCK_MONOTONIC) */
+    bool stopping;
+    pthread_t thread;
+    bool thread_started;
+
+    /* counters, read by any thread */
+    _Atomic uint64_t transactions, ops, errors, live_bytes;
+    atomic_bool failing_now;     /* copy of `failing` for mql_store_get_stats */
+    _Atomic uint64_t retry_held; /* memory of the ops kept for a retry (store thread writes) */
+    uint64_t hold_max;           /* held memory beyond which a failing store is overloaded */
+};
+
+/* ---- store_vfs.c ---- */
+
+/* The environment variable that turns fault injection on (see store_vfs.c). */
+#define MQL_STORE_FAULT_ENV "MQLITE_TEST_STORE_FAULTS"
+
+/* mql_store_vfs_fault_control: the control file named by MQLITE_TEST_STORE_FAULTS when
+ * fault injection is enabled, else NULL. The environment is read once per process; the
+ * string belongs to the environment. Thread-safe. */
+const char *mql_store_vfs_fault_control(void);
+
+/* mql_store_vfs_register: fill in v as a shim over SQLite's default VFS, under a name
+ * unique to v (v->name, to pass to sqlite3_open_v2), and register it (not as the default).
+ * v must stay where it is until mql_store_vfs_unregister. Returns SQLITE_OK, or the SQLite
+ * error (then v is not registered). */
+int mql_store_vfs_register(mql_store_vfs *v);
+
+/* mql_store_vfs_unregister: unregister v if mql_store_vfs_register succeeded; no-op
+ * otherwise. Every connection opened on it must be closed first. */
+void mql_store_vfs_unregister(mql_store_vfs *v);
+
+#endif
