@@ -51,17 +51,8 @@
  * ~4 MiB of WAL instead of once per commit; journal_size_limit keeps the WAL file at that
  * size afterwards (reused, not regrown). The page cache is 256 KiB, temp_store is memory.
  *
- * Message bodies. A body (msgs) is shared by the outq rows, the retained row and (later)
- * the bridge_queue rows that name its msg_id. Deletes that can orphan a body (out_del,
- * session_del, retain_put replacing, retain_del) collect the msg_ids they unlinked
- * (DELETE ... RETURNING msg_id); before COMMIT each collected id whose body has no
- * reference left is deleted, in the same transaction (indexes on outq(msg_id),
- * retained(msg_id), bridge_queue(msg_id) make that check a few b-tree lookups). A body
- * that was put but never referenced (the broker changed its mind) is removed by a sweep at
- * open, when nothing can be in flight. A periodic sweep was rejected: it would race with a
- * body whose out_put is still queued. (So would an out_put that replaces an existing
- * (client_id, seq) row with another msg_id: the broker never reuses a seq; if it did, the
- * old body would wait for that sweep.)
+ * Message bodies are shared by the rows that name them and deleted, in the transaction
+ * that unlinks them, once nothing refers to them (store_schema.c).
  *
  * Counters. bytes_written and fsyncs are counted exactly by the store's shim VFS, which
  * also fails writes and syncs on demand for fault-injection tests (store_vfs.c).
@@ -111,102 +102,6 @@
 #define HOLD_MIN_BYTES (256u * 1024)
 #define BACKOFF_MAX_MS 2000
 #define CLOSE_ATTEMPTS 5 /* failed attempts after close began before giving up (~0.75 s) */
-
-/* ---- schema ---- */
-
-/* schema_steps[v] takes a store at user_version v to v + 1. Append a step for version 2;
- * never edit a step that has shipped. */
-static const char *const schema_steps[] = {
-    /* 0 -> 1. WITHOUT ROWID for the small keyed tables: each row lives once, in its
-     * primary-key b-tree, instead of in a rowid table plus a key index (half the pages to
-     * write). msgs keeps its rowid (msg_id is the rowid): its rows are large. */
-    "CREATE TABLE sessions(client_id TEXT NOT NULL PRIMARY KEY, version INTEGER NOT NULL,"
-    " expiry INTEGER NOT NULL, disconnected_at INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE subs(client_id TEXT NOT NULL, filter TEXT NOT NULL, qos INTEGER NOT NULL,"
-    " options INTEGER NOT NULL, sub_id INTEGER NOT NULL, PRIMARY KEY(client_id, filter))"
-    " WITHOUT ROWID;"
-    "CREATE TABLE msgs(msg_id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,"
-    " props BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
-    " expiry_wall INTEGER NOT NULL);"
-    "CREATE TABLE outq(client_id TEXT NOT NULL, seq INTEGER NOT NULL, msg_id INTEGER NOT NULL,"
-    " qos INTEGER NOT NULL, retain INTEGER NOT NULL, state INTEGER NOT NULL,"
-    " packet_id INTEGER NOT NULL, sub_id INTEGER NOT NULL, PRIMARY KEY(client_id, seq))"
-    " WITHOUT ROWID;"
-    "CREATE INDEX outq_msg ON outq(msg_id);"
-    "CREATE TABLE qos2_in(client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,"
-    " PRIMARY KEY(client_id, packet_id)) WITHOUT ROWID;"
-    "CREATE TABLE retained(topic TEXT NOT NULL PRIMARY KEY, msg_id INTEGER NOT NULL)"
-    " WITHOUT ROWID;"
-    "CREATE INDEX retained_msg ON retained(msg_id);"
-    "CREATE TABLE bridge_queue(bridge TEXT NOT NULL, seq INTEGER NOT NULL,"
-    " msg_id INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
-    " PRIMARY KEY(bridge, seq)) WITHOUT ROWID;"
-    "CREATE INDEX bridge_queue_msg ON bridge_queue(msg_id);",
-};
-#define SCHEMA_VERSION ((int)(sizeof(schema_steps) / sizeof(schema_steps[0])))
-
-/* A body is unreferenced when no outq, retained or bridge_queue row names it. */
-#define MSG_UNREFERENCED(id)                                                                       \
-    "NOT EXISTS(SELECT 1 FROM outq WHERE msg_id = " id ")"                                         \
-    " AND NOT EXISTS(SELECT 1 FROM retained WHERE msg_id = " id ")"                                \
-    " AND NOT EXISTS(SELECT 1 FROM bridge_queue WHERE msg_id = " id ")"
-
-enum stmt_id {
-    S_BEGIN,
-    S_COMMIT,
-    S_ROLLBACK,
-    S_MSG_PUT,
-    S_SESSION_PUT,
-    S_SESSION_DEL_OUT,
-    S_SESSION_DEL_SUBS,
-    S_SESSION_DEL_QOS2,
-    S_SESSION_DEL,
-    S_SUB_PUT,
-    S_SUB_DEL,
-    S_OUT_PUT,
-    S_OUT_UPDATE,
-    S_OUT_DEL,
-    S_QOS2_PUT,
-    S_QOS2_DEL,
-    S_RETAIN_GET,
-    S_RETAIN_PUT,
-    S_RETAIN_DEL,
-    S_MSG_GC,
-    S_PAGE_COUNT,
-    S_FREELIST_COUNT,
-    N_STMT
-};
-_Static_assert(N_STMT == MQL_STORE_N_STMT, "MQL_STORE_N_STMT in store_int.h");
-
-static const char *const stmt_sql[N_STMT] = {
-    [S_BEGIN] = "BEGIN IMMEDIATE",
-    [S_COMMIT] = "COMMIT",
-    [S_ROLLBACK] = "ROLLBACK",
-    [S_MSG_PUT] = "INSERT OR REPLACE INTO msgs(msg_id, topic, payload, props, qos, retain,"
-                  " expiry_wall) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    [S_SESSION_PUT] = "INSERT OR REPLACE INTO sessions(client_id, version, expiry,"
-                      " disconnected_at) VALUES(?1, ?2, ?3, ?4)",
-    [S_SESSION_DEL_OUT] = "DELETE FROM outq WHERE client_id = ?1 RETURNING msg_id",
-    [S_SESSION_DEL_SUBS] = "DELETE FROM subs WHERE client_id = ?1",
-    [S_SESSION_DEL_QOS2] = "DELETE FROM qos2_in WHERE client_id = ?1",
-    [S_SESSION_DEL] = "DELETE FROM sessions WHERE client_id = ?1",
-    [S_SUB_PUT] = "INSERT OR REPLACE INTO subs(client_id, filter, qos, options, sub_id)"
-                  " VALUES(?1, ?2, ?3, ?4, ?5)",
-    [S_SUB_DEL] = "DELETE FROM subs WHERE client_id = ?1 AND filter = ?2",
-    [S_OUT_PUT] = "INSERT OR REPLACE INTO outq(client_id, seq, msg_id, qos, retain, state,"
-                  " packet_id, sub_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [S_OUT_UPDATE] = "UPDATE outq SET state = ?3, packet_id = ?4 WHERE client_id = ?1 AND"
-                     " seq = ?2",
-    [S_OUT_DEL] = "DELETE FROM outq WHERE client_id = ?1 AND seq = ?2 RETURNING msg_id",
-    [S_QOS2_PUT] = "INSERT OR IGNORE INTO qos2_in(client_id, packet_id) VALUES(?1, ?2)",
-    [S_QOS2_DEL] = "DELETE FROM qos2_in WHERE client_id = ?1 AND packet_id = ?2",
-    [S_RETAIN_GET] = "SELECT msg_id FROM retained WHERE topic = ?1",
-    [S_RETAIN_PUT] = "INSERT OR REPLACE INTO retained(topic, msg_id) VALUES(?1, ?2)",
-    [S_RETAIN_DEL] = "DELETE FROM retained WHERE topic = ?1 RETURNING msg_id",
-    [S_MSG_GC] = "DELETE FROM msgs WHERE msg_id = ?1 AND " MSG_UNREFERENCED("?1"),
-    [S_PAGE_COUNT] = "PRAGMA page_count",
-    [S_FREELIST_COUNT] = "PRAGMA freelist_count",
-};
 
 /* ---- queued operations ---- */
 
@@ -278,221 +173,6 @@ static uint64_t file_size(const char *path)
     return stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
 }
 
-/* Text binding that never binds NULL (the columns are NOT NULL). n < 0: NUL-terminated. */
-static int bind_text(sqlite3_stmt *s, int i, const char *p, int n)
-{
-    if (p == NULL) {
-        p = "";
-        n = 0;
-    }
-    return sqlite3_bind_text(s, i, p, n, SQLITE_STATIC);
-}
-
-static int bind_blob(sqlite3_stmt *s, int i, const void *p, uint32_t n)
-{
-    return sqlite3_bind_blob(s, i, n > 0 ? p : "", (int)n, SQLITE_STATIC);
-}
-
-/* Step a statement that returns no rows, then reset it. */
-static int run(sqlite3_stmt *s)
-{
-    int rc = sqlite3_step(s);
-    (void)sqlite3_reset(s); /* repeats the step's error, already in rc */
-    if (rc == SQLITE_DONE)
-        return SQLITE_OK;
-    return rc == SQLITE_ROW ? SQLITE_MISUSE : rc;
-}
-
-/* Step a single-value query (a PRAGMA, a lookup) into *out (left alone when no row). */
-static int run_int(sqlite3_stmt *s, int64_t *out)
-{
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        *out = sqlite3_column_int64(s, 0);
-        rc = SQLITE_DONE;
-    }
-    (void)sqlite3_reset(s);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
-static int gc_add(mql_store *st, uint64_t id)
-{
-    if (st->gc_n == st->gc_cap) {
-        size_t cap = st->gc_cap ? st->gc_cap * 2 : 256;
-        uint64_t *n = realloc(st->gc, cap * sizeof(*n));
-        if (n == NULL)
-            return SQLITE_NOMEM;
-        st->gc = n;
-        st->gc_cap = cap;
-    }
-    st->gc[st->gc_n++] = id;
-    return SQLITE_OK;
-}
-
-/* Step a DELETE ... RETURNING msg_id, collecting the unlinked msg_ids for gc_run. */
-static int run_unlink(mql_store *st, sqlite3_stmt *s)
-{
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (gc_add(st, (uint64_t)sqlite3_column_int64(s, 0)) != SQLITE_OK) {
-            rc = SQLITE_NOMEM;
-            break;
-        }
-    }
-    (void)sqlite3_reset(s);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Delete the bodies unlinked in this batch that nothing refers to any more. */
-static int gc_run(mql_store *st)
-{
-    if (st->gc_n == 0)
-        return SQLITE_OK;
-    qsort(st->gc, st->gc_n, sizeof(*st->gc), cmp_u64);
-    sqlite3_stmt *s = st->stmt[S_MSG_GC];
-    int rc = SQLITE_OK;
-    for (size_t i = 0; i < st->gc_n; i++) {
-        if (i > 0 && st->gc[i] == st->gc[i - 1])
-            continue;
-        if ((rc = sqlite3_bind_int64(s, 1, (sqlite3_int64)st->gc[i])) != SQLITE_OK)
-            break;
-        if ((rc = run(s)) != SQLITE_OK)
-            break;
-    }
-    st->gc_n = 0;
-    return rc;
-}
-
-/* ---- executing one operation (store thread, db_mu held, inside the transaction) ---- */
-
-static int exec_op(mql_store *st, const mql_store_op *op)
-{
-    sqlite3_stmt *s;
-    int rc;
-    switch (op->kind) {
-    case MQL_STORE_OP_MSG_PUT: {
-        const mql_store_msg *m = &op->u.msg;
-        s = st->stmt[S_MSG_PUT];
-        if ((rc = sqlite3_bind_int64(s, 1, (sqlite3_int64)m->msg_id)) != SQLITE_OK ||
-            (rc = bind_text(s, 2, m->topic, (int)m->topic_len)) != SQLITE_OK ||
-            (rc = bind_blob(s, 3, m->payload, m->payload_len)) != SQLITE_OK ||
-            (rc = bind_blob(s, 4, m->props, m->props_len)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 5, m->qos)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 6, m->retain)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 7, m->expiry_wall)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    }
-    case MQL_STORE_OP_SESSION_PUT: {
-        const mql_store_session *ss = &op->u.session;
-        s = st->stmt[S_SESSION_PUT];
-        if ((rc = bind_text(s, 1, ss->client_id, -1)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 2, ss->version)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 3, ss->expiry)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 4, ss->disconnected_at)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    }
-    case MQL_STORE_OP_SESSION_DEL: {
-        const char *cid = op->u.session.client_id;
-        s = st->stmt[S_SESSION_DEL_OUT];
-        if ((rc = bind_text(s, 1, cid, -1)) != SQLITE_OK || (rc = run_unlink(st, s)) != SQLITE_OK)
-            return rc;
-        static const enum stmt_id rest[] = {S_SESSION_DEL_SUBS, S_SESSION_DEL_QOS2, S_SESSION_DEL};
-        for (size_t i = 0; i < sizeof(rest) / sizeof(rest[0]); i++) {
-            s = st->stmt[rest[i]];
-            if ((rc = bind_text(s, 1, cid, -1)) != SQLITE_OK || (rc = run(s)) != SQLITE_OK)
-                return rc;
-        }
-        return SQLITE_OK;
-    }
-    case MQL_STORE_OP_SUB_PUT: {
-        const mql_store_sub *sb = &op->u.sub;
-        s = st->stmt[S_SUB_PUT];
-        if ((rc = bind_text(s, 1, sb->client_id, -1)) != SQLITE_OK ||
-            (rc = bind_text(s, 2, sb->filter, -1)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 3, sb->qos)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 4, sb->options)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 5, sb->sub_id)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    }
-    case MQL_STORE_OP_SUB_DEL:
-        s = st->stmt[S_SUB_DEL];
-        if ((rc = bind_text(s, 1, op->u.sub.client_id, -1)) != SQLITE_OK ||
-            (rc = bind_text(s, 2, op->u.sub.filter, -1)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    case MQL_STORE_OP_OUT_PUT: {
-        const mql_store_out *o = &op->u.out;
-        s = st->stmt[S_OUT_PUT];
-        if ((rc = bind_text(s, 1, o->client_id, -1)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 2, (sqlite3_int64)o->seq)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 3, (sqlite3_int64)o->msg_id)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 4, o->qos)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 5, o->retain)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 6, o->state)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 7, o->packet_id)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 8, o->sub_id)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    }
-    case MQL_STORE_OP_OUT_UPDATE: {
-        const mql_store_out *o = &op->u.out;
-        s = st->stmt[S_OUT_UPDATE];
-        if ((rc = bind_text(s, 1, o->client_id, -1)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 2, (sqlite3_int64)o->seq)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 3, o->state)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 4, o->packet_id)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    }
-    case MQL_STORE_OP_OUT_DEL:
-        s = st->stmt[S_OUT_DEL];
-        if ((rc = bind_text(s, 1, op->u.out.client_id, -1)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 2, (sqlite3_int64)op->u.out.seq)) != SQLITE_OK)
-            return rc;
-        return run_unlink(st, s);
-    case MQL_STORE_OP_QOS2_PUT:
-    case MQL_STORE_OP_QOS2_DEL:
-        s = st->stmt[op->kind == MQL_STORE_OP_QOS2_PUT ? S_QOS2_PUT : S_QOS2_DEL];
-        if ((rc = bind_text(s, 1, op->u.out.client_id, -1)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 2, op->u.out.packet_id)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    case MQL_STORE_OP_RETAIN_PUT: {
-        /* The body of the message it replaces may become unreferenced. */
-        int64_t old = -1;
-        s = st->stmt[S_RETAIN_GET];
-        if ((rc = bind_text(s, 1, op->u.retain.topic, (int)op->u.retain.topic_len)) != SQLITE_OK ||
-            (rc = run_int(s, &old)) != SQLITE_OK)
-            return rc;
-        if (old != -1 && (uint64_t)old != op->u.retain.msg_id &&
-            (rc = gc_add(st, (uint64_t)old)) != SQLITE_OK)
-            return rc;
-        s = st->stmt[S_RETAIN_PUT];
-        if ((rc = bind_text(s, 1, op->u.retain.topic, (int)op->u.retain.topic_len)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 2, (sqlite3_int64)op->u.retain.msg_id)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    }
-    case MQL_STORE_OP_RETAIN_DEL:
-        s = st->stmt[S_RETAIN_DEL];
-        if ((rc = bind_text(s, 1, op->u.retain.topic, (int)op->u.retain.topic_len)) != SQLITE_OK)
-            return rc;
-        return run_unlink(st, s);
-    case MQL_STORE_OP_BARRIER:
-        return SQLITE_OK;
-    }
-    return SQLITE_MISUSE;
-}
-
 /* ---- running a batch (store thread) ---- */
 
 static void free_ops(mql_store_op *list)
@@ -502,17 +182,6 @@ static void free_ops(mql_store_op *list)
         free(list);
         list = next;
     }
-}
-
-/* Refresh live_bytes (pages in use) after a commit. */
-static void update_live(mql_store *st)
-{
-    int64_t pages = 0, free_pages = 0;
-    if (run_int(st->stmt[S_PAGE_COUNT], &pages) != SQLITE_OK ||
-        run_int(st->stmt[S_FREELIST_COUNT], &free_pages) != SQLITE_OK)
-        return; /* keep the last value; the next commit tries again */
-    int64_t live = (pages - free_pages) * st->page_size;
-    atomic_store_explicit(&st->live_bytes, live > 0 ? (uint64_t)live : 0, memory_order_relaxed);
 }
 
 static int wal_hook_cb(void *arg, sqlite3 *db, const char *name, int frames)
@@ -555,24 +224,23 @@ static bool run_batch(mql_store *st, mql_store_op *list, mql_store_op ***retry_t
     mql_err fail_err = MQL_E_STORE;
     if (n_data > 0) {
         pthread_mutex_lock(&st->db_mu);
-        st->gc_n = 0;
-        if ((rc = run(st->stmt[S_BEGIN])) != SQLITE_OK) {
+        if ((rc = mql_store_schema_begin(st)) != SQLITE_OK) {
             failed_op = "begin";
             goto fail;
         }
         for (mql_store_op *op = list; op != NULL; op = op->next) {
-            if ((rc = exec_op(st, op)) != SQLITE_OK) {
+            if ((rc = mql_store_schema_exec(st, op)) != SQLITE_OK) {
                 failed_op = op_names[op->kind];
                 goto fail;
             }
         }
-        if ((rc = gc_run(st)) != SQLITE_OK) {
+        if ((rc = mql_store_schema_gc(st)) != SQLITE_OK) {
             failed_op = "delete of unreferenced messages";
             goto fail;
         }
-        if ((rc = run(st->stmt[S_COMMIT])) != SQLITE_OK)
+        if ((rc = mql_store_schema_commit(st)) != SQLITE_OK)
             goto fail;
-        update_live(st);
+        mql_store_schema_live(st);
         pthread_mutex_unlock(&st->db_mu);
         count(&st->transactions, 1);
         count(&st->ops, n_data);
@@ -590,7 +258,7 @@ fail:
     else
         snprintf(msg, sizeof(msg), "%s", sqlite3_errmsg(st->db));
     if (!sqlite3_get_autocommit(st->db)) {
-        int rc2 = run(st->stmt[S_ROLLBACK]);
+        int rc2 = mql_store_schema_rollback(st);
         if (rc2 != SQLITE_OK)
             mql_warning("store.rollback", "store %s: rollback failed: %s", st->path,
                         sqlite3_errstr(rc2));
@@ -756,10 +424,7 @@ enum open_result { DB_OK, DB_CORRUPT, DB_ERROR };
 
 static void close_db(mql_store *st)
 {
-    for (int i = 0; i < N_STMT; i++) {
-        (void)sqlite3_finalize(st->stmt[i]); /* returns the last step's error, not news */
-        st->stmt[i] = NULL;
-    }
+    mql_store_schema_finalize(st);
     if (st->db != NULL) {
         int rc = sqlite3_close(st->db);
         if (rc != SQLITE_OK)
@@ -826,29 +491,6 @@ static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)
     return rc;
 }
 
-/* Take the schema from version `from` to SCHEMA_VERSION, one transaction per step. */
-static int migrate(mql_store *st, int from)
-{
-    for (int v = from; v < SCHEMA_VERSION; v++) {
-        char sql[64];
-        int rc = exec_sql(st->db, "BEGIN IMMEDIATE");
-        if (rc != SQLITE_OK)
-            return rc;
-        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v + 1);
-        if ((rc = exec_sql(st->db, schema_steps[v])) != SQLITE_OK ||
-            (rc = exec_sql(st->db, sql)) != SQLITE_OK ||
-            (rc = exec_sql(st->db, "COMMIT")) != SQLITE_OK) {
-            if (!sqlite3_get_autocommit(st->db))
-                (void)exec_sql(st->db, "ROLLBACK"); /* the error that matters is rc */
-            return rc;
-        }
-        if (from > 0)
-            mql_notice("store.migrate", "store %s: schema migrated from version %d to %d", st->path,
-                       v, v + 1);
-    }
-    return SQLITE_OK;
-}
-
 /* Open st->path and bring it to a usable state. On DB_CORRUPT or DB_ERROR the reason is in
  * why and the connection is closed. */
 static enum open_result open_db(mql_store *st, char *why, size_t len)
@@ -911,15 +553,15 @@ static enum open_result open_db(mql_store *st, char *why, size_t len)
     step = "user_version";
     if ((rc = pragma_int(st->db, "PRAGMA user_version", &v)) != SQLITE_OK)
         goto fail;
-    if (v > SCHEMA_VERSION || v < 0) {
+    if (v > mql_store_schema_version() || v < 0) {
         snprintf(why, len,
                  "store file %s has schema version %lld, this mqlite knows up to %d (written "
                  "by a newer mqlite?)",
-                 st->path, (long long)v, SCHEMA_VERSION);
+                 st->path, (long long)v, mql_store_schema_version());
         goto fail_msg;
     }
     step = "migrate";
-    if ((rc = migrate(st, (int)v)) != SQLITE_OK)
+    if ((rc = mql_store_schema_migrate(st, (int)v)) != SQLITE_OK)
         goto fail;
     step = "page_size";
     if ((rc = pragma_int(st->db, "PRAGMA page_size", &st->page_size)) != SQLITE_OK)
@@ -937,19 +579,14 @@ static enum open_result open_db(mql_store *st, char *why, size_t len)
         goto fail;
     /* Bodies put but never referenced (nothing is in flight now: see the header). */
     step = "sweep";
-    if ((rc = exec_sql(st->db, "DELETE FROM msgs WHERE " MSG_UNREFERENCED("msgs.msg_id"))) !=
-        SQLITE_OK)
+    if ((rc = mql_store_schema_sweep(st)) != SQLITE_OK)
         goto fail;
     step = "prepare";
-    for (int i = 0; i < N_STMT; i++) {
-        rc = sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
-                                NULL);
-        if (rc != SQLITE_OK)
-            goto fail;
-    }
+    if ((rc = mql_store_schema_prepare(st)) != SQLITE_OK)
+        goto fail;
     /* Replaces wal_autocheckpoint: we checkpoint after the callbacks (see the header). */
     (void)sqlite3_wal_hook(st->db, wal_hook_cb, st); /* returns the previous hook's arg */
-    update_live(st);
+    mql_store_schema_live(st);
     return DB_OK;
 
 fail:
@@ -1191,7 +828,7 @@ mql_err mql_store_load(mql_store *st, const mql_store_loader *ld, uint64_t *max_
 {
     static const char *const sql[] = {
         "SELECT msg_id, topic, payload, props, qos, retain, expiry_wall FROM msgs WHERE NOT"
-        " (" MSG_UNREFERENCED("msgs.msg_id") ") ORDER BY msg_id",
+        " (" MQL_STORE_MSG_UNREFERENCED("msgs.msg_id") ") ORDER BY msg_id",
         "SELECT client_id, version, expiry, disconnected_at FROM sessions ORDER BY client_id",
         "SELECT client_id, filter, qos, options, sub_id FROM subs ORDER BY client_id, filter",
         /* parenthesised: one element split over two lines (clang -Wstring-concatenation) */

@@ -24,6 +24,13 @@
 
 #include "storage/store.h"
 
+/* A body is unreferenced when no outq, retained or bridge_queue row names it: an SQL
+ * expression on the msg_id `id` (an SQL string: a column or a parameter). */
+#define MQL_STORE_MSG_UNREFERENCED(id)                                                             \
+    "NOT EXISTS(SELECT 1 FROM outq WHERE msg_id = " id ")"                                         \
+    " AND NOT EXISTS(SELECT 1 FROM retained WHERE msg_id = " id ")"                                \
+    " AND NOT EXISTS(SELECT 1 FROM bridge_queue WHERE msg_id = " id ")"
+
 /* ---- queued operations ---- */
 
 enum mql_store_op_kind {
@@ -143,5 +150,52 @@ int mql_store_vfs_register(mql_store_vfs *v);
 /* mql_store_vfs_unregister: unregister v if mql_store_vfs_register succeeded; no-op
  * otherwise. Every connection opened on it must be closed first. */
 void mql_store_vfs_unregister(mql_store_vfs *v);
+
+/* ---- store_schema.c: the caller holds st->db_mu (or is opening the store) ---- */
+
+/* mql_store_schema_version: the schema version this mqlite writes (PRAGMA user_version). */
+int mql_store_schema_version(void);
+
+/* mql_store_schema_migrate: take st->db from schema version `from` (0 = empty file) to
+ * mql_store_schema_version(), one transaction per step, logging store.migrate for each
+ * step of an existing store. Returns SQLITE_OK, or the failing step's error (that step is
+ * rolled back; the earlier ones stay committed). */
+int mql_store_schema_migrate(mql_store *st, int from);
+
+/* mql_store_schema_sweep: delete the message bodies nothing refers to. Only at open, when
+ * no operation can be queued (see store_schema.c). Returns an SQLite result code. */
+int mql_store_schema_sweep(mql_store *st);
+
+/* mql_store_schema_prepare: prepare every statement of st->stmt on st->db (a migrated
+ * database). Returns SQLITE_OK, or the error; the statements prepared so far stay in
+ * st->stmt either way, for mql_store_schema_finalize. */
+int mql_store_schema_prepare(mql_store *st);
+
+/* mql_store_schema_finalize: finalize every statement in st->stmt and set it to NULL
+ * (NULL entries are skipped). Call before closing st->db. */
+void mql_store_schema_finalize(mql_store *st);
+
+/* mql_store_schema_begin: BEGIN IMMEDIATE, and forget the bodies collected by an earlier
+ * transaction. Returns an SQLite result code. */
+int mql_store_schema_begin(mql_store *st);
+
+/* mql_store_schema_exec: execute one data operation inside the open transaction (a barrier
+ * does nothing). Bodies the operation unlinks are collected for mql_store_schema_gc.
+ * Returns SQLITE_OK or the failing step's error (then roll back). */
+int mql_store_schema_exec(mql_store *st, const mql_store_op *op);
+
+/* mql_store_schema_gc: delete the bodies collected since mql_store_schema_begin that nothing
+ * refers to any more, inside the same transaction, and empty the collection. Returns an
+ * SQLite result code. */
+int mql_store_schema_gc(mql_store *st);
+
+/* mql_store_schema_commit, mql_store_schema_rollback: end the transaction. Return an
+ * SQLite result code. */
+int mql_store_schema_commit(mql_store *st);
+int mql_store_schema_rollback(mql_store *st);
+
+/* mql_store_schema_live: refresh st->live_bytes (the bytes of pages in use) after a commit
+ * or at open. On an error the last value stays; the next call tries again. */
+void mql_store_schema_live(mql_store *st);
 
 #endif
