@@ -198,4 +198,25 @@ int mql_store_schema_rollback(mql_store *st);
  * or at open. On an error the last value stays; the next call tries again. */
 void mql_store_schema_live(mql_store *st);
 
+/* ---- store_open.c: on the caller's thread, with no store thread running ---- */
+
+/* mql_store_seterr: format an error message into buf (len bytes, truncated, always
+ * NUL-terminated); nothing when buf is NULL or len is 0. */
+void mql_store_seterr(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* mql_store_open_db: check dir and st->path, register st's shim VFS and open st->path on
+ * it, ready for the store thread: WAL mode, pragmas, quick_check, schema migrated,
+ * statements prepared, st->ckpt_pages, st->page_size and st->live_bytes set. A corrupt file
+ * is moved aside (logged as store.corrupt) and a fresh one created. st->path, sync_full and
+ * max_bytes must be set. Returns MQL_OK, or MQL_E_STORE with the reason in errbuf; on an
+ * error the caller still owns st and frees it (mql_store_close_db, then
+ * mql_store_vfs_unregister). */
+MQL_MUST_CHECK mql_err mql_store_open_db(mql_store *st, const char *dir, char *errbuf,
+                                         size_t errlen);
+
+/* mql_store_close_db: finalize the statements and close st->db (logging store.close if that
+ * fails); no-op when it is not open. The store thread must not be running. */
+void mql_store_close_db(mql_store *st);
+
 #endif
