@@ -64,16 +64,13 @@
 #include "storage/store.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -163,85 +160,83 @@ static void checkpoint(mql_store *st, int mode)
         st->wal_frames = 0; /* the next commit starts the WAL over */
 }
 
-/*
- * Execute the data ops of `list` in one transaction, then call its barriers in order. On
- * success the list is freed. On failure the barriers get MQL_E_STORE and the data ops, in
- * order, are appended to the retry list whose tail pointer is *retry_tail, to run again
- * first in the next batch. Returns true when the batch committed.
- */
-static bool run_batch(mql_store *st, mql_store_op *list, mql_store_op ***retry_tail)
+/* Execute the data ops of list in one transaction and commit it (db_mu held). Returns
+ * SQLITE_OK, or the error with *failed_op naming the step that failed; the transaction
+ * may still be open then. */
+static int execute_batch(mql_store *st, const mql_store_op *list, const char **failed_op)
 {
-    uint64_t n_data = 0;
-    for (mql_store_op *op = list; op != NULL; op = op->next)
-        n_data += op->kind != MQL_STORE_OP_BARRIER;
-
-    int rc = SQLITE_OK;
-    const char *failed_op = "commit";
-    char msg[256] = "";
-    bool committed = true;
-    mql_err fail_err = MQL_E_STORE;
-    if (n_data > 0) {
-        pthread_mutex_lock(&st->db_mu);
-        if ((rc = mql_store_schema_begin(st)) != SQLITE_OK) {
-            failed_op = "begin";
-            goto fail;
-        }
-        for (mql_store_op *op = list; op != NULL; op = op->next) {
-            if ((rc = mql_store_schema_exec(st, op)) != SQLITE_OK) {
-                failed_op = op_names[op->kind];
-                goto fail;
-            }
-        }
-        if ((rc = mql_store_schema_gc(st)) != SQLITE_OK) {
-            failed_op = "delete of unreferenced messages";
-            goto fail;
-        }
-        if ((rc = mql_store_schema_commit(st)) != SQLITE_OK)
-            goto fail;
-        mql_store_schema_live(st);
-        pthread_mutex_unlock(&st->db_mu);
-        count(&st->transactions, 1);
-        count(&st->ops, n_data);
+    int rc = mql_store_schema_begin(st);
+    if (rc != SQLITE_OK) {
+        *failed_op = "begin";
+        return rc;
     }
-    goto done;
+    for (const mql_store_op *op = list; op != NULL; op = op->next) {
+        if ((rc = mql_store_schema_exec(st, op)) != SQLITE_OK) {
+            *failed_op = op_names[op->kind];
+            return rc;
+        }
+    }
+    if ((rc = mql_store_schema_gc(st)) != SQLITE_OK) {
+        *failed_op = "delete of unreferenced messages";
+        return rc;
+    }
+    *failed_op = "commit";
+    return mql_store_schema_commit(st);
+}
 
-fail:
-    committed = false;
-    /* A full disk is worth telling apart: MQTT 5 publishers then get 0x97 Quota exceeded. */
-    if ((rc & 0xff) == SQLITE_FULL)
-        fail_err = MQL_E_QUOTA;
+/* After execute_batch failed with rc (db_mu held): describe SQLite's error in msg, then
+ * roll back. Returns what the batch's barriers report: a full disk is worth telling apart
+ * (MQTT 5 publishers then get 0x97 Quota exceeded). */
+static mql_err roll_back(mql_store *st, int rc, char *msg, size_t len)
+{
     int sys = sqlite3_system_errno(st->db);
     if (sys != 0)
-        snprintf(msg, sizeof(msg), "%s: %s", sqlite3_errmsg(st->db), strerror(sys));
+        snprintf(msg, len, "%s: %s", sqlite3_errmsg(st->db), strerror(sys));
     else
-        snprintf(msg, sizeof(msg), "%s", sqlite3_errmsg(st->db));
+        snprintf(msg, len, "%s", sqlite3_errmsg(st->db));
     if (!sqlite3_get_autocommit(st->db)) {
         int rc2 = mql_store_schema_rollback(st);
         if (rc2 != SQLITE_OK)
             mql_warning("store.rollback", "store %s: rollback failed: %s", st->path,
                         sqlite3_errstr(rc2));
     }
-    pthread_mutex_unlock(&st->db_mu);
+    return (rc & 0xff) == SQLITE_FULL ? MQL_E_QUOTA : MQL_E_STORE;
+}
+
+/* Count a failed attempt; the first of an episode is logged (store.commit). */
+static void note_failure(mql_store *st, uint64_t n_data, const char *failed_op, int rc,
+                         const char *msg)
+{
     count(&st->errors, 1);
     st->fail_run++;
-    if (!st->failing) {
-        st->failing = true;
-        atomic_store(&st->failing_now, true);
-        mql_error("store.commit",
-                  "store %s: transaction of %llu operations failed in %s: %s (%s); not "
-                  "acknowledging, retrying (further failures are not logged until it recovers)",
-                  st->path, (unsigned long long)n_data, failed_op, sqlite3_errstr(rc), msg);
-    }
+    if (st->failing)
+        return;
+    st->failing = true;
+    atomic_store(&st->failing_now, true);
+    mql_error("store.commit",
+              "store %s: transaction of %llu operations failed in %s: %s (%s); not "
+              "acknowledging, retrying (further failures are not logged until it recovers)",
+              st->path, (unsigned long long)n_data, failed_op, sqlite3_errstr(rc), msg);
+}
 
-done:
-    if (committed && n_data > 0 && st->failing) {
-        mql_notice("store.recovered", "store %s: commits succeed again after %llu failed attempts",
-                   st->path, (unsigned long long)st->fail_run);
-        st->failing = false;
-        atomic_store(&st->failing_now, false);
-        st->fail_run = 0;
-    }
-    mql_err err = committed ? (st->lost ? MQL_E_STORE : MQL_OK) : fail_err;
+/* A commit succeeded: end a failure episode if one is going on (store.recovered). */
+static void note_success(mql_store *st)
+{
+    if (!st->failing)
+        return;
+    mql_notice("store.recovered", "store %s: commits succeed again after %llu failed attempts",
+               st->path, (unsigned long long)st->fail_run);
+    st->failing = false;
+    atomic_store(&st->failing_now, false);
+    st->fail_run = 0;
+}
+
+/* Call the barriers of list in order with err and free them. The data ops are freed when
+ * the batch committed, else appended in order to the retry list (tail pointer
+ * *retry_tail). */
+static void finish_batch(mql_store_op *list, bool committed, mql_err err,
+                         mql_store_op ***retry_tail)
+{
     while (list != NULL) {
         mql_store_op *op = list;
         list = op->next;
@@ -256,6 +251,43 @@ done:
             *retry_tail = &op->next;
         }
     }
+}
+
+/*
+ * Execute the data ops of `list` in one transaction, then call its barriers in order. On
+ * success the list is freed. On failure the barriers get MQL_E_STORE (MQL_E_QUOTA on a full
+ * disk) and the data ops, in order, are appended to the retry list whose tail pointer is
+ * *retry_tail, to run again first in the next batch. Returns true when the batch committed.
+ */
+static bool run_batch(mql_store *st, mql_store_op *list, mql_store_op ***retry_tail)
+{
+    uint64_t n_data = 0;
+    for (mql_store_op *op = list; op != NULL; op = op->next)
+        n_data += op->kind != MQL_STORE_OP_BARRIER;
+
+    bool committed = true;
+    mql_err fail_err = MQL_E_STORE;
+    if (n_data > 0) {
+        const char *failed_op = "commit";
+        char msg[256] = "";
+        pthread_mutex_lock(&st->db_mu);
+        int rc = execute_batch(st, list, &failed_op);
+        if (rc == SQLITE_OK)
+            mql_store_schema_live(st);
+        else
+            fail_err = roll_back(st, rc, msg, sizeof(msg));
+        pthread_mutex_unlock(&st->db_mu);
+        committed = rc == SQLITE_OK;
+        if (committed) {
+            count(&st->transactions, 1);
+            count(&st->ops, n_data);
+            note_success(st);
+        } else {
+            note_failure(st, n_data, failed_op, rc, msg);
+        }
+    }
+    finish_batch(list, committed, committed ? (st->lost ? MQL_E_STORE : MQL_OK) : fail_err,
+                 retry_tail);
     if (committed && n_data > 0 && st->wal_frames >= st->ckpt_pages) {
         pthread_mutex_lock(&st->db_mu);
         checkpoint(st, SQLITE_CHECKPOINT_PASSIVE);
