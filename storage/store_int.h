@@ -8,7 +8,8 @@
  *   store_schema.c  the schema, its migrations, the prepared statements, one op as SQL
  *   store_open.c    open, quick_check, recover (move a corrupt file aside), close
  *   store_load.c    mql_store_load: read everything back at start
- *   store.c         the public API: queue, store thread (group commit), open / close
+ *   store_commit.c  the store thread: group commit, barriers, retries, checkpoints
+ *   store.c         the public API: the queue, open (and start the thread), close, stats
  */
 #ifndef MQL_STORE_INT_H
 #define MQL_STORE_INT_H
@@ -32,6 +33,10 @@
     " AND NOT EXISTS(SELECT 1 FROM bridge_queue WHERE msg_id = " id ")"
 
 /* ---- queued operations ---- */
+
+/* At most this many operations go into one transaction; producers wake the store thread
+ * when this many are queued, without waiting for the commit window. */
+#define MQL_STORE_BATCH_MAX_OPS 8192u
 
 enum mql_store_op_kind {
     MQL_STORE_OP_MSG_PUT,
@@ -218,5 +223,18 @@ MQL_MUST_CHECK mql_err mql_store_open_db(mql_store *st, const char *dir, char *e
 /* mql_store_close_db: finalize the statements and close st->db (logging store.close if that
  * fails); no-op when it is not open. The store thread must not be running. */
 void mql_store_close_db(mql_store *st);
+
+/* ---- store_commit.c: the store thread ---- */
+
+/* mql_store_commit_thread: the store thread's body (pthread_create with arg = the store).
+ * Commits what is queued until st->stopping is set under st->mu and the queue and the
+ * retry list are empty (or, while stopping, the retries were given up: store.lost).
+ * Returns NULL. */
+void *mql_store_commit_thread(void *arg);
+
+/* mql_store_commit_checkpoint: checkpoint the WAL with SQLite's mode (PASSIVE after a
+ * batch, TRUNCATE at close); a failure is logged (store.checkpoint) and otherwise ignored.
+ * The caller holds st->db_mu, or the store thread has ended. */
+void mql_store_commit_checkpoint(mql_store *st, int mode);
 
 #endif
