@@ -55,6 +55,7 @@ void mql_store_seterr(char *buf, size_t len, const char *fmt, ...)
     va_end(ap);
 }
 
+/* SQLite's word that the file is not a usable database: moved aside, not refused. */
 static bool rc_corrupt(int rc)
 {
     int primary = rc & 0xff;
@@ -62,6 +63,8 @@ static bool rc_corrupt(int rc)
            rc == SQLITE_IOERR_SHORT_READ;
 }
 
+/* In place of wal_autocheckpoint: remember the WAL's size for the store thread, which
+ * checkpoints (store_commit.c). */
 static int wal_hook_cb(void *arg, sqlite3 *db, const char *name, int frames)
 {
     (void)db;
@@ -70,6 +73,7 @@ static int wal_hook_cb(void *arg, sqlite3 *db, const char *name, int frames)
     return SQLITE_OK;
 }
 
+/* What opening found: a usable store, a corrupt file (move it aside), or an error. */
 enum open_result { DB_OK, DB_CORRUPT, DB_ERROR };
 
 void mql_store_close_db(mql_store *st)
@@ -83,7 +87,7 @@ void mql_store_close_db(mql_store *st)
     }
 }
 
-/* Classify rc of a step of open_db into *res and describe it in why. */
+/* Classify rc of a step of open_db and describe it in why. */
 static enum open_result open_fail(mql_store *st, int rc, const char *step, char *why, size_t len)
 {
     const char *m = st->db != NULL ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc);
