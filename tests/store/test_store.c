@@ -1,5 +1,5 @@
 /*
- * test_store.c - unit tests of the persistent store (storage/store.c).
+ * test_store.c - unit tests of the persistent store (storage/store.h).
  *
  * Purpose: every record type survives close/open and comes back through the loader in the
  * documented order; deletes cascade and orphaned message bodies go away in the same
