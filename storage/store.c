@@ -1,629 +1,60 @@
 /*
- * store.c - the persistent store of storage/store.h on SQLite, sized for flash.
+ * store.c - the persistent store of storage/store.h on SQLite, sized for flash: its public
+ * functions, the operation queue, and the store's life (open, start the store thread,
+ * close).
  *
  * Purpose: keep sessions, subscriptions, queued/in-flight messages, inbound QoS 2 ids and
  * retained messages in one SQLite file (DIR/mqlite.db) on eMMC/SD flash so that nothing the
  * broker acknowledged is lost on kill -9 or power loss, while flash sees few, large writes.
  *
- * Threading. Producers (any broker thread) turn each change into one heap-allocated `op`
- * (the struct plus copies of its strings and bytes, one malloc) and append it to a FIFO
- * under `mu`; they never touch SQLite and never block on disk. One store thread waits for
- * work, then keeps collecting for up to commit_window_ms (group commit), takes the queue
- * (at most BATCH_MAX_OPS / BATCH_MAX_BYTES at once, so one transaction and the WAL stay
- * bounded under overload), and executes it with statements prepared once at open inside
- * ONE transaction. After COMMIT returns it runs the barrier callbacks of that batch in
- * queue order. `mu` is never held while SQL runs or a callback is called. The connection
- * is used by the store thread and, before the broker starts, by mql_store_load() on the
- * caller's thread; `db_mu` serialises the two (it is uncontended in practice).
+ * Threading. Producers (any broker thread) turn each change into one heap-allocated op
+ * (mql_store_op: the struct plus copies of its strings and bytes, one malloc) and append
+ * it to a FIFO under `mu`; they never touch SQLite and never block on disk. One store
+ * thread (store_commit.c) takes the queue in batches and commits each batch in one
+ * transaction, then calls its barriers' callbacks. `mu` is never held while SQL runs or a
+ * callback is called. The connection is used by the store thread and, before the broker
+ * starts, by mql_store_load() on the caller's thread; `db_mu` serialises the two (it is
+ * uncontended in practice). Lock order: mu is never taken while holding db_mu, nor the
+ * other way round. Performance: queueing is one malloc, a copy and a short critical
+ * section; the store thread is woken only when the queue becomes non-empty or a full batch
+ * is waiting.
  *
- * Durability argument. The database is in WAL mode with synchronous=FULL: COMMIT returns
- * only after the WAL frames of the transaction, including its commit frame, were written
- * and fsync()ed (the unix VFS also fsyncs the directory when it creates the WAL). A barrier
- * callback is called with MQL_OK only after the COMMIT of the batch holding it returned
- * SQLITE_OK, and every operation queued before the barrier is in that batch or an earlier
- * one (FIFO, batches run in order). A failed batch is rolled back, its barriers get
- * MQL_E_STORE, and its data operations are kept and executed again, in order, at the head
- * of the next batch (every op is an idempotent upsert or delete). So MQL_OK from a barrier
- * means every op queued before it is on disk, even when an earlier batch failed. With
- * store_sync off (synchronous=NORMAL) COMMIT writes the WAL but does not fsync it: a
- * committed transaction survives kill -9 (it is in the kernel's page cache) but the last
- * ones may be lost on power loss; the WAL is fsynced at checkpoints.
- *
- * Failures. A failed attempt is counted (errors), logged once per episode (store.commit,
- * then store.recovered at the next good commit), and retried after a backoff of 50 ms
- * doubling to 2 s; new ops join the retried ones. While the store cannot write, the
- * retried ops stay in memory: the broker sees MQL_E_STORE on every barrier and stops
- * acknowledging, and once what is held passes hold_max (mql_store_stats.overloaded) it
- * stops taking on new work that needs the store, which bounds them. At close the store
- * keeps trying for CLOSE_ATTEMPTS more attempts (about 0.75 s), then logs store.lost with
- * the number of ops dropped; from then on no barrier reports MQL_OK.
- *
- * Flash. Group commit turns N small changes into one WAL append and one fsync. WAL writes
- * are sequential. The database is opened with locking_mode=EXCLUSIVE before WAL is
- * entered, so the WAL index lives in heap memory: there is no mmap()ed -shm file whose
- * dirty pages the kernel would write back behind our back (and a second broker on the same
- * directory is refused instead of sharing the file). Automatic checkpoints are replaced by
- * our own (sqlite3_wal_hook replaces wal_autocheckpoint): the WAL may grow to ckpt_pages
- * (1024 pages = 4 MiB, less with a small store_max_bytes) before a PASSIVE checkpoint runs,
- * after the batch's callbacks (acknowledgements are not delayed by it). A checkpoint
- * copies each changed page into the database once however many commits changed it, so
- * hot pages (the tail of outq, the msgs b-tree) are written to the database file once per
- * ~4 MiB of WAL instead of once per commit; journal_size_limit keeps the WAL file at that
- * size afterwards (reused, not regrown). The page cache is 256 KiB, temp_store is memory.
- *
- * Message bodies. A body (msgs) is shared by the outq rows, the retained row and (later)
- * the bridge_queue rows that name its msg_id. Deletes that can orphan a body (out_del,
- * session_del, retain_put replacing, retain_del) collect the msg_ids they unlinked
- * (DELETE ... RETURNING msg_id); before COMMIT each collected id whose body has no
- * reference left is deleted, in the same transaction (indexes on outq(msg_id),
- * retained(msg_id), bridge_queue(msg_id) make that check a few b-tree lookups). A body
- * that was put but never referenced (the broker changed its mind) is removed by a sweep at
- * open, when nothing can be in flight. A periodic sweep was rejected: it would race with a
- * body whose out_put is still queued. (So would an out_put that replaces an existing
- * (client_id, seq) row with another msg_id: the broker never reuses a seq; if it did, the
- * old body would wait for that sweep.)
- *
- * Counters. A shim VFS wrapping the default ("unix") one is registered per store; it
- * counts the bytes passed to xWrite (database, WAL, temporary files) and the xSync calls
- * (one fsync/fdatasync each; the directory fsync the unix VFS adds when a file is created
- * is not counted) exactly, and fails writes and syncs on demand for fault-injection tests
- * (mql_store_test_fail_writes in-process; MQLITE_TEST_STORE_FAULTS for the real binary, see
- * fault.h).
+ * Counters. bytes_written and fsyncs are counted exactly by the store's shim VFS, which
+ * also fails writes and syncs on demand for fault-injection tests (store_vfs.c).
  * file_bytes is the size of the database plus the WAL file; `full` compares the bytes of
  * pages in use (page_count - freelist_count, kept after each commit in live_bytes) with
  * max_bytes, because SQLite reuses freed pages rather than shrinking the file: after the
  * broker drops messages the store stops being full although the file keeps its size.
  *
- * Open. Directory and file permissions are checked first (SQLite would silently open a
- * read-only file read-only). Then locking_mode, a probe read, journal_mode=WAL, quick_check
- * and migration (PRAGMA user_version; schema_steps[v] takes version v to v + 1, each step
- * in its own transaction). A file that is not a database, corrupt, or unreadable is
- * renamed with its -wal/-shm to mqlite.db.corrupt-YYYYmmddTHHMMSS (UTC) and a fresh store
- * is created. A file from a newer mqlite (user_version above ours) is an error, not
- * corruption: moving it aside would throw away a good store on a downgrade.
+ * Open. mql_store_open allocates the store, has store_open.c open (or recover) the file,
+ * then starts the store thread. The rest of storage/ is in layers below this file (see
+ * store_int.h).
  */
 #include "storage/store.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "platform/log.h"
-#include "storage/fault.h"
+#include "storage/store_int.h"
 
 #define STORE_FILE "mqlite.db"
-#define BATCH_MAX_OPS 8192u                /* ops taken into one transaction at most */
-#define BATCH_MAX_BYTES (4u * 1024 * 1024) /* bytes of copied data in one transaction */
-#define CACHE_KIB 256                      /* page cache */
-#define CKPT_PAGES_MAX 1024                /* WAL pages before we checkpoint */
-#define CKPT_PAGES_MIN 64
-#define STORE_PAGE_SIZE 1024 /* for new stores, see open_db */
-#define STRINGIFY_(x) #x
-#define STRINGIFY(x) STRINGIFY_(x)
-#define BACKOFF_MIN_MS 50                 /* wait before retrying a failed batch, doubling */
 #define HOLD_MAX_BYTES (8u * 1024 * 1024) /* see mql_store_stats.overloaded */
 #define HOLD_MIN_BYTES (256u * 1024)
-#define BACKOFF_MAX_MS 2000
-#define CLOSE_ATTEMPTS 5 /* failed attempts after close began before giving up (~0.75 s) */
-
-/* ---- schema ---- */
-
-/* schema_steps[v] takes a store at user_version v to v + 1. Append a step for version 2;
- * never edit a step that has shipped. */
-static const char *const schema_steps[] = {
-    /* 0 -> 1. WITHOUT ROWID for the small keyed tables: each row lives once, in its
-     * primary-key b-tree, instead of in a rowid table plus a key index (half the pages to
-     * write). msgs keeps its rowid (msg_id is the rowid): its rows are large. */
-    "CREATE TABLE sessions(client_id TEXT NOT NULL PRIMARY KEY, version INTEGER NOT NULL,"
-    " expiry INTEGER NOT NULL, disconnected_at INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE subs(client_id TEXT NOT NULL, filter TEXT NOT NULL, qos INTEGER NOT NULL,"
-    " options INTEGER NOT NULL, sub_id INTEGER NOT NULL, PRIMARY KEY(client_id, filter))"
-    " WITHOUT ROWID;"
-    "CREATE TABLE msgs(msg_id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,"
-    " props BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
-    " expiry_wall INTEGER NOT NULL);"
-    "CREATE TABLE outq(client_id TEXT NOT NULL, seq INTEGER NOT NULL, msg_id INTEGER NOT NULL,"
-    " qos INTEGER NOT NULL, retain INTEGER NOT NULL, state INTEGER NOT NULL,"
-    " packet_id INTEGER NOT NULL, sub_id INTEGER NOT NULL, PRIMARY KEY(client_id, seq))"
-    " WITHOUT ROWID;"
-    "CREATE INDEX outq_msg ON outq(msg_id);"
-    "CREATE TABLE qos2_in(client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,"
-    " PRIMARY KEY(client_id, packet_id)) WITHOUT ROWID;"
-    "CREATE TABLE retained(topic TEXT NOT NULL PRIMARY KEY, msg_id INTEGER NOT NULL)"
-    " WITHOUT ROWID;"
-    "CREATE INDEX retained_msg ON retained(msg_id);"
-    "CREATE TABLE bridge_queue(bridge TEXT NOT NULL, seq INTEGER NOT NULL,"
-    " msg_id INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
-    " PRIMARY KEY(bridge, seq)) WITHOUT ROWID;"
-    "CREATE INDEX bridge_queue_msg ON bridge_queue(msg_id);",
-};
-#define SCHEMA_VERSION ((int)(sizeof(schema_steps) / sizeof(schema_steps[0])))
-
-/* A body is unreferenced when no outq, retained or bridge_queue row names it. */
-#define MSG_UNREFERENCED(id)                                                                       \
-    "NOT EXISTS(SELECT 1 FROM outq WHERE msg_id = " id ")"                                         \
-    " AND NOT EXISTS(SELECT 1 FROM retained WHERE msg_id = " id ")"                                \
-    " AND NOT EXISTS(SELECT 1 FROM bridge_queue WHERE msg_id = " id ")"
-
-enum stmt_id {
-    S_BEGIN,
-    S_COMMIT,
-    S_ROLLBACK,
-    S_MSG_PUT,
-    S_SESSION_PUT,
-    S_SESSION_DEL_OUT,
-    S_SESSION_DEL_SUBS,
-    S_SESSION_DEL_QOS2,
-    S_SESSION_DEL,
-    S_SUB_PUT,
-    S_SUB_DEL,
-    S_OUT_PUT,
-    S_OUT_UPDATE,
-    S_OUT_DEL,
-    S_QOS2_PUT,
-    S_QOS2_DEL,
-    S_RETAIN_GET,
-    S_RETAIN_PUT,
-    S_RETAIN_DEL,
-    S_MSG_GC,
-    S_PAGE_COUNT,
-    S_FREELIST_COUNT,
-    N_STMT
-};
-
-static const char *const stmt_sql[N_STMT] = {
-    [S_BEGIN] = "BEGIN IMMEDIATE",
-    [S_COMMIT] = "COMMIT",
-    [S_ROLLBACK] = "ROLLBACK",
-    [S_MSG_PUT] = "INSERT OR REPLACE INTO msgs(msg_id, topic, payload, props, qos, retain,"
-                  " expiry_wall) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    [S_SESSION_PUT] = "INSERT OR REPLACE INTO sessions(client_id, version, expiry,"
-                      " disconnected_at) VALUES(?1, ?2, ?3, ?4)",
-    [S_SESSION_DEL_OUT] = "DELETE FROM outq WHERE client_id = ?1 RETURNING msg_id",
-    [S_SESSION_DEL_SUBS] = "DELETE FROM subs WHERE client_id = ?1",
-    [S_SESSION_DEL_QOS2] = "DELETE FROM qos2_in WHERE client_id = ?1",
-    [S_SESSION_DEL] = "DELETE FROM sessions WHERE client_id = ?1",
-    [S_SUB_PUT] = "INSERT OR REPLACE INTO subs(client_id, filter, qos, options, sub_id)"
-                  " VALUES(?1, ?2, ?3, ?4, ?5)",
-    [S_SUB_DEL] = "DELETE FROM subs WHERE client_id = ?1 AND filter = ?2",
-    [S_OUT_PUT] = "INSERT OR REPLACE INTO outq(client_id, seq, msg_id, qos, retain, state,"
-                  " packet_id, sub_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [S_OUT_UPDATE] = "UPDATE outq SET state = ?3, packet_id = ?4 WHERE client_id = ?1 AND"
-                     " seq = ?2",
-    [S_OUT_DEL] = "DELETE FROM outq WHERE client_id = ?1 AND seq = ?2 RETURNING msg_id",
-    [S_QOS2_PUT] = "INSERT OR IGNORE INTO qos2_in(client_id, packet_id) VALUES(?1, ?2)",
-    [S_QOS2_DEL] = "DELETE FROM qos2_in WHERE client_id = ?1 AND packet_id = ?2",
-    [S_RETAIN_GET] = "SELECT msg_id FROM retained WHERE topic = ?1",
-    [S_RETAIN_PUT] = "INSERT OR REPLACE INTO retained(topic, msg_id) VALUES(?1, ?2)",
-    [S_RETAIN_DEL] = "DELETE FROM retained WHERE topic = ?1 RETURNING msg_id",
-    [S_MSG_GC] = "DELETE FROM msgs WHERE msg_id = ?1 AND " MSG_UNREFERENCED("?1"),
-    [S_PAGE_COUNT] = "PRAGMA page_count",
-    [S_FREELIST_COUNT] = "PRAGMA freelist_count",
-};
 
 /* ---- queued operations ---- */
-
-enum op_kind {
-    OP_MSG_PUT,
-    OP_SESSION_PUT,
-    OP_SESSION_DEL,
-    OP_SUB_PUT,
-    OP_SUB_DEL,
-    OP_OUT_PUT,
-    OP_OUT_UPDATE,
-    OP_OUT_DEL,
-    OP_QOS2_PUT,
-    OP_QOS2_DEL,
-    OP_RETAIN_PUT,
-    OP_RETAIN_DEL,
-    OP_BARRIER,
-};
-
-static const char *const op_names[] = {
-    "msg_put", "session_put", "session_del", "sub_put",    "sub_del",    "out_put", "out_update",
-    "out_del", "qos2_put",    "qos2_del",    "retain_put", "retain_del", "barrier",
-};
-
-/* One queued change. Its strings and bytes are copied into data[] (one allocation); the
- * pointers in the union point there. */
-struct op {
-    struct op *next;
-    enum op_kind kind;
-    size_t bytes; /* size of data[], for the batch size limit */
-    union {
-        mql_store_msg msg;
-        mql_store_session session;
-        mql_store_sub sub; /* also sub_del: client_id, filter */
-        mql_store_out out; /* also out_update, out_del, qos2_*: client_id, seq, ... */
-        struct {
-            const char *topic;
-            uint32_t topic_len;
-            uint64_t msg_id;
-        } retain;
-        struct {
-            mql_store_done_fn cb;
-            void *arg;
-        } barrier;
-    } u;
-    char data[];
-};
-
-/* ---- the store ---- */
-
-struct mql_store {
-    /* fixed after open */
-    char *path;     /* DIR/mqlite.db */
-    char *wal_path; /* DIR/mqlite.db-wal */
-    uint32_t window_ms;
-    bool sync_full;
-    uint64_t max_bytes;
-    int ckpt_pages;
-
-    /* the shim VFS (see the file header) */
-    sqlite3_vfs vfs;
-    sqlite3_vfs *root;
-    char vfs_name[48];
-    bool vfs_registered;
-
-    /* the connection: the store thread, or mql_store_load before the broker starts */
-    pthread_mutex_t db_mu;
-    sqlite3 *db;
-    sqlite3_stmt *stmt[N_STMT];
-    int64_t page_size;
-    int wal_frames; /* frames in the WAL after the last commit (wal hook) */
-    uint64_t *gc;   /* msg_ids unlinked in the current batch */
-    size_t gc_n, gc_cap;
-    bool failing;      /* a failure episode is going on (store thread) */
-    uint64_t fail_run; /* failed attempts in this episode (store thread) */
-    bool lost;         /* ops were dropped at close: no barrier may report MQL_OK now */
-
-    /* the queue */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct op *head, **tailp;
-    size_t q_ops, q_bytes;
-    struct timespec since; /* when the queue last became non-empty (CLOCK_MONOTONIC) */
-    bool stopping;
-    pthread_t thread;
-    bool thread_started;
-
-    /* counters, read by any thread */
-    _Atomic uint64_t transactions, ops, bytes_written, fsyncs, errors, live_bytes;
-    atomic_int fail_writes;
-    atomic_bool failing_now;     /* copy of `failing` for mql_store_get_stats */
-    _Atomic uint64_t retry_held; /* memory of the ops kept for a retry (store thread writes) */
-    uint64_t hold_max;           /* held memory beyond which a failing store is overloaded */
-};
-
-static void seterr(char *buf, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *buf, size_t len, const char *fmt, ...)
-{
-    if (buf == NULL || len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, len, fmt, ap);
-    va_end(ap);
-}
-
-static void count(_Atomic uint64_t *c, uint64_t n)
-{
-    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
-}
 
 static uint64_t get(_Atomic uint64_t *c)
 {
     return atomic_load_explicit(c, memory_order_relaxed);
-}
-
-/* ---- the shim VFS: counts writes and syncs, injects write faults ---- */
-
-typedef struct cfile {
-    sqlite3_file base;
-    mql_store *st;
-    sqlite3_file *real; /* the wrapped file, allocated right after this struct */
-} cfile;
-
-#define REAL(f) (((cfile *)(f))->real)
-
-static int c_close(sqlite3_file *f)
-{
-    return REAL(f)->pMethods->xClose(REAL(f));
-}
-
-static int c_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
-{
-    return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
-}
-
-static int c_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
-{
-    mql_store *st = ((cfile *)f)->st;
-    int left = atomic_load(&st->fail_writes);
-    while (left > 0 && !atomic_compare_exchange_weak(&st->fail_writes, &left, left - 1))
-        ;
-    if (left > 0)
-        return SQLITE_IOERR_WRITE;
-    int rc = mql_fault_write(); /* SQLITE_OK unless a test asks for a fault (fault.h) */
-    if (rc != SQLITE_OK)
-        return rc;
-    rc = REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
-    if (rc == SQLITE_OK)
-        count(&st->bytes_written, (uint64_t)n);
-    return rc;
-}
-
-static int c_truncate(sqlite3_file *f, sqlite3_int64 size)
-{
-    return REAL(f)->pMethods->xTruncate(REAL(f), size);
-}
-
-static int c_sync(sqlite3_file *f, int flags)
-{
-    int rc = mql_fault_sync();
-    if (rc != SQLITE_OK)
-        return rc;
-    count(&((cfile *)f)->st->fsyncs, 1);
-    return REAL(f)->pMethods->xSync(REAL(f), flags);
-}
-
-static int c_file_size(sqlite3_file *f, sqlite3_int64 *size)
-{
-    return REAL(f)->pMethods->xFileSize(REAL(f), size);
-}
-
-static int c_lock(sqlite3_file *f, int level)
-{
-    return REAL(f)->pMethods->xLock(REAL(f), level);
-}
-
-static int c_unlock(sqlite3_file *f, int level)
-{
-    return REAL(f)->pMethods->xUnlock(REAL(f), level);
-}
-
-static int c_check_reserved(sqlite3_file *f, int *out)
-{
-    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
-}
-
-static int c_file_control(sqlite3_file *f, int op, void *arg)
-{
-    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
-}
-
-static int c_sector_size(sqlite3_file *f)
-{
-    return REAL(f)->pMethods->xSectorSize(REAL(f));
-}
-
-static int c_device_characteristics(sqlite3_file *f)
-{
-    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
-}
-
-static int c_shm_map(sqlite3_file *f, int pg, int pgsz, int extend, void volatile **pp)
-{
-    return REAL(f)->pMethods->xShmMap(REAL(f), pg, pgsz, extend, pp);
-}
-
-static int c_shm_lock(sqlite3_file *f, int offset, int n, int flags)
-{
-    return REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags);
-}
-
-static void c_shm_barrier(sqlite3_file *f)
-{
-    REAL(f)->pMethods->xShmBarrier(REAL(f));
-}
-
-static int c_shm_unmap(sqlite3_file *f, int delete_flag)
-{
-    return REAL(f)->pMethods->xShmUnmap(REAL(f), delete_flag);
-}
-
-static int c_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
-{
-    return REAL(f)->pMethods->xFetch(REAL(f), off, n, pp);
-}
-
-static int c_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
-{
-    return REAL(f)->pMethods->xUnfetch(REAL(f), off, p);
-}
-
-/* One method table per io_methods version, so that we never claim methods the wrapped
- * file lacks. */
-#define C_METHODS(v, shm_map, shm_lock, shm_barrier, shm_unmap, fetch, unfetch)                    \
-    {                                                                                              \
-        v, c_close, c_read, c_write, c_truncate, c_sync, c_file_size, c_lock, c_unlock,            \
-            c_check_reserved, c_file_control, c_sector_size, c_device_characteristics, shm_map,    \
-            shm_lock, shm_barrier, shm_unmap, fetch, unfetch                                       \
-    }
-static const sqlite3_io_methods c_methods[3] = {
-    C_METHODS(1, NULL, NULL, NULL, NULL, NULL, NULL),
-    C_METHODS(2, c_shm_map, c_shm_lock, c_shm_barrier, c_shm_unmap, NULL, NULL),
-    C_METHODS(3, c_shm_map, c_shm_lock, c_shm_barrier, c_shm_unmap, c_fetch, c_unfetch),
-};
-
-#define ROOT(vfs) (((mql_store *)(vfs)->pAppData)->root)
-
-static int v_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out_flags)
-{
-    cfile *cf = (cfile *)f;
-    cf->st = vfs->pAppData;
-    cf->real = (sqlite3_file *)(cf + 1);
-    cf->real->pMethods = NULL;
-    int rc = ROOT(vfs)->xOpen(ROOT(vfs), name, cf->real, flags, out_flags);
-    const sqlite3_io_methods *m = cf->real->pMethods;
-    if (m == NULL) {
-        cf->base.pMethods = NULL;
-    } else {
-        int v = m->iVersion < 1 ? 1 : (m->iVersion > 3 ? 3 : m->iVersion);
-        cf->base.pMethods = &c_methods[v - 1];
-    }
-    return rc;
-}
-
-static int v_delete(sqlite3_vfs *vfs, const char *name, int sync_dir)
-{
-    return ROOT(vfs)->xDelete(ROOT(vfs), name, sync_dir);
-}
-
-static int v_access(sqlite3_vfs *vfs, const char *name, int flags, int *out)
-{
-    return ROOT(vfs)->xAccess(ROOT(vfs), name, flags, out);
-}
-
-static int v_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
-{
-    return ROOT(vfs)->xFullPathname(ROOT(vfs), name, n, out);
-}
-
-static void *v_dlopen(sqlite3_vfs *vfs, const char *name)
-{
-    return ROOT(vfs)->xDlOpen(ROOT(vfs), name);
-}
-
-static void v_dlerror(sqlite3_vfs *vfs, int n, char *msg)
-{
-    ROOT(vfs)->xDlError(ROOT(vfs), n, msg);
-}
-
-static void (*v_dlsym(sqlite3_vfs *vfs, void *h, const char *sym))(void)
-{
-    return ROOT(vfs)->xDlSym(ROOT(vfs), h, sym);
-}
-
-static void v_dlclose(sqlite3_vfs *vfs, void *h)
-{
-    ROOT(vfs)->xDlClose(ROOT(vfs), h);
-}
-
-static int v_randomness(sqlite3_vfs *vfs, int n, char *out)
-{
-    return ROOT(vfs)->xRandomness(ROOT(vfs), n, out);
-}
-
-static int v_sleep(sqlite3_vfs *vfs, int us)
-{
-    return ROOT(vfs)->xSleep(ROOT(vfs), us);
-}
-
-static int v_current_time(sqlite3_vfs *vfs, double *out)
-{
-    return ROOT(vfs)->xCurrentTime(ROOT(vfs), out);
-}
-
-static int v_get_last_error(sqlite3_vfs *vfs, int n, char *out)
-{
-    return ROOT(vfs)->xGetLastError ? ROOT(vfs)->xGetLastError(ROOT(vfs), n, out) : 0;
-}
-
-static int v_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *out)
-{
-    return ROOT(vfs)->xCurrentTimeInt64(ROOT(vfs), out);
-}
-
-static int v_set_system_call(sqlite3_vfs *vfs, const char *name, sqlite3_syscall_ptr p)
-{
-    return ROOT(vfs)->xSetSystemCall(ROOT(vfs), name, p);
-}
-
-static sqlite3_syscall_ptr v_get_system_call(sqlite3_vfs *vfs, const char *name)
-{
-    return ROOT(vfs)->xGetSystemCall(ROOT(vfs), name);
-}
-
-static const char *v_next_system_call(sqlite3_vfs *vfs, const char *name)
-{
-    return ROOT(vfs)->xNextSystemCall(ROOT(vfs), name);
-}
-
-/* Register st's shim over the default VFS under a name unique to st. */
-static int vfs_register(mql_store *st)
-{
-    sqlite3_vfs *root = sqlite3_vfs_find(NULL);
-    if (root == NULL)
-        return SQLITE_ERROR;
-    st->root = root;
-    snprintf(st->vfs_name, sizeof(st->vfs_name), "mqlite-%p", (void *)st);
-    sqlite3_vfs *v = &st->vfs;
-    memset(v, 0, sizeof(*v));
-    v->iVersion = root->iVersion > 3 ? 3 : root->iVersion;
-    v->szOsFile = (int)sizeof(cfile) + root->szOsFile;
-    v->mxPathname = root->mxPathname;
-    v->zName = st->vfs_name;
-    v->pAppData = st;
-    v->xOpen = v_open;
-    v->xDelete = v_delete;
-    v->xAccess = v_access;
-    v->xFullPathname = v_full_pathname;
-    v->xDlOpen = v_dlopen;
-    v->xDlError = v_dlerror;
-    v->xDlSym = v_dlsym;
-    v->xDlClose = v_dlclose;
-    v->xRandomness = v_randomness;
-    v->xSleep = v_sleep;
-    v->xCurrentTime = v_current_time;
-    v->xGetLastError = v_get_last_error;
-    if (v->iVersion >= 2)
-        v->xCurrentTimeInt64 = v_current_time_int64;
-    if (v->iVersion >= 3) {
-        v->xSetSystemCall = v_set_system_call;
-        v->xGetSystemCall = v_get_system_call;
-        v->xNextSystemCall = v_next_system_call;
-    }
-    int rc = sqlite3_vfs_register(v, 0);
-    if (rc == SQLITE_OK)
-        st->vfs_registered = true;
-    return rc;
-}
-
-/* ---- small helpers ---- */
-
-static struct timespec now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts;
-}
-
-static struct timespec ts_add_ms(struct timespec ts, uint32_t ms)
-{
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
-static bool ts_reached(struct timespec deadline)
-{
-    struct timespec n = now_mono();
-    return n.tv_sec > deadline.tv_sec ||
-           (n.tv_sec == deadline.tv_sec && n.tv_nsec >= deadline.tv_nsec);
-}
-
-static bool rc_corrupt(int rc)
-{
-    int primary = rc & 0xff;
-    return primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB || rc == SQLITE_IOERR_READ ||
-           rc == SQLITE_IOERR_SHORT_READ;
 }
 
 static uint64_t file_size(const char *path)
@@ -632,786 +63,19 @@ static uint64_t file_size(const char *path)
     return stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
 }
 
-/* Text binding that never binds NULL (the columns are NOT NULL). n < 0: NUL-terminated. */
-static int bind_text(sqlite3_stmt *s, int i, const char *p, int n)
-{
-    if (p == NULL) {
-        p = "";
-        n = 0;
-    }
-    return sqlite3_bind_text(s, i, p, n, SQLITE_STATIC);
-}
-
-static int bind_blob(sqlite3_stmt *s, int i, const void *p, uint32_t n)
-{
-    return sqlite3_bind_blob(s, i, n > 0 ? p : "", (int)n, SQLITE_STATIC);
-}
-
-/* Step a statement that returns no rows, then reset it. */
-static int run(sqlite3_stmt *s)
-{
-    int rc = sqlite3_step(s);
-    (void)sqlite3_reset(s); /* repeats the step's error, already in rc */
-    if (rc == SQLITE_DONE)
-        return SQLITE_OK;
-    return rc == SQLITE_ROW ? SQLITE_MISUSE : rc;
-}
-
-/* Step a single-value query (a PRAGMA, a lookup) into *out (left alone when no row). */
-static int run_int(sqlite3_stmt *s, int64_t *out)
-{
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        *out = sqlite3_column_int64(s, 0);
-        rc = SQLITE_DONE;
-    }
-    (void)sqlite3_reset(s);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
-static int gc_add(mql_store *st, uint64_t id)
-{
-    if (st->gc_n == st->gc_cap) {
-        size_t cap = st->gc_cap ? st->gc_cap * 2 : 256;
-        uint64_t *n = realloc(st->gc, cap * sizeof(*n));
-        if (n == NULL)
-            return SQLITE_NOMEM;
-        st->gc = n;
-        st->gc_cap = cap;
-    }
-    st->gc[st->gc_n++] = id;
-    return SQLITE_OK;
-}
-
-/* Step a DELETE ... RETURNING msg_id, collecting the unlinked msg_ids for gc_run. */
-static int run_unlink(mql_store *st, sqlite3_stmt *s)
-{
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (gc_add(st, (uint64_t)sqlite3_column_int64(s, 0)) != SQLITE_OK) {
-            rc = SQLITE_NOMEM;
-            break;
-        }
-    }
-    (void)sqlite3_reset(s);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Delete the bodies unlinked in this batch that nothing refers to any more. */
-static int gc_run(mql_store *st)
-{
-    if (st->gc_n == 0)
-        return SQLITE_OK;
-    qsort(st->gc, st->gc_n, sizeof(*st->gc), cmp_u64);
-    sqlite3_stmt *s = st->stmt[S_MSG_GC];
-    int rc = SQLITE_OK;
-    for (size_t i = 0; i < st->gc_n; i++) {
-        if (i > 0 && st->gc[i] == st->gc[i - 1])
-            continue;
-        if ((rc = sqlite3_bind_int64(s, 1, (sqlite3_int64)st->gc[i])) != SQLITE_OK)
-            break;
-        if ((rc = run(s)) != SQLITE_OK)
-            break;
-    }
-    st->gc_n = 0;
-    return rc;
-}
-
-/* ---- executing one operation (store thread, db_mu held, inside the transaction) ---- */
-
-static int exec_op(mql_store *st, const struct op *op)
-{
-    sqlite3_stmt *s;
-    int rc;
-    switch (op->kind) {
-    case OP_MSG_PUT: {
-        const mql_store_msg *m = &op->u.msg;
-        s = st->stmt[S_MSG_PUT];
-        if ((rc = sqlite3_bind_int64(s, 1, (sqlite3_int64)m->msg_id)) != SQLITE_OK ||
-            (rc = bind_text(s, 2, m->topic, (int)m->topic_len)) != SQLITE_OK ||
-            (rc = bind_blob(s, 3, m->payload, m->payload_len)) != SQLITE_OK ||
-            (rc = bind_blob(s, 4, m->props, m->props_len)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 5, m->qos)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 6, m->retain)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 7, m->expiry_wall)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    }
-    case OP_SESSION_PUT: {
-        const mql_store_session *ss = &op->u.session;
-        s = st->stmt[S_SESSION_PUT];
-        if ((rc = bind_text(s, 1, ss->client_id, -1)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 2, ss->version)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 3, ss->expiry)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 4, ss->disconnected_at)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    }
-    case OP_SESSION_DEL: {
-        const char *cid = op->u.session.client_id;
-        s = st->stmt[S_SESSION_DEL_OUT];
-        if ((rc = bind_text(s, 1, cid, -1)) != SQLITE_OK || (rc = run_unlink(st, s)) != SQLITE_OK)
-            return rc;
-        static const enum stmt_id rest[] = {S_SESSION_DEL_SUBS, S_SESSION_DEL_QOS2, S_SESSION_DEL};
-        for (size_t i = 0; i < sizeof(rest) / sizeof(rest[0]); i++) {
-            s = st->stmt[rest[i]];
-            if ((rc = bind_text(s, 1, cid, -1)) != SQLITE_OK || (rc = run(s)) != SQLITE_OK)
-                return rc;
-        }
-        return SQLITE_OK;
-    }
-    case OP_SUB_PUT: {
-        const mql_store_sub *sb = &op->u.sub;
-        s = st->stmt[S_SUB_PUT];
-        if ((rc = bind_text(s, 1, sb->client_id, -1)) != SQLITE_OK ||
-            (rc = bind_text(s, 2, sb->filter, -1)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 3, sb->qos)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 4, sb->options)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 5, sb->sub_id)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    }
-    case OP_SUB_DEL:
-        s = st->stmt[S_SUB_DEL];
-        if ((rc = bind_text(s, 1, op->u.sub.client_id, -1)) != SQLITE_OK ||
-            (rc = bind_text(s, 2, op->u.sub.filter, -1)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    case OP_OUT_PUT: {
-        const mql_store_out *o = &op->u.out;
-        s = st->stmt[S_OUT_PUT];
-        if ((rc = bind_text(s, 1, o->client_id, -1)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 2, (sqlite3_int64)o->seq)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 3, (sqlite3_int64)o->msg_id)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 4, o->qos)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 5, o->retain)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 6, o->state)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 7, o->packet_id)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 8, o->sub_id)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    }
-    case OP_OUT_UPDATE: {
-        const mql_store_out *o = &op->u.out;
-        s = st->stmt[S_OUT_UPDATE];
-        if ((rc = bind_text(s, 1, o->client_id, -1)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 2, (sqlite3_int64)o->seq)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 3, o->state)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 4, o->packet_id)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    }
-    case OP_OUT_DEL:
-        s = st->stmt[S_OUT_DEL];
-        if ((rc = bind_text(s, 1, op->u.out.client_id, -1)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 2, (sqlite3_int64)op->u.out.seq)) != SQLITE_OK)
-            return rc;
-        return run_unlink(st, s);
-    case OP_QOS2_PUT:
-    case OP_QOS2_DEL:
-        s = st->stmt[op->kind == OP_QOS2_PUT ? S_QOS2_PUT : S_QOS2_DEL];
-        if ((rc = bind_text(s, 1, op->u.out.client_id, -1)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int(s, 2, op->u.out.packet_id)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    case OP_RETAIN_PUT: {
-        /* The body of the message it replaces may become unreferenced. */
-        int64_t old = -1;
-        s = st->stmt[S_RETAIN_GET];
-        if ((rc = bind_text(s, 1, op->u.retain.topic, (int)op->u.retain.topic_len)) != SQLITE_OK ||
-            (rc = run_int(s, &old)) != SQLITE_OK)
-            return rc;
-        if (old != -1 && (uint64_t)old != op->u.retain.msg_id &&
-            (rc = gc_add(st, (uint64_t)old)) != SQLITE_OK)
-            return rc;
-        s = st->stmt[S_RETAIN_PUT];
-        if ((rc = bind_text(s, 1, op->u.retain.topic, (int)op->u.retain.topic_len)) != SQLITE_OK ||
-            (rc = sqlite3_bind_int64(s, 2, (sqlite3_int64)op->u.retain.msg_id)) != SQLITE_OK)
-            return rc;
-        return run(s);
-    }
-    case OP_RETAIN_DEL:
-        s = st->stmt[S_RETAIN_DEL];
-        if ((rc = bind_text(s, 1, op->u.retain.topic, (int)op->u.retain.topic_len)) != SQLITE_OK)
-            return rc;
-        return run_unlink(st, s);
-    case OP_BARRIER:
-        return SQLITE_OK;
-    }
-    return SQLITE_MISUSE;
-}
-
-/* ---- running a batch (store thread) ---- */
-
-static void free_ops(struct op *list)
-{
-    while (list != NULL) {
-        struct op *next = list->next;
-        free(list);
-        list = next;
-    }
-}
-
-/* Refresh live_bytes (pages in use) after a commit. */
-static void update_live(mql_store *st)
-{
-    int64_t pages = 0, free_pages = 0;
-    if (run_int(st->stmt[S_PAGE_COUNT], &pages) != SQLITE_OK ||
-        run_int(st->stmt[S_FREELIST_COUNT], &free_pages) != SQLITE_OK)
-        return; /* keep the last value; the next commit tries again */
-    int64_t live = (pages - free_pages) * st->page_size;
-    atomic_store_explicit(&st->live_bytes, live > 0 ? (uint64_t)live : 0, memory_order_relaxed);
-}
-
-static int wal_hook_cb(void *arg, sqlite3 *db, const char *name, int frames)
-{
-    (void)db;
-    (void)name;
-    ((mql_store *)arg)->wal_frames = frames;
-    return SQLITE_OK;
-}
-
-static void checkpoint(mql_store *st, int mode)
-{
-    int log = 0, done = 0;
-    int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, mode, &log, &done);
-    if (rc != SQLITE_OK) {
-        mql_warning("store.checkpoint", "store %s: checkpoint failed: %s (%s)", st->path,
-                    sqlite3_errstr(rc), sqlite3_errmsg(st->db));
-        return;
-    }
-    if (done >= log)
-        st->wal_frames = 0; /* the next commit starts the WAL over */
-}
-
-/*
- * Execute the data ops of `list` in one transaction, then call its barriers in order. On
- * success the list is freed. On failure the barriers get MQL_E_STORE and the data ops, in
- * order, are appended to the retry list whose tail pointer is *retry_tail, to run again
- * first in the next batch. Returns true when the batch committed.
- */
-static bool run_batch(mql_store *st, struct op *list, struct op ***retry_tail)
-{
-    uint64_t n_data = 0;
-    for (struct op *op = list; op != NULL; op = op->next)
-        n_data += op->kind != OP_BARRIER;
-
-    int rc = SQLITE_OK;
-    const char *failed_op = "commit";
-    char msg[256] = "";
-    bool committed = true;
-    mql_err fail_err = MQL_E_STORE;
-    if (n_data > 0) {
-        pthread_mutex_lock(&st->db_mu);
-        st->gc_n = 0;
-        if ((rc = run(st->stmt[S_BEGIN])) != SQLITE_OK) {
-            failed_op = "begin";
-            goto fail;
-        }
-        for (struct op *op = list; op != NULL; op = op->next) {
-            if ((rc = exec_op(st, op)) != SQLITE_OK) {
-                failed_op = op_names[op->kind];
-                goto fail;
-            }
-        }
-        if ((rc = gc_run(st)) != SQLITE_OK) {
-            failed_op = "delete of unreferenced messages";
-            goto fail;
-        }
-        if ((rc = run(st->stmt[S_COMMIT])) != SQLITE_OK)
-            goto fail;
-        update_live(st);
-        pthread_mutex_unlock(&st->db_mu);
-        count(&st->transactions, 1);
-        count(&st->ops, n_data);
-    }
-    goto done;
-
-fail:
-    committed = false;
-    /* A full disk is worth telling apart: MQTT 5 publishers then get 0x97 Quota exceeded. */
-    if ((rc & 0xff) == SQLITE_FULL)
-        fail_err = MQL_E_QUOTA;
-    int sys = sqlite3_system_errno(st->db);
-    if (sys != 0)
-        snprintf(msg, sizeof(msg), "%s: %s", sqlite3_errmsg(st->db), strerror(sys));
-    else
-        snprintf(msg, sizeof(msg), "%s", sqlite3_errmsg(st->db));
-    if (!sqlite3_get_autocommit(st->db)) {
-        int rc2 = run(st->stmt[S_ROLLBACK]);
-        if (rc2 != SQLITE_OK)
-            mql_warning("store.rollback", "store %s: rollback failed: %s", st->path,
-                        sqlite3_errstr(rc2));
-    }
-    pthread_mutex_unlock(&st->db_mu);
-    count(&st->errors, 1);
-    st->fail_run++;
-    if (!st->failing) {
-        st->failing = true;
-        atomic_store(&st->failing_now, true);
-        mql_error("store.commit",
-                  "store %s: transaction of %llu operations failed in %s: %s (%s); not "
-                  "acknowledging, retrying (further failures are not logged until it recovers)",
-                  st->path, (unsigned long long)n_data, failed_op, sqlite3_errstr(rc), msg);
-    }
-
-done:
-    if (committed && n_data > 0 && st->failing) {
-        mql_notice("store.recovered", "store %s: commits succeed again after %llu failed attempts",
-                   st->path, (unsigned long long)st->fail_run);
-        st->failing = false;
-        atomic_store(&st->failing_now, false);
-        st->fail_run = 0;
-    }
-    mql_err err = committed ? (st->lost ? MQL_E_STORE : MQL_OK) : fail_err;
-    while (list != NULL) {
-        struct op *op = list;
-        list = op->next;
-        op->next = NULL;
-        if (op->kind == OP_BARRIER) {
-            op->u.barrier.cb(op->u.barrier.arg, err);
-            free(op);
-        } else if (committed) {
-            free(op);
-        } else {
-            **retry_tail = op;
-            *retry_tail = &op->next;
-        }
-    }
-    if (committed && n_data > 0 && st->wal_frames >= st->ckpt_pages) {
-        pthread_mutex_lock(&st->db_mu);
-        checkpoint(st, SQLITE_CHECKPOINT_PASSIVE);
-        pthread_mutex_unlock(&st->db_mu);
-    }
-    return committed;
-}
-
-/* Take up to BATCH_MAX_OPS / BATCH_MAX_BYTES ops off the queue (mu held). */
-static struct op *take_batch(mql_store *st)
-{
-    struct op *list = st->head;
-    if (st->q_ops <= BATCH_MAX_OPS && st->q_bytes <= BATCH_MAX_BYTES) {
-        st->head = NULL;
-        st->tailp = &st->head;
-        st->q_ops = 0;
-        st->q_bytes = 0;
-        return list;
-    }
-    struct op *last = list;
-    size_t n = 1, bytes = list->bytes;
-    while (last->next != NULL && n < BATCH_MAX_OPS &&
-           bytes + last->next->bytes <= BATCH_MAX_BYTES) {
-        last = last->next;
-        n++;
-        bytes += last->bytes;
-    }
-    st->head = last->next;
-    if (st->head == NULL)
-        st->tailp = &st->head;
-    last->next = NULL;
-    st->q_ops -= n;
-    st->q_bytes -= bytes;
-    /* `since` is left as is: what remains is already due. */
-    return list;
-}
-
-static size_t list_len(const struct op *l)
-{
-    size_t n = 0;
-    for (; l != NULL; l = l->next)
-        n++;
-    return n;
-}
-
-/* Memory an op list holds: its structs and copied data. */
-static uint64_t held_memory(const struct op *l)
-{
-    uint64_t n = 0;
-    for (; l != NULL; l = l->next)
-        n += sizeof(*l) + l->bytes;
-    return n;
-}
-
-static void *store_main(void *arg)
-{
-    mql_store *st = arg;
-    struct op *retry = NULL, **retry_tail = &retry;
-    unsigned attempts = 0;       /* consecutive failed attempts */
-    unsigned close_attempts = 0; /* of those, made after close began */
-    struct timespec retry_at = {0, 0};
-
-    pthread_mutex_lock(&st->mu);
-    for (;;) {
-        if (st->head == NULL && retry == NULL) {
-            if (st->stopping)
-                break;
-            pthread_cond_wait(&st->cv, &st->mu);
-            continue;
-        }
-        /* Group commit: collect for the window, cut short by close or a full batch. After
-         * a failure, back off (also while closing: a transient error may pass). */
-        struct timespec deadline = attempts > 0 ? retry_at : ts_add_ms(st->since, st->window_ms);
-        while (!ts_reached(deadline)) {
-            if (attempts == 0 && (st->stopping || st->q_ops >= BATCH_MAX_OPS))
-                break;
-            if (pthread_cond_timedwait(&st->cv, &st->mu, &deadline) == ETIMEDOUT)
-                break;
-        }
-        struct op *batch = st->head != NULL ? take_batch(st) : NULL;
-        bool stopping = st->stopping;
-        pthread_mutex_unlock(&st->mu);
-
-        if (retry != NULL) {
-            *retry_tail = batch;
-            batch = retry;
-            retry = NULL;
-            retry_tail = &retry;
-        }
-        bool ok = run_batch(st, batch, &retry_tail);
-        atomic_store(&st->retry_held, held_memory(retry));
-        if (ok) {
-            attempts = 0;
-            close_attempts = 0;
-        } else {
-            attempts++;
-            close_attempts += stopping;
-            unsigned shift = attempts > 6 ? 6 : attempts - 1;
-            uint32_t ms = BACKOFF_MIN_MS << shift;
-            retry_at = ts_add_ms(now_mono(), ms > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms);
-            if (close_attempts >= CLOSE_ATTEMPTS) {
-                mql_error("store.lost",
-                          "store %s: closing after %u failed attempts: %zu operations were "
-                          "not stored",
-                          st->path, attempts, list_len(retry));
-                free_ops(retry);
-                atomic_store(&st->retry_held, 0);
-                st->lost = true;
-                retry = NULL;
-                retry_tail = &retry;
-                attempts = 0;
-                close_attempts = 0;
-            }
-        }
-        pthread_mutex_lock(&st->mu);
-    }
-    pthread_mutex_unlock(&st->mu);
-    return NULL;
-}
-
-/* ---- open ---- */
-
-enum open_result { DB_OK, DB_CORRUPT, DB_ERROR };
-
-static void close_db(mql_store *st)
-{
-    for (int i = 0; i < N_STMT; i++) {
-        (void)sqlite3_finalize(st->stmt[i]); /* returns the last step's error, not news */
-        st->stmt[i] = NULL;
-    }
-    if (st->db != NULL) {
-        int rc = sqlite3_close(st->db);
-        if (rc != SQLITE_OK)
-            mql_warning("store.close", "store %s: close failed: %s", st->path, sqlite3_errstr(rc));
-        st->db = NULL;
-    }
-}
-
-/* Classify rc of a step of open_db into *res and describe it in why. */
-static enum open_result open_fail(mql_store *st, int rc, const char *step, char *why, size_t len)
-{
-    const char *m = st->db != NULL ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc);
-    if (rc_corrupt(rc)) {
-        snprintf(why, len, "%s (%s)", m, step);
-        return DB_CORRUPT;
-    }
-    if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) {
-        snprintf(why, len,
-                 "store file %s is in use by another process (is another mqlite "
-                 "running with the same persistence_location?)",
-                 st->path);
-        return DB_ERROR;
-    }
-    int sys = st->db != NULL ? sqlite3_system_errno(st->db) : 0;
-    if (sys != 0)
-        snprintf(why, len, "store file %s: %s: %s (%s)", st->path, step, m, strerror(sys));
-    else
-        snprintf(why, len, "store file %s: %s: %s", st->path, step, m);
-    return DB_ERROR;
-}
-
-static int exec_sql(sqlite3 *db, const char *sql)
-{
-    return sqlite3_exec(db, sql, NULL, NULL, NULL);
-}
-
-/* Run a PRAGMA that returns one text row into out. */
-static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t len)
-{
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
-    if (rc != SQLITE_OK)
-        goto fail;
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        const unsigned char *t = sqlite3_column_text(s, 0);
-        snprintf(out, len, "%s", t != NULL ? (const char *)t : "");
-        rc = SQLITE_OK;
-    } else if (rc == SQLITE_DONE) {
-        out[0] = '\0';
-        rc = SQLITE_OK;
-    }
-fail:
-    (void)sqlite3_finalize(s); /* repeats the step's error, already in rc */
-    return rc;
-}
-
-static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)
-{
-    char buf[32];
-    int rc = pragma_text(db, sql, buf, sizeof(buf));
-    if (rc == SQLITE_OK)
-        *out = strtoll(buf, NULL, 10);
-    return rc;
-}
-
-/* Take the schema from version `from` to SCHEMA_VERSION, one transaction per step. */
-static int migrate(mql_store *st, int from)
-{
-    for (int v = from; v < SCHEMA_VERSION; v++) {
-        char sql[64];
-        int rc = exec_sql(st->db, "BEGIN IMMEDIATE");
-        if (rc != SQLITE_OK)
-            return rc;
-        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v + 1);
-        if ((rc = exec_sql(st->db, schema_steps[v])) != SQLITE_OK ||
-            (rc = exec_sql(st->db, sql)) != SQLITE_OK ||
-            (rc = exec_sql(st->db, "COMMIT")) != SQLITE_OK) {
-            if (!sqlite3_get_autocommit(st->db))
-                (void)exec_sql(st->db, "ROLLBACK"); /* the error that matters is rc */
-            return rc;
-        }
-        if (from > 0)
-            mql_notice("store.migrate", "store %s: schema migrated from version %d to %d", st->path,
-                       v, v + 1);
-    }
-    return SQLITE_OK;
-}
-
-/* Open st->path and bring it to a usable state. On DB_CORRUPT or DB_ERROR the reason is in
- * why and the connection is closed. */
-static enum open_result open_db(mql_store *st, char *why, size_t len)
-{
-    enum open_result res = DB_ERROR;
-    const char *step = "open";
-    char text[512];
-    int64_t v = 0;
-    int rc = sqlite3_open_v2(st->path, &st->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             st->vfs_name);
-    if (rc != SQLITE_OK)
-        goto fail;
-    if ((rc = sqlite3_extended_result_codes(st->db, 1)) != SQLITE_OK)
-        goto fail;
-    if (sqlite3_db_readonly(st->db, "main") == 1) {
-        snprintf(why, len, "store file %s: opened read-only (check its permissions)", st->path);
-        goto fail_msg;
-    }
-    /* Before the first access: WAL index in heap memory, no -shm (see the header). */
-    step = "locking_mode";
-    if ((rc = exec_sql(st->db, "PRAGMA locking_mode = EXCLUSIVE")) != SQLITE_OK)
-        goto fail;
-    /* A new store gets 1 KiB pages (SQLite's default is 4 KiB): every commit rewrites the
-     * last leaf of each b-tree it appends to, so the page size is what a commit costs in
-     * WAL bytes. Measured at 1,000 QoS 1 msg/s (tests/bench/compare.sh persist-rate): 995
-     * instead of 1,656 bytes written per message, and a third of the file size, with the
-     * same store throughput. No effect on an existing store (its page size is fixed). */
-    step = "page_size";
-    if ((rc = exec_sql(st->db, "PRAGMA page_size = " STRINGIFY(STORE_PAGE_SIZE))) != SQLITE_OK)
-        goto fail;
-    step = "read";
-    if ((rc = exec_sql(st->db, "SELECT count(*) FROM sqlite_schema")) != SQLITE_OK)
-        goto fail;
-    step = "journal_mode";
-    if ((rc = pragma_text(st->db, "PRAGMA journal_mode = WAL", text, sizeof(text))) != SQLITE_OK)
-        goto fail;
-    if (strcmp(text, "wal") != 0) {
-        snprintf(why, len, "store file %s: cannot enter WAL mode (journal_mode is %s)", st->path,
-                 text);
-        goto fail_msg;
-    }
-    step = "quick_check";
-    if ((rc = pragma_text(st->db, "PRAGMA quick_check(1)", text, sizeof(text))) != SQLITE_OK)
-        goto fail;
-    if (strcmp(text, "ok") != 0) {
-        for (char *p = text; *p != '\0'; p++)
-            if (*p == '\n' || *p == '\r')
-                *p = ' ';
-        snprintf(why, len, "quick_check: %s", text);
-        res = DB_CORRUPT;
-        goto fail_msg;
-    }
-    step = "pragmas";
-    snprintf(text, sizeof(text),
-             "PRAGMA synchronous = %s; PRAGMA cache_size = -%d; PRAGMA temp_store = MEMORY;",
-             st->sync_full ? "FULL" : "NORMAL", CACHE_KIB);
-    if ((rc = exec_sql(st->db, text)) != SQLITE_OK)
-        goto fail;
-    step = "user_version";
-    if ((rc = pragma_int(st->db, "PRAGMA user_version", &v)) != SQLITE_OK)
-        goto fail;
-    if (v > SCHEMA_VERSION || v < 0) {
-        snprintf(why, len,
-                 "store file %s has schema version %lld, this mqlite knows up to %d (written "
-                 "by a newer mqlite?)",
-                 st->path, (long long)v, SCHEMA_VERSION);
-        goto fail_msg;
-    }
-    step = "migrate";
-    if ((rc = migrate(st, (int)v)) != SQLITE_OK)
-        goto fail;
-    step = "page_size";
-    if ((rc = pragma_int(st->db, "PRAGMA page_size", &st->page_size)) != SQLITE_OK)
-        goto fail;
-    /* WAL budget: ckpt_pages, at most 1/8 of max_bytes. journal_size_limit keeps the WAL
-     * file at about that size after a checkpoint instead of regrowing it every time. */
-    int64_t ck = CKPT_PAGES_MAX;
-    if (st->max_bytes > 0 && st->max_bytes / 8 / (uint64_t)st->page_size < (uint64_t)ck)
-        ck = (int64_t)(st->max_bytes / 8 / (uint64_t)st->page_size);
-    st->ckpt_pages = (int)(ck < CKPT_PAGES_MIN ? CKPT_PAGES_MIN : ck);
-    snprintf(text, sizeof(text), "PRAGMA journal_size_limit = %lld",
-             (long long)(st->ckpt_pages + 16) * st->page_size);
-    step = "journal_size_limit";
-    if ((rc = exec_sql(st->db, text)) != SQLITE_OK)
-        goto fail;
-    /* Bodies put but never referenced (nothing is in flight now: see the header). */
-    step = "sweep";
-    if ((rc = exec_sql(st->db, "DELETE FROM msgs WHERE " MSG_UNREFERENCED("msgs.msg_id"))) !=
-        SQLITE_OK)
-        goto fail;
-    step = "prepare";
-    for (int i = 0; i < N_STMT; i++) {
-        rc = sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
-                                NULL);
-        if (rc != SQLITE_OK)
-            goto fail;
-    }
-    /* Replaces wal_autocheckpoint: we checkpoint after the callbacks (see the header). */
-    (void)sqlite3_wal_hook(st->db, wal_hook_cb, st); /* returns the previous hook's arg */
-    update_live(st);
-    return DB_OK;
-
-fail:
-    res = open_fail(st, rc, step, why, len);
-fail_msg:
-    close_db(st);
-    return res;
-}
-
-/* Rename path (and -wal, -shm) to path.corrupt-YYYYmmddTHHMMSS[.N]; aside gets the new
- * name. Returns 0 or an errno. The -wal must go too: a fresh database would otherwise
- * replay the old WAL's pages. */
-static int move_aside(const char *path, char *aside, size_t len)
-{
-    char stamp[32], from[4096], to[4096];
-    struct tm tm;
-    time_t t = time(NULL);
-    gmtime_r(&t, &tm);
-    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm);
-    struct stat sb;
-    for (int n = 0;; n++) {
-        int w = n == 0 ? snprintf(aside, len, "%s.corrupt-%s", path, stamp)
-                       : snprintf(aside, len, "%s.corrupt-%s.%d", path, stamp, n);
-        if (w < 0 || (size_t)w >= len)
-            return ENAMETOOLONG;
-        if (lstat(aside, &sb) != 0 && errno == ENOENT)
-            break;
-        if (n == 1000)
-            return EEXIST;
-    }
-    if (rename(path, aside) != 0)
-        return errno;
-    static const char *const sfx[] = {"-wal", "-shm"};
-    for (size_t i = 0; i < 2; i++) {
-        int w1 = snprintf(from, sizeof(from), "%s%s", path, sfx[i]);
-        int w2 = snprintf(to, sizeof(to), "%s%s", aside, sfx[i]);
-        if (w1 < 0 || (size_t)w1 >= sizeof(from) || w2 < 0 || (size_t)w2 >= sizeof(to))
-            return ENAMETOOLONG;
-        if (rename(from, to) != 0 && errno != ENOENT)
-            return errno;
-    }
-    /* Make the renames durable before a fresh file takes the name. */
-    int w = snprintf(from, sizeof(from), "%s", path);
-    char *slash = strrchr(from, '/');
-    if (w > 0 && (size_t)w < sizeof(from) && slash != NULL) {
-        *slash = '\0';
-        int fd = open(from[0] != '\0' ? from : "/", O_RDONLY | O_DIRECTORY);
-        if (fd >= 0) {
-            (void)fsync(fd); /* best effort: the renames themselves succeeded */
-            close(fd);
-        }
-    }
-    return 0;
-}
-
-/* Directory and file checks before SQLite sees the path (see the header). */
-static mql_err check_paths(const char *dir, const char *path, char *errbuf, size_t errlen)
-{
-    struct stat sb;
-    if (stat(dir, &sb) != 0) {
-        seterr(errbuf, errlen, "persistence_location %s: %s", dir, strerror(errno));
-        return MQL_E_STORE;
-    }
-    if (!S_ISDIR(sb.st_mode)) {
-        seterr(errbuf, errlen, "persistence_location %s: %s", dir, strerror(ENOTDIR));
-        return MQL_E_STORE;
-    }
-    if (access(dir, W_OK | X_OK) != 0) {
-        seterr(errbuf, errlen, "persistence_location %s: %s", dir, strerror(errno));
-        return MQL_E_STORE;
-    }
-    if (stat(path, &sb) != 0) {
-        if (errno == ENOENT)
-            return MQL_OK;
-        seterr(errbuf, errlen, "store file %s: %s", path, strerror(errno));
-        return MQL_E_STORE;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        seterr(errbuf, errlen, "store file %s: not a regular file", path);
-        return MQL_E_STORE;
-    }
-    if (access(path, R_OK | W_OK) != 0) {
-        seterr(errbuf, errlen, "store file %s: %s", path, strerror(errno));
-        return MQL_E_STORE;
-    }
-    return MQL_OK;
-}
-
 static void store_free(mql_store *st)
 {
-    close_db(st);
-    if (st->vfs_registered)
-        (void)sqlite3_vfs_unregister(&st->vfs); /* only fails for a VFS never registered */
+    mql_store_close_db(st);
+    mql_store_vfs_unregister(&st->vfs);
     free(st->gc);
     free(st->path);
     free(st->wal_path);
     free(st);
 }
 
-mql_err mql_store_open(mql_store **out, const mql_store_opts *opts, char *errbuf, size_t errlen)
+/* A store with its settings and file names from opts, not opened yet. */
+static mql_err store_alloc(mql_store **out, const mql_store_opts *opts)
 {
-    *out = NULL;
-    mql_err err = MQL_E_STORE;
-    char why[1024];
-    if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0') {
-        seterr(errbuf, errlen, "persistence_location is not set");
-        return MQL_E_CONFIG;
-    }
     mql_store *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return MQL_E_NOMEM;
@@ -1431,79 +95,71 @@ mql_err mql_store_open(mql_store **out, const mql_store_opts *opts, char *errbuf
     st->path = malloc(dl + sizeof("/" STORE_FILE));
     st->wal_path = malloc(dl + sizeof("/" STORE_FILE "-wal"));
     if (st->path == NULL || st->wal_path == NULL) {
-        err = MQL_E_NOMEM;
-        goto fail;
+        store_free(st);
+        return MQL_E_NOMEM;
     }
     snprintf(st->path, dl + sizeof("/" STORE_FILE), "%.*s/%s", (int)dl, opts->dir, STORE_FILE);
     snprintf(st->wal_path, dl + sizeof("/" STORE_FILE "-wal"), "%s-wal", st->path);
     if (st->path[0] == '/' && st->path[1] == '/')
         memmove(st->path, st->path + 1, strlen(st->path)); /* dir "/" */
-    if ((err = check_paths(opts->dir, st->path, errbuf, errlen)) != MQL_OK)
-        goto fail;
-    if (mql_fault_control() != NULL)
-        mql_warning("store.fault",
-                    "store %s: fault injection is enabled (%s=%s): for tests only, never in "
-                    "production",
-                    st->path, MQL_FAULT_ENV, mql_fault_control());
-    err = MQL_E_STORE;
-    int rc = sqlite3_initialize();
-    if (rc != SQLITE_OK || (rc = vfs_register(st)) != SQLITE_OK) {
-        seterr(errbuf, errlen, "store: SQLite initialisation failed: %s", sqlite3_errstr(rc));
-        goto fail;
-    }
+    *out = st;
+    return MQL_OK;
+}
 
-    enum open_result res = open_db(st, why, sizeof(why));
-    if (res == DB_CORRUPT) {
-        char aside[4096];
-        int e = move_aside(st->path, aside, sizeof(aside));
-        if (e != 0) {
-            seterr(errbuf, errlen, "store file %s is corrupt (%s) and cannot be moved aside: %s",
-                   st->path, why, strerror(e));
-            goto fail;
-        }
-        mql_error("store.corrupt",
-                  "store file %s is corrupt or unreadable: %s; moved it aside to %s and started "
-                  "with an empty store",
-                  st->path, why, aside);
-        res = open_db(st, why, sizeof(why));
-        if (res == DB_CORRUPT) {
-            seterr(errbuf, errlen, "store file %s: fresh store reported corrupt: %s", st->path,
-                   why);
-            goto fail;
-        }
-    }
-    if (res != DB_OK) {
-        seterr(errbuf, errlen, "%s", why);
-        goto fail;
-    }
-
-    if (pthread_mutex_init(&st->db_mu, NULL) != 0)
-        goto fail_db;
-    if (pthread_mutex_init(&st->mu, NULL) != 0)
-        goto fail_db_mu;
+/* The locks, the condition variable (on CLOCK_MONOTONIC) and the store thread. On an
+ * error nothing of them is left. */
+static mql_err start_thread(mql_store *st, char *errbuf, size_t errlen)
+{
+    bool db_mu = false, mu = false, cv = false;
     pthread_condattr_t ca;
+    if (pthread_mutex_init(&st->db_mu, NULL) != 0)
+        goto fail;
+    db_mu = true;
+    if (pthread_mutex_init(&st->mu, NULL) != 0)
+        goto fail;
+    mu = true;
     if (pthread_condattr_init(&ca) != 0)
-        goto fail_mu;
+        goto fail;
     int e = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     if (e == 0)
         e = pthread_cond_init(&st->cv, &ca);
     pthread_condattr_destroy(&ca);
     if (e != 0)
-        goto fail_mu;
-    if ((e = pthread_create(&st->thread, NULL, store_main, st)) != 0) {
-        pthread_cond_destroy(&st->cv);
-        goto fail_mu;
-    }
+        goto fail;
+    cv = true;
+    if (pthread_create(&st->thread, NULL, mql_store_commit_thread, st) != 0)
+        goto fail;
     st->thread_started = true;
+    return MQL_OK;
+
+fail:
+    if (cv)
+        pthread_cond_destroy(&st->cv);
+    if (mu)
+        pthread_mutex_destroy(&st->mu);
+    if (db_mu)
+        pthread_mutex_destroy(&st->db_mu);
+    mql_store_seterr(errbuf, errlen, "store: cannot start the store thread");
+    return MQL_E_STORE;
+}
+
+mql_err mql_store_open(mql_store **out, const mql_store_opts *opts, char *errbuf, size_t errlen)
+{
+    *out = NULL;
+    mql_store *st = NULL;
+    if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0') {
+        mql_store_seterr(errbuf, errlen, "persistence_location is not set");
+        return MQL_E_CONFIG;
+    }
+    mql_err err = store_alloc(&st, opts);
+    if (err != MQL_OK)
+        return err;
+    if ((err = mql_store_open_db(st, opts->dir, errbuf, errlen)) != MQL_OK ||
+        (err = start_thread(st, errbuf, errlen)) != MQL_OK)
+        goto fail;
     *out = st;
     return MQL_OK;
 
-fail_mu:
-    pthread_mutex_destroy(&st->mu);
-fail_db_mu:
-    pthread_mutex_destroy(&st->db_mu);
-fail_db:
-    seterr(errbuf, errlen, "store: cannot start the store thread");
 fail:
     store_free(st);
     return err;
@@ -1522,146 +178,19 @@ void mql_store_close(mql_store *st)
         mql_error("store.close", "store %s: cannot join the store thread: %s", st->path,
                   strerror(e));
     /* The queue is empty: the thread exits only then. */
-    checkpoint(st, SQLITE_CHECKPOINT_TRUNCATE);
+    mql_store_commit_checkpoint(st, SQLITE_CHECKPOINT_TRUNCATE);
     pthread_cond_destroy(&st->cv);
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->db_mu);
     store_free(st);
 }
 
-/* ---- loading ---- */
-
-static int load_prepare(mql_store *st, const char *sql, sqlite3_stmt **s)
-{
-    return sqlite3_prepare_v2(st->db, sql, -1, s, NULL);
-}
-
-static const char *col_text(sqlite3_stmt *s, int i)
-{
-    const unsigned char *t = sqlite3_column_text(s, i);
-    return t != NULL ? (const char *)t : "";
-}
-
-mql_err mql_store_load(mql_store *st, const mql_store_loader *ld, uint64_t *max_msg_id)
-{
-    static const char *const sql[] = {
-        "SELECT msg_id, topic, payload, props, qos, retain, expiry_wall FROM msgs WHERE NOT"
-        " (" MSG_UNREFERENCED("msgs.msg_id") ") ORDER BY msg_id",
-        "SELECT client_id, version, expiry, disconnected_at FROM sessions ORDER BY client_id",
-        "SELECT client_id, filter, qos, options, sub_id FROM subs ORDER BY client_id, filter",
-        /* parenthesised: one element split over two lines (clang -Wstring-concatenation) */
-        ("SELECT client_id, seq, msg_id, qos, retain, state, packet_id, sub_id FROM outq"
-         " ORDER BY client_id, seq"),
-        "SELECT client_id, packet_id FROM qos2_in ORDER BY client_id, packet_id",
-        "SELECT topic, msg_id FROM retained ORDER BY topic",
-        "SELECT coalesce(max(msg_id), 0) FROM msgs",
-    };
-    mql_err err = MQL_OK;
-    sqlite3_stmt *s = NULL;
-    int rc = SQLITE_OK;
-    pthread_mutex_lock(&st->db_mu);
-    for (size_t k = 0; k < sizeof(sql) / sizeof(sql[0]); k++) {
-        if ((rc = load_prepare(st, sql[k], &s)) != SQLITE_OK)
-            goto fail;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-            switch (k) {
-            case 0:
-                if (ld->msg != NULL) {
-                    mql_store_msg m = {
-                        .msg_id = (uint64_t)sqlite3_column_int64(s, 0),
-                        .topic = col_text(s, 1),
-                        .topic_len = (uint32_t)sqlite3_column_bytes(s, 1),
-                        .payload = sqlite3_column_blob(s, 2),
-                        .payload_len = (uint32_t)sqlite3_column_bytes(s, 2),
-                        .props = sqlite3_column_blob(s, 3),
-                        .props_len = (uint32_t)sqlite3_column_bytes(s, 3),
-                        .qos = (uint8_t)sqlite3_column_int(s, 4),
-                        .retain = sqlite3_column_int(s, 5) != 0,
-                        .expiry_wall = sqlite3_column_int64(s, 6),
-                    };
-                    err = ld->msg(ld->arg, &m);
-                }
-                break;
-            case 1:
-                if (ld->session != NULL) {
-                    mql_store_session ss = {
-                        .client_id = col_text(s, 0),
-                        .version = (uint8_t)sqlite3_column_int(s, 1),
-                        .expiry = (uint32_t)sqlite3_column_int64(s, 2),
-                        .disconnected_at = sqlite3_column_int64(s, 3),
-                    };
-                    err = ld->session(ld->arg, &ss);
-                }
-                break;
-            case 2:
-                if (ld->sub != NULL) {
-                    mql_store_sub sb = {
-                        .client_id = col_text(s, 0),
-                        .filter = col_text(s, 1),
-                        .qos = (uint8_t)sqlite3_column_int(s, 2),
-                        .options = (uint8_t)sqlite3_column_int(s, 3),
-                        .sub_id = (uint32_t)sqlite3_column_int64(s, 4),
-                    };
-                    err = ld->sub(ld->arg, &sb);
-                }
-                break;
-            case 3:
-                if (ld->out != NULL) {
-                    mql_store_out o = {
-                        .client_id = col_text(s, 0),
-                        .seq = (uint64_t)sqlite3_column_int64(s, 1),
-                        .msg_id = (uint64_t)sqlite3_column_int64(s, 2),
-                        .qos = (uint8_t)sqlite3_column_int(s, 3),
-                        .retain = sqlite3_column_int(s, 4) != 0,
-                        .state = (uint8_t)sqlite3_column_int(s, 5),
-                        .packet_id = (uint16_t)sqlite3_column_int(s, 6),
-                        .sub_id = (uint32_t)sqlite3_column_int64(s, 7),
-                    };
-                    err = ld->out(ld->arg, &o);
-                }
-                break;
-            case 4:
-                if (ld->qos2_in != NULL)
-                    err = ld->qos2_in(ld->arg, col_text(s, 0), (uint16_t)sqlite3_column_int(s, 1));
-                break;
-            case 5:
-                if (ld->retained != NULL)
-                    err =
-                        ld->retained(ld->arg, col_text(s, 0), (uint64_t)sqlite3_column_int64(s, 1));
-                break;
-            default:
-                if (max_msg_id != NULL)
-                    *max_msg_id = (uint64_t)sqlite3_column_int64(s, 0);
-                break;
-            }
-            if (err != MQL_OK)
-                goto out;
-        }
-        if (rc != SQLITE_DONE)
-            goto fail;
-        rc = sqlite3_finalize(s);
-        s = NULL;
-        if (rc != SQLITE_OK)
-            goto fail;
-    }
-    goto out;
-
-fail:
-    mql_error("store.load", "store %s: loading failed: %s (%s)", st->path, sqlite3_errstr(rc),
-              sqlite3_errmsg(st->db));
-    err = MQL_E_STORE;
-out:
-    (void)sqlite3_finalize(s); /* NULL-safe; an error here was reported by the step */
-    pthread_mutex_unlock(&st->db_mu);
-    return err;
-}
-
 /* ---- queueing ---- */
 
 /* Allocate an op with `extra` bytes of data. */
-static struct op *op_new(enum op_kind kind, size_t extra)
+static mql_store_op *op_new(enum mql_store_op_kind kind, size_t extra)
 {
-    struct op *op = malloc(sizeof(*op) + extra);
+    mql_store_op *op = malloc(sizeof(*op) + extra);
     if (op == NULL)
         return NULL;
     op->next = NULL;
@@ -1681,17 +210,17 @@ static const char *copy(char **p, const void *src, size_t n)
     return dst;
 }
 
-static mql_err enqueue(mql_store *st, struct op *op)
+static mql_err enqueue(mql_store *st, mql_store_op *op)
 {
     pthread_mutex_lock(&st->mu);
     bool was_empty = st->head == NULL;
     if (was_empty)
-        st->since = now_mono();
+        clock_gettime(CLOCK_MONOTONIC, &st->since);
     *st->tailp = op;
     st->tailp = &op->next;
     st->q_ops++;
     st->q_bytes += op->bytes;
-    if (was_empty || st->q_ops == BATCH_MAX_OPS)
+    if (was_empty || st->q_ops == MQL_STORE_BATCH_MAX_OPS)
         pthread_cond_signal(&st->cv);
     pthread_mutex_unlock(&st->mu);
     return MQL_OK;
@@ -1704,7 +233,8 @@ mql_err mql_store_msg_put(mql_store *st, const mql_store_msg *m)
     if ((m->topic == NULL && m->topic_len > 0) || (m->payload == NULL && m->payload_len > 0) ||
         (m->props == NULL && m->props_len > 0))
         return MQL_E_INTERNAL;
-    struct op *op = op_new(OP_MSG_PUT, (size_t)m->topic_len + m->payload_len + m->props_len + 3);
+    mql_store_op *op =
+        op_new(MQL_STORE_OP_MSG_PUT, (size_t)m->topic_len + m->payload_len + m->props_len + 3);
     if (op == NULL)
         return MQL_E_NOMEM;
     char *p = op->data;
@@ -1720,7 +250,7 @@ mql_err mql_store_session_put(mql_store *st, const mql_store_session *s)
     if (s->client_id == NULL)
         return MQL_E_INTERNAL;
     size_t n = strlen(s->client_id);
-    struct op *op = op_new(OP_SESSION_PUT, n + 1);
+    mql_store_op *op = op_new(MQL_STORE_OP_SESSION_PUT, n + 1);
     if (op == NULL)
         return MQL_E_NOMEM;
     char *p = op->data;
@@ -1734,7 +264,7 @@ mql_err mql_store_session_del(mql_store *st, const char *client_id)
     if (client_id == NULL)
         return MQL_E_INTERNAL;
     size_t n = strlen(client_id);
-    struct op *op = op_new(OP_SESSION_DEL, n + 1);
+    mql_store_op *op = op_new(MQL_STORE_OP_SESSION_DEL, n + 1);
     if (op == NULL)
         return MQL_E_NOMEM;
     char *p = op->data;
@@ -1743,12 +273,12 @@ mql_err mql_store_session_del(mql_store *st, const char *client_id)
     return enqueue(st, op);
 }
 
-static mql_err sub_op(mql_store *st, enum op_kind kind, const mql_store_sub *s)
+static mql_err sub_op(mql_store *st, enum mql_store_op_kind kind, const mql_store_sub *s)
 {
     if (s->client_id == NULL || s->filter == NULL)
         return MQL_E_INTERNAL;
     size_t a = strlen(s->client_id), b = strlen(s->filter);
-    struct op *op = op_new(kind, a + b + 2);
+    mql_store_op *op = op_new(kind, a + b + 2);
     if (op == NULL)
         return MQL_E_NOMEM;
     char *p = op->data;
@@ -1760,21 +290,21 @@ static mql_err sub_op(mql_store *st, enum op_kind kind, const mql_store_sub *s)
 
 mql_err mql_store_sub_put(mql_store *st, const mql_store_sub *s)
 {
-    return sub_op(st, OP_SUB_PUT, s);
+    return sub_op(st, MQL_STORE_OP_SUB_PUT, s);
 }
 
 mql_err mql_store_sub_del(mql_store *st, const char *client_id, const char *filter)
 {
     mql_store_sub s = {.client_id = client_id, .filter = filter};
-    return sub_op(st, OP_SUB_DEL, &s);
+    return sub_op(st, MQL_STORE_OP_SUB_DEL, &s);
 }
 
-static mql_err out_op(mql_store *st, enum op_kind kind, const mql_store_out *o)
+static mql_err out_op(mql_store *st, enum mql_store_op_kind kind, const mql_store_out *o)
 {
     if (o->client_id == NULL)
         return MQL_E_INTERNAL;
     size_t n = strlen(o->client_id);
-    struct op *op = op_new(kind, n + 1);
+    mql_store_op *op = op_new(kind, n + 1);
     if (op == NULL)
         return MQL_E_NOMEM;
     char *p = op->data;
@@ -1785,40 +315,40 @@ static mql_err out_op(mql_store *st, enum op_kind kind, const mql_store_out *o)
 
 mql_err mql_store_out_put(mql_store *st, const mql_store_out *o)
 {
-    return out_op(st, OP_OUT_PUT, o);
+    return out_op(st, MQL_STORE_OP_OUT_PUT, o);
 }
 
 mql_err mql_store_out_update(mql_store *st, const char *client_id, uint64_t seq, uint8_t state,
                              uint16_t packet_id)
 {
     mql_store_out o = {.client_id = client_id, .seq = seq, .state = state, .packet_id = packet_id};
-    return out_op(st, OP_OUT_UPDATE, &o);
+    return out_op(st, MQL_STORE_OP_OUT_UPDATE, &o);
 }
 
 mql_err mql_store_out_del(mql_store *st, const char *client_id, uint64_t seq)
 {
     mql_store_out o = {.client_id = client_id, .seq = seq};
-    return out_op(st, OP_OUT_DEL, &o);
+    return out_op(st, MQL_STORE_OP_OUT_DEL, &o);
 }
 
 mql_err mql_store_qos2_put(mql_store *st, const char *client_id, uint16_t pid)
 {
     mql_store_out o = {.client_id = client_id, .packet_id = pid};
-    return out_op(st, OP_QOS2_PUT, &o);
+    return out_op(st, MQL_STORE_OP_QOS2_PUT, &o);
 }
 
 mql_err mql_store_qos2_del(mql_store *st, const char *client_id, uint16_t pid)
 {
     mql_store_out o = {.client_id = client_id, .packet_id = pid};
-    return out_op(st, OP_QOS2_DEL, &o);
+    return out_op(st, MQL_STORE_OP_QOS2_DEL, &o);
 }
 
-static mql_err retain_op(mql_store *st, enum op_kind kind, const char *topic, uint32_t topic_len,
-                         uint64_t msg_id)
+static mql_err retain_op(mql_store *st, enum mql_store_op_kind kind, const char *topic,
+                         uint32_t topic_len, uint64_t msg_id)
 {
     if (topic == NULL || topic_len > INT32_MAX)
         return MQL_E_INTERNAL;
-    struct op *op = op_new(kind, (size_t)topic_len + 1);
+    mql_store_op *op = op_new(kind, (size_t)topic_len + 1);
     if (op == NULL)
         return MQL_E_NOMEM;
     char *p = op->data;
@@ -1830,19 +360,19 @@ static mql_err retain_op(mql_store *st, enum op_kind kind, const char *topic, ui
 
 mql_err mql_store_retain_put(mql_store *st, const char *topic, uint32_t topic_len, uint64_t msg_id)
 {
-    return retain_op(st, OP_RETAIN_PUT, topic, topic_len, msg_id);
+    return retain_op(st, MQL_STORE_OP_RETAIN_PUT, topic, topic_len, msg_id);
 }
 
 mql_err mql_store_retain_del(mql_store *st, const char *topic, uint32_t topic_len)
 {
-    return retain_op(st, OP_RETAIN_DEL, topic, topic_len, 0);
+    return retain_op(st, MQL_STORE_OP_RETAIN_DEL, topic, topic_len, 0);
 }
 
 mql_err mql_store_barrier(mql_store *st, mql_store_done_fn cb, void *arg)
 {
     if (cb == NULL)
         return MQL_E_INTERNAL;
-    struct op *op = op_new(OP_BARRIER, 0);
+    mql_store_op *op = op_new(MQL_STORE_OP_BARRIER, 0);
     if (op == NULL)
         return MQL_E_NOMEM;
     op->u.barrier.cb = cb;
@@ -1857,8 +387,8 @@ mql_store_stats mql_store_get_stats(mql_store *st)
     mql_store_stats s = {
         .transactions = get(&st->transactions),
         .ops = get(&st->ops),
-        .bytes_written = get(&st->bytes_written),
-        .fsyncs = get(&st->fsyncs),
+        .bytes_written = get(&st->vfs.bytes_written),
+        .fsyncs = get(&st->vfs.fsyncs),
         .file_bytes = file_size(st->path) + file_size(st->wal_path),
         .errors = get(&st->errors),
         .live_bytes = get(&st->live_bytes),
@@ -1866,7 +396,7 @@ mql_store_stats mql_store_get_stats(mql_store *st)
     };
     s.full = st->max_bytes > 0 && s.live_bytes >= st->max_bytes;
     pthread_mutex_lock(&st->mu);
-    s.held_bytes = st->q_bytes + st->q_ops * sizeof(struct op);
+    s.held_bytes = st->q_bytes + st->q_ops * sizeof(mql_store_op);
     pthread_mutex_unlock(&st->mu);
     s.held_bytes += atomic_load(&st->retry_held);
     s.overloaded = s.failing && s.held_bytes > st->hold_max;
@@ -1875,5 +405,5 @@ mql_store_stats mql_store_get_stats(mql_store *st)
 
 void mql_store_test_fail_writes(mql_store *st, int n)
 {
-    atomic_store(&st->fail_writes, n < 0 ? 0 : n);
+    atomic_store(&st->vfs.fail_writes, n < 0 ? 0 : n);
 }

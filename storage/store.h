@@ -30,8 +30,10 @@
 
 #include "broker/err.h"
 
+/* mql_store: one open store (opaque). Created by mql_store_open, freed by mql_store_close. */
 typedef struct mql_store mql_store;
 
+/* mql_store_opts: how mql_store_open sets the store up (read during the call only). */
 typedef struct mql_store_opts {
     const char *dir;           /* persistence_location: the database is DIR/mqlite.db */
     uint32_t commit_window_ms; /* group-commit window, default 20; 0 = commit as soon as the
@@ -40,8 +42,8 @@ typedef struct mql_store_opts {
     uint64_t max_bytes;        /* store_max_bytes, 0 = no limit */
 } mql_store_opts;
 
-/* A message body. The bytes are copied when the operation is queued. `props` is an MQTT 5
- * property block (as mql_encode writes it, without its length) holding the forwarded
+/* mql_store_msg: a message body. The bytes are copied when the operation is queued. `props` is an
+ * MQTT 5 property block (as mql_encode writes it, without its length) holding the forwarded
  * properties, or empty. expiry_wall is the wall-clock second the message expires, 0 = never. */
 typedef struct mql_store_msg {
     uint64_t msg_id;
@@ -56,6 +58,7 @@ typedef struct mql_store_msg {
     int64_t expiry_wall;
 } mql_store_msg;
 
+/* mql_store_session: a session's row, by ClientID. */
 typedef struct mql_store_session {
     const char *client_id;
     uint8_t version;         /* 3, 4 or 5 */
@@ -63,6 +66,7 @@ typedef struct mql_store_session {
     int64_t disconnected_at; /* wall-clock seconds of the last disconnect; 0 = connected */
 } mql_store_session;
 
+/* mql_store_sub: a subscription's row, by (ClientID, filter). */
 typedef struct mql_store_sub {
     const char *client_id;
     const char *filter;
@@ -71,12 +75,14 @@ typedef struct mql_store_sub {
     uint32_t sub_id;
 } mql_store_sub;
 
+/* mql_store_out_state: where an outbound message is in its QoS flow. */
 enum mql_store_out_state {
     MQL_STORE_OUT_QUEUED = 0,
     MQL_STORE_OUT_PUBLISH_SENT = 1,
     MQL_STORE_OUT_PUBREL_SENT = 2,
 };
 
+/* mql_store_out: an outbound message of a session, by (ClientID, seq); its body is msg_id. */
 typedef struct mql_store_out {
     const char *client_id;
     uint64_t seq;
@@ -89,24 +95,28 @@ typedef struct mql_store_out {
 } mql_store_out;
 
 /*
- * Open (creating DIR/mqlite.db if needed): WAL mode, the configured synchronous level,
- * PRAGMA quick_check, schema creation or migration to the current version. A file that is
+ * mql_store_open: open (creating DIR/mqlite.db if needed): WAL mode, the configured synchronous
+ * level, PRAGMA quick_check, schema creation or migration to the current version. A file that is
  * corrupt or not a database is logged as such, renamed to mqlite.db.corrupt-YYYYmmddTHHMMSS
  * (with its -wal/-shm files), and a fresh store is created: the broker starts empty rather
  * than not at all. A missing or unwritable directory, or a read-only file, is an error
  * (MQL_E_STORE) with the reason in errbuf ("persistence_location /x: No such file or
- * directory"). Starts the store thread.
+ * directory"); MQL_E_CONFIG when opts names no directory; MQL_E_NOMEM. Starts the store
+ * thread. On MQL_OK *out is the store, owned by the caller until mql_store_close; on an
+ * error *out is NULL.
  */
 MQL_MUST_CHECK mql_err mql_store_open(mql_store **out, const mql_store_opts *opts, char *errbuf,
                                       size_t errlen);
 
-/* Run what is queued, commit, stop the thread, checkpoint (the WAL is emptied), close the
- * database and free st. Blocks until that is done. Call it once, after the last change was
- * queued, and never from a barrier callback (it waits for the store thread). */
+/* mql_store_close: run what is queued, commit, stop the thread, checkpoint (the WAL is emptied),
+ * close the database and free st. Blocks until that is done. Call it once, after the last change
+ * was queued, and never from a barrier callback (it waits for the store thread). */
 void mql_store_close(mql_store *st);
 
 /* ---- loading, at start (before any other call) ---- */
 
+/* mql_store_loader: the callbacks mql_store_load calls, with arg; a NULL callback skips
+ * its rows. */
 typedef struct mql_store_loader {
     void *arg;
     /* Called for every row, in this order: messages (only those referred to), sessions,
@@ -120,45 +130,61 @@ typedef struct mql_store_loader {
     mql_err (*retained)(void *arg, const char *topic, uint64_t msg_id);
 } mql_store_loader;
 
-/* Read everything back. Also reports the largest msg_id in use (*max_msg_id), so the broker
- * continues numbering after it. */
+/* mql_store_load: read everything back into ld's callbacks, on the caller's thread, before
+ * any change is queued. Returns MQL_OK, the first error a callback returned (loading stops
+ * there), or MQL_E_STORE when SQLite fails (logged as store.load). Also reports the largest msg_id
+ * in use (*max_msg_id), so the broker continues numbering after it. */
 MQL_MUST_CHECK mql_err mql_store_load(mql_store *st, const mql_store_loader *ld,
                                       uint64_t *max_msg_id);
 
-/* ---- changes (queued; never block on disk) ---- */
+/* ---- changes (queued; never block on disk) ----
+ *
+ * Each call copies what it is given (the caller keeps its arguments) and appends one
+ * operation to the queue. Returns MQL_OK; MQL_E_NOMEM when the copy cannot be allocated;
+ * MQL_E_INTERNAL for arguments that break the contract (a NULL ClientID, filter, topic or
+ * callback, bytes without a pointer, a retained topic over 2 GiB); MQL_E_TOO_LARGE for a
+ * message field over 2 GiB. Nothing is queued on an error. */
 
+/* mql_store_msg_put: store (or replace) the body m->msg_id. */
 MQL_MUST_CHECK mql_err mql_store_msg_put(mql_store *st, const mql_store_msg *m);
+/* mql_store_session_put: store (or replace) the session s->client_id. */
 MQL_MUST_CHECK mql_err mql_store_session_put(mql_store *st, const mql_store_session *s);
-/* Deletes the session and everything that belongs to it (subscriptions, outbound messages,
- * inbound QoS 2 ids). */
+/* mql_store_session_del: delete the session and everything that belongs to it (subscriptions,
+ * outbound messages, inbound QoS 2 ids). */
 MQL_MUST_CHECK mql_err mql_store_session_del(mql_store *st, const char *client_id);
+/* mql_store_sub_put: store (or replace) the subscription (s->client_id, s->filter). */
 MQL_MUST_CHECK mql_err mql_store_sub_put(mql_store *st, const mql_store_sub *s);
+/* mql_store_sub_del: delete the subscription (client_id, filter). */
 MQL_MUST_CHECK mql_err mql_store_sub_del(mql_store *st, const char *client_id, const char *filter);
+/* mql_store_out_put: store (or replace) the outbound message (o->client_id, o->seq). */
 MQL_MUST_CHECK mql_err mql_store_out_put(mql_store *st, const mql_store_out *o);
-/* Update state and packet id of an outbound message. */
+/* mql_store_out_update: update state and packet id of an outbound message. */
 MQL_MUST_CHECK mql_err mql_store_out_update(mql_store *st, const char *client_id, uint64_t seq,
                                             uint8_t state, uint16_t packet_id);
+/* mql_store_out_del: delete an outbound message; its body goes once nothing refers to it. */
 MQL_MUST_CHECK mql_err mql_store_out_del(mql_store *st, const char *client_id, uint64_t seq);
+/* mql_store_qos2_put, mql_store_qos2_del: record or forget an inbound QoS 2 packet id of a
+ * session (PUBREC sent, PUBREL not yet received). */
 MQL_MUST_CHECK mql_err mql_store_qos2_put(mql_store *st, const char *client_id, uint16_t pid);
 MQL_MUST_CHECK mql_err mql_store_qos2_del(mql_store *st, const char *client_id, uint16_t pid);
-/* Set the retained message of topic to msg_id (whose body was put), or remove it. */
+/* mql_store_retain_put, mql_store_retain_del: set the retained message of topic to msg_id
+ * (whose body was put), or remove it; a body no longer referred to goes. */
 MQL_MUST_CHECK mql_err mql_store_retain_put(mql_store *st, const char *topic, uint32_t topic_len,
                                             uint64_t msg_id);
 MQL_MUST_CHECK mql_err mql_store_retain_del(mql_store *st, const char *topic, uint32_t topic_len);
 
-/* Call cb(arg, err) on the store thread once everything queued before this call is
- * committed (err MQL_OK) or failed to commit (the caller must not acknowledge): MQL_E_QUOTA
- * when the disk is full (SQLITE_FULL), MQL_E_STORE for any other failure.
- * Returns MQL_E_NOMEM without ever calling cb when it cannot queue the barrier.
- * MQL_OK means every operation queued before the barrier is on disk (with sync_full, also
- * across a power loss). After MQL_E_STORE the operations of the failed transaction are not
- * dropped: the store executes them again, in order, before anything queued later, so a
- * later barrier's MQL_OK still covers them. cb must not block for long: it delays the next
- * transaction. */
+/* mql_store_barrier: call cb(arg, err) on the store thread once everything queued before this call
+ * is committed (err MQL_OK) or failed to commit (the caller must not acknowledge): MQL_E_QUOTA when
+ * the disk is full (SQLITE_FULL), MQL_E_STORE for any other failure. Returns MQL_E_NOMEM without
+ * ever calling cb when it cannot queue the barrier. MQL_OK means every operation queued before the
+ * barrier is on disk (with sync_full, also across a power loss). After MQL_E_STORE the operations
+ * of the failed transaction are not dropped: the store executes them again, in order, before
+ * anything queued later, so a later barrier's MQL_OK still covers them. cb must not block for long:
+ * it delays the next transaction. */
 typedef void (*mql_store_done_fn)(void *arg, mql_err err);
 MQL_MUST_CHECK mql_err mql_store_barrier(mql_store *st, mql_store_done_fn cb, void *arg);
 
-/* Counters, for $SYS and the benchmark. */
+/* mql_store_stats: counters, for $SYS and the benchmark. */
 typedef struct mql_store_stats {
     uint64_t transactions;  /* commits */
     uint64_t ops;           /* operations executed */
@@ -182,12 +208,13 @@ typedef struct mql_store_stats {
                                stop taking on work that needs the store (see session.c) */
 } mql_store_stats;
 
-/* Any thread. file_bytes is measured now; the rest is as of the last commit. */
+/* mql_store_get_stats: the counters, from any thread. file_bytes is measured now; the rest
+ * is as of the last commit. */
 mql_store_stats mql_store_get_stats(mql_store *st);
 
-/* Test hook (fault injection): the next n writes of the store's files fail with an I/O
- * error (SQLITE_IOERR_WRITE); n = 0 turns it off. Not for production use. The real binary
- * is driven by MQLITE_TEST_STORE_FAULTS instead (storage/fault.h). */
+/* mql_store_test_fail_writes: test hook (fault injection): the next n writes of the store's files
+ * fail with an I/O error (SQLITE_IOERR_WRITE); n = 0 turns it off. Not for production use. The real
+ * binary is driven by MQLITE_TEST_STORE_FAULTS instead (storage/store_vfs.c). */
 void mql_store_test_fail_writes(mql_store *st, int n);
 
 #endif

@@ -3,7 +3,7 @@
  * read-only, fsync errors, SQLITE_BUSY; and a real full tmpfs where permitted.
  *
  * Faults are injected into the real binary through MQLITE_TEST_STORE_FAULTS (see
- * storage/fault.h): the variable names a control file in a directory of the test's own;
+ * storage/store_vfs.c): the variable names a control file in a directory of the test's own;
  * the broker inherits it from the test process (each Criterion test is its own process),
  * and the test switches a fault on and off by replacing the file. chmod cannot do this:
  * CI runs as root.

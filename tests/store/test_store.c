@@ -1,5 +1,5 @@
 /*
- * test_store.c - unit tests of the persistent store (storage/store.c).
+ * test_store.c - unit tests of the persistent store (storage/store.h).
  *
  * Purpose: every record type survives close/open and comes back through the loader in the
  * documented order; deletes cascade and orphaned message bodies go away in the same
@@ -490,6 +490,54 @@ Test(store, loader_error_stops_the_load)
     cr_assert_eq(mql_store_load(st, &ld, &m), MQL_E_NOMEM);
     cr_assert_eq(calls, 1);
     mql_store_close(st);
+}
+
+/* A loader may leave callbacks NULL: those rows are skipped, the others still arrive, and
+ * the largest msg_id is reported all the same. */
+Test(store, load_skips_rows_without_a_callback)
+{
+    mql_store *st = open_default();
+    put_session(st, "a");
+    put_sub(st, "a", "t/#");
+    put_msg(st, 7, "t/1", "kept");
+    cr_assert_eq(mql_store_retain_put(st, "t/1", 3, 7), MQL_OK);
+    cr_assert_eq(flush(st), MQL_OK);
+    struct rec r;
+    memset(&r, 0, sizeof(r));
+    r.order_ok = true;
+    r.buf = calloc(1, 1);
+    mql_store_loader ld = {.arg = &r, .retained = ld_retained};
+    uint64_t m = 0;
+    cr_assert_eq(mql_store_load(st, &ld, &m), MQL_OK);
+    cr_assert_str_eq(r.buf, "retained t/1 7\n");
+    cr_assert_eq(m, 7);
+    cr_assert_eq(mql_store_load(st, &ld, NULL), MQL_OK, "max_msg_id may be NULL");
+    free(r.buf);
+    mql_store_close(st);
+}
+
+/* Changes that break the contract are refused when queued, and nothing of them is
+ * stored. */
+Test(store, invalid_changes_are_refused_and_not_queued)
+{
+    mql_store *st = open_default();
+    mql_store_session s = {.client_id = NULL, .version = 5};
+    cr_assert_eq(mql_store_session_put(st, &s), MQL_E_INTERNAL);
+    cr_assert_eq(mql_store_session_del(st, NULL), MQL_E_INTERNAL);
+    cr_assert_eq(mql_store_sub_del(st, "a", NULL), MQL_E_INTERNAL);
+    cr_assert_eq(mql_store_out_del(st, NULL, 1), MQL_E_INTERNAL);
+    cr_assert_eq(mql_store_retain_del(st, NULL, 0), MQL_E_INTERNAL);
+    mql_store_msg m = {.msg_id = 1, .topic = "t", .topic_len = 1, .payload_len = 4};
+    cr_assert_eq(mql_store_msg_put(st, &m), MQL_E_INTERNAL, "payload bytes without a pointer");
+    m.payload = (const uint8_t *)"body";
+    m.props_len = UINT32_MAX;
+    cr_assert_eq(mql_store_msg_put(st, &m), MQL_E_TOO_LARGE);
+    cr_assert_eq(mql_store_barrier(st, NULL, NULL), MQL_E_INTERNAL);
+    cr_assert_eq(flush(st), MQL_OK);
+    mql_store_close(st);
+    char *text = reload_text();
+    cr_assert_str_eq(text, "");
+    free(text);
 }
 
 /* ---- deletes ---- */
@@ -1410,7 +1458,7 @@ Test(store, new_store_small_pages_old_store_kept)
     cr_assert_eq(file_page_size(dbpath), 4096);
 }
 
-/* ---- fault injection through MQLITE_TEST_STORE_FAULTS (storage/fault.h) ----
+/* ---- fault injection through MQLITE_TEST_STORE_FAULTS (storage/store_vfs.c) ----
  * The mechanism the integration tests use on the real binary: a control file names the
  * fault. Each Criterion test is its own process, so setting the variable here reaches
  * only this test's store. */
