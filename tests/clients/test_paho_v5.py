@@ -187,6 +187,33 @@ class PahoV5(unittest.TestCase):
         self.assertEqual(m.payload, b"both")
         self.assertEqual(m.properties.ContentType, "text/plain")
 
+    def test_receive_maximum_exceeded_disconnect_is_read(self):
+        """One QoS 2 PUBLISH more than the broker's Receive Maximum, sent at once, with paho
+        answering the PUBRECs (PUBREL) as they come: the broker ends the connection with
+        DISCONNECT 0x93 [MQTT-3.3.4-9], and the client must read it, not see its sends fail
+        on a reset connection. 20 runs in a row: the race this guards against was rare."""
+        for run in range(20):
+            got = {}
+            c = mqtt.Client(client_id="flow-%d" % run, protocol=mqtt.MQTTv5)
+            c.max_inflight_messages_set(65535)  # paho must not hold back what we send
+            c.on_connect = lambda cl, u, f, rc, p=None: got.setdefault("connack", p)
+            c.on_disconnect = lambda cl, u, rc, p=None: got.setdefault("disconnect", rc)
+            c.connect("127.0.0.1", self.port, 60, clean_start=True)
+            end = time.monotonic() + WAIT
+            while "connack" not in got and time.monotonic() < end:
+                c.loop(0.05)
+            self.assertIn("connack", got, "run %d: no CONNACK" % run)
+            receive_max = getattr(got["connack"], "ReceiveMaximum", 65535)
+            for i in range(receive_max + 1):
+                c.publish("flow/t", "message %d" % i, qos=2)
+            while "disconnect" not in got and time.monotonic() < end:
+                c.loop(0.05)
+            rc = got.get("disconnect")
+            self.assertEqual(getattr(rc, "value", rc), 0x93,
+                             "run %d: the client saw %r, not the broker's DISCONNECT 0x93 "
+                             "(Receive Maximum exceeded)" % (run, rc))
+            c.socket() and c.socket().close()
+
 
 if __name__ == "__main__":
     result = unittest.main(exit=False, verbosity=2).result
