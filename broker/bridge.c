@@ -343,6 +343,38 @@ static void send_subscribe(mql_bridge *br, mql_conn *c)
         mql_conn_close(c, MQL_E_NOMEM, "cannot send SUBSCRIBE");
 }
 
+/* The sink of the bridge's local session (session.h) while the uplink is up: ctx is the
+ * uplink's mql_conn. */
+static bool uplink_ready(void *ctx)
+{
+    const mql_conn *c = ctx;
+    return c->state == CS_ACTIVE;
+}
+
+static bool uplink_publish(void *ctx, mql_msg *msg, uint8_t qos, bool retain, bool dup,
+                           uint16_t pid, const uint32_t *ids, uint8_t n_ids)
+{
+    return mql_conn_send_publish(ctx, msg, qos, retain, dup, pid, ids, n_ids);
+}
+
+static void uplink_ack(void *ctx, uint8_t type, uint16_t pid, uint8_t reason)
+{
+    mql_conn_send_ack(ctx, type, pid, reason);
+}
+
+static size_t uplink_backlog(void *ctx)
+{
+    const mql_conn *c = ctx;
+    return mql_link_backlog(c->link);
+}
+
+static const mql_sink_ops bridge_sink = {
+    .ready = uplink_ready,
+    .publish = uplink_publish,
+    .ack = uplink_ack,
+    .backlog = uplink_backlog,
+};
+
 static void handle_connack(mql_bridge *br, mql_conn *c, const mql_connack *ack)
 {
     mql_broker *b = br->b;
@@ -372,7 +404,7 @@ static void handle_connack(mql_bridge *br, mql_conn *c, const mql_connack *ack)
     br->failures = 0;
     br->warned = false;
     br->last_ping = mql_now_ms();
-    br->s->conn = c;
+    mql_session_attach(br->s, &bridge_sink, c, c->client_receive_max, br->remote_max_qos);
     mql_notice("bridge.up",
                "bridge \"%s\": connected to %s as %s client (session present %d, %u queued, %u "
                "in flight)",
@@ -474,8 +506,8 @@ static void bridge_closed(void *ctx)
     mql_bridge *br = c->bridge;
     pthread_mutex_lock(&b->lock);
     bool was_up = br->state == BR_UP && br->c == c;
-    if (br->s->conn == c) {
-        br->s->conn = NULL;
+    if (br->s->sink_ctx == c) {
+        mql_session_detach(br->s);
         br->s->disconnected_at = mql_now_ms();
     }
     if (br->c == c) {
@@ -646,6 +678,10 @@ static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf 
         return MQL_E_NOMEM;
     br->s = s;
     s->bridge = br;
+    s->bridge_name = bc->name;
+    s->max_inflight = bc->max_inflight;
+    s->max_queued_messages = bc->queue_max_messages;
+    s->max_queued_bytes = bc->queue_max_bytes;
     s->version = bc->protocol_version;
     s->expiry = MQL_SESSION_NEVER; /* its queue is the store-and-forward buffer */
     s->disconnected_at = mql_now_ms();

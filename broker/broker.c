@@ -106,11 +106,6 @@ static void route_cb(void *arg, const mql_sub *sub)
         e->ids[e->n_ids++] = sub->sub_id;
 }
 
-static bool session_live(const mql_session *s)
-{
-    return s->conn != NULL && s->conn->state == CS_ACTIVE;
-}
-
 /* Choose the member of a share group that gets the next message: round robin over the
  * members, preferring a connected one with room in its window, then any connected one,
  * then one whose session outlives its connection (it is queued there). NULL if none. */
@@ -128,9 +123,9 @@ static mql_sub *share_pick(mql_broker *b, mql_share *g, uint8_t qos)
         const mql_session *s = m->session;
         uint32_t w = b->cfg.max_inflight_messages ? b->cfg.max_inflight_messages : 65535u;
         int rank = 0;
-        if (session_live(s) && (qos == 0 || s->inflight.count < w))
+        if (mql_session_online(s) && (qos == 0 || s->inflight.count < w))
             rank = 3;
-        else if (session_live(s))
+        else if (mql_session_online(s))
             rank = 2;
         else if (s->expiry != 0)
             rank = 1;

@@ -156,6 +156,37 @@ bool mql_conn_send_publish(mql_conn *c, mql_msg *msg, uint8_t qos, bool retain, 
     return true;
 }
 
+/* The sink of a client's session (session.h): ctx is the mql_conn. */
+static bool client_ready(void *ctx)
+{
+    const mql_conn *c = ctx;
+    return c->state == CS_ACTIVE;
+}
+
+static bool client_publish(void *ctx, mql_msg *msg, uint8_t qos, bool retain, bool dup,
+                           uint16_t pid, const uint32_t *ids, uint8_t n_ids)
+{
+    return mql_conn_send_publish(ctx, msg, qos, retain, dup, pid, ids, n_ids);
+}
+
+static void client_ack(void *ctx, uint8_t type, uint16_t pid, uint8_t reason)
+{
+    mql_conn_send_ack(ctx, type, pid, reason);
+}
+
+static size_t client_backlog(void *ctx)
+{
+    const mql_conn *c = ctx;
+    return mql_link_backlog(c->link);
+}
+
+static const mql_sink_ops client_sink = {
+    .ready = client_ready,
+    .publish = client_publish,
+    .ack = client_ack,
+    .backlog = client_backlog,
+};
+
 static void send_disconnect(mql_conn *c, uint8_t reason, const char *why)
 {
     mql_packet p;
@@ -528,8 +559,8 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         }
         return;
     }
-    if (s != NULL && s->conn != NULL) {
-        mql_conn *old = s->conn;
+    if (s != NULL && mql_session_attached(s)) {
+        mql_conn *old = s->sink_ctx; /* a client's session: its sink is a connection */
         if (b->cfg.client_id_conflict == MQL_CONFLICT_REJECT_NEW) {
             mql_warning("client.id_conflict",
                         "client \"%s\" (%s) refused: ClientID in use by %s "
@@ -546,7 +577,7 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         }
         takeover_diagnostics(b, s, old, c);
         b->stats.clients_connected--; /* the old connection no longer counts */
-        s->conn = NULL;
+        mql_session_detach(s);
         old->session = NULL;
         s->disconnected_at = now;
         /*
@@ -577,7 +608,7 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
             mql_link_close(old->link, true);
     }
     bool present = false;
-    if (s != NULL && s->conn == NULL && s->expiry == 0) {
+    if (s != NULL && !mql_session_attached(s) && s->expiry == 0) {
         /* taken over: a session with expiry 0 ended with its connection [MQTT-3.1.2-23] */
         mql_session_end(b, s);
         s = NULL;
@@ -617,7 +648,7 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
         if (cn->version == MQL_V5 && (cn->will_props.present & MQL_PBIT(MQL_PROP_WILL_DELAY)))
             c->will_delay = cn->will_props.will_delay;
     }
-    s->conn = c;
+    mql_session_attach(s, &client_sink, c, c->client_receive_max, 2);
     c->session = s;
     c->state = CS_ACTIVE;
     free(s->username);
@@ -1627,9 +1658,9 @@ static void conn_closed(void *ctx)
     mql_broker *b = c->b;
     pthread_mutex_lock(&b->lock);
     mql_session *s = c->session;
-    if (s != NULL && s->conn == c) {
+    if (s != NULL && s->sink_ctx == c) {
         b->stats.clients_connected--;
-        s->conn = NULL;
+        mql_session_detach(s);
         s->disconnected_at = mql_now_ms();
         bool ends = s->expiry == 0;
         release_will(b, c, s, !ends);

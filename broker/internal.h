@@ -23,87 +23,16 @@
 #include "msg.h"
 #include "auth.h"
 #include "topic.h"
+#include "session.h"
 #include "platform/net.h"
 
 #define MQL_MAX_ROUTE_IDS 8 /* subscription identifiers carried per delivered message */
 #define MQL_CLOSE_FLUSH_MS 3000
-#define TAKEOVER_DRAIN_MS 500                /* see handle_connect */
-#define MQL_PRECONNECT_MAX (256u * 1024u)    /* largest frame accepted before CONNACK */
-#define MQL_QOS0_BACKLOG_MAX (1024u * 1024u) /* QoS 0 is dropped beyond this backlog */
+#define TAKEOVER_DRAIN_MS 500             /* see handle_connect */
+#define MQL_PRECONNECT_MAX (256u * 1024u) /* largest frame accepted before CONNACK */
 /* A client that sends while this much output (beyond its in-flight QoS 1/2 deliveries)
  * waits unread is closed: see unread_backlog_exceeded in conn.c. */
 #define MQL_UNREAD_BACKLOG_MAX (4u * 1024u * 1024u)
-#define MQL_SESSION_NEVER UINT32_MAX
-#define MQL_QOS2_SMALL 8 /* inbound QoS 2 ids kept inline before a session uses a bitmap */
-
-enum out_state {
-    OUT_QUEUED = 0,
-    OUT_PUBLISH_SENT, /* waiting for PUBACK / PUBREC */
-    OUT_PUBREL_SENT,  /* waiting for PUBCOMP */
-};
-
-/* A QoS 1/2 message owed to a session: queued, or in flight with a packet id. */
-typedef struct out_msg {
-    struct out_msg *next, *prev;
-    mql_msg *msg;
-    mql_share *share; /* delivered through this shared subscription group (a reference) */
-    uint16_t packet_id;
-    uint8_t qos;
-    uint8_t state;
-    bool retain;
-    bool dup;     /* may have been sent before a restart: the first send has DUP 1 */
-    bool stored;  /* a row exists in the store */
-    uint64_t seq; /* per-session order, the row's key in the store */
-    uint8_t n_ids;
-    uint32_t ids[];
-} out_msg;
-
-typedef struct out_list {
-    out_msg *head, *tail;
-    uint32_t count;
-} out_list;
-
-typedef struct mql_session {
-    char *client_id; /* NUL-terminated */
-    uint32_t client_id_len;
-    uint32_t hval;
-    struct mql_session *hnext;       /* ClientID table chain */
-    struct mql_session *next, *prev; /* all sessions */
-    struct mql_conn *conn;           /* the live connection, or NULL */
-    uint8_t version;
-    uint32_t expiry;          /* Session Expiry Interval, seconds; MQL_SESSION_NEVER */
-    uint64_t disconnected_at; /* mql_now_ms() when the last connection ended */
-    mql_sub *subs;            /* via snext/sprev */
-    out_list inflight;        /* in send order */
-    out_list queue;
-    uint64_t queued_bytes; /* payload bytes in `queue` */
-    uint16_t next_pid;
-    /* Inbound QoS 2 packet ids awaiting PUBREL: the first MQL_QOS2_SMALL inline, beyond that
-     * all of them in a bitmap of the whole packet id space. The table is bounded by the id
-     * space (at most 65,535 ids, 8 KiB), which is the only bound MQTT 3.1.1 has (MQTT 5 adds
-     * Receive Maximum), and every lookup is O(1): a client flooding QoS 2 without PUBREL
-     * cannot make each of its PUBLISHes scan a long list under the broker lock. */
-    uint16_t qos2_small[MQL_QOS2_SMALL];
-    uint64_t *qos2_bits; /* 65536 bits, or NULL while the ids fit in qos2_small */
-    uint32_t n_qos2_in;
-    bool stored;       /* the session (and all it holds) is mirrored in the store */
-    bool was_online;   /* restored from the store: it had a connection when the broker died */
-    char *username;    /* of its last connection, for read ACL checks while offline */
-    uint64_t next_seq; /* for out_msg.seq */
-    mql_msg *will;     /* v5 delayed will, published at will_at or session end */
-    uint64_t will_at;
-    bool queue_full_logged;
-    /* takeover diagnostics */
-    uint32_t takeovers;
-    uint64_t takeover_window;
-    bool takeover_warned;
-    struct mql_bridge *bridge; /* the bridge whose local side this session is, or NULL */
-    uint32_t queued_qos0;      /* QoS 0 messages in `queue` (only bridges queue them) */
-    /* routing scratch (valid only during one route under broker->lock) */
-    uint64_t route_stamp;
-    uint32_t route_idx;
-} mql_session;
-
 enum auth_result {
     AUTH_NONE = 0, /* no password check was made */
     AUTH_OK,
@@ -251,28 +180,6 @@ typedef struct mql_bridge {
     char remote_id[200];   /* remote_clientid, or mosquitto's default HOSTNAME.NAME */
     char note_topic[300];  /* notifications: "1"/"0" (mosquitto's), empty when off */
 } mql_bridge;
-
-/* session.c (all under broker->lock) */
-mql_session *mql_session_find(mql_broker *b, const uint8_t *id, uint32_t len);
-mql_session *mql_session_new(mql_broker *b, const uint8_t *id, uint32_t len);
-void mql_session_end(mql_broker *b, mql_session *s);
-/* Keep a new subscription in the session's list / take it out (before mql_topics_remove). */
-void mql_session_link_sub(mql_session *s, mql_sub *sub);
-void mql_session_unlink_sub(mql_session *s, mql_sub *sub);
-void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos, bool retain,
-                         const uint32_t *ids, uint8_t n_ids, mql_share *share);
-void mql_session_pump(mql_broker *b, mql_session *s);
-void mql_session_resume(mql_broker *b, mql_session *s);
-out_msg *mql_session_inflight_find(mql_session *s, uint16_t pid);
-void mql_session_inflight_done(mql_broker *b, mql_session *s, out_msg *o);
-/* Inbound QoS 2 ids awaiting PUBREL (see mql_session.qos2_small): is pid there; add it
- * (adding one that is there does nothing; MQL_E_NOMEM when the bitmap cannot be made);
- * remove it (false if it was not there); call fn for each, in no particular order. */
-bool mql_session_qos2_has(const mql_session *s, uint16_t pid);
-MQL_MUST_CHECK mql_err mql_session_qos2_add(mql_session *s, uint16_t pid);
-bool mql_session_qos2_remove(mql_session *s, uint16_t pid);
-void mql_session_qos2_each(const mql_session *s, void (*fn)(void *arg, uint16_t pid), void *arg);
-void mql_session_expire_scan(mql_broker *b, uint64_t now);
 
 /* conn.c */
 /* Send a PUBLISH. Returns false when it was discarded because it exceeds the client's

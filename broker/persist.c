@@ -90,9 +90,9 @@ static void put_session_row(mql_broker *b, mql_session *s)
         .version = s->version,
         .expiry = s->expiry,
         .disconnected_at =
-            s->conn != NULL ? 0 : wall_of(s->disconnected_at, mql_now_ms(), mql_wall_s()),
+            s->sink != NULL ? 0 : wall_of(s->disconnected_at, mql_now_ms(), mql_wall_s()),
     };
-    if (s->conn == NULL && ss.disconnected_at == 0)
+    if (s->sink == NULL && ss.disconnected_at == 0)
         ss.disconnected_at = mql_wall_s();
     op_result(b, mql_store_session_put(b->store, &ss), "a session");
 }

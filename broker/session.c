@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "session.h"
+
 #include "internal.h"
 #include "platform/clock.h"
 #include "platform/log.h"
@@ -75,6 +77,9 @@ mql_session *mql_session_new(mql_broker *b, const uint8_t *id, uint32_t len)
     s->client_id_len = len;
     s->hval = hash_id(id, len);
     s->next_pid = 1;
+    s->max_inflight = b->cfg.max_inflight_messages;
+    s->max_queued_messages = b->cfg.max_queued_messages;
+    s->max_queued_bytes = b->cfg.max_queued_bytes;
     s->hnext = b->slots[s->hval & (b->nslots - 1)];
     b->slots[s->hval & (b->nslots - 1)] = s;
     s->next = b->sessions;
@@ -200,13 +205,11 @@ void mql_session_end(mql_broker *b, mql_session *s)
 }
 
 /* The number of QoS 1/2 PUBLISH packets we may have in flight to the session's client. */
-static uint32_t window(const mql_broker *b, const mql_session *s)
+static uint32_t window(const mql_session *s)
 {
-    uint32_t w = b->cfg.max_inflight_messages ? b->cfg.max_inflight_messages : 65535u;
-    if (s->bridge != NULL)
-        w = s->bridge->conf->max_inflight;
-    if (s->conn != NULL && s->conn->client_receive_max < w)
-        w = s->conn->client_receive_max; /* [MQTT-3.3.4-9] */
+    uint32_t w = s->max_inflight ? s->max_inflight : 65535u;
+    if (s->sink != NULL && s->sink_receive_max < w)
+        w = s->sink_receive_max; /* [MQTT-3.3.4-9] */
     return w;
 }
 
@@ -231,20 +234,45 @@ static uint16_t next_pid(mql_session *s)
 
 static bool connected(const mql_session *s)
 {
-    return s->conn != NULL && s->conn->state == CS_ACTIVE;
+    return s->sink != NULL && s->sink->ready(s->sink_ctx);
+}
+
+void mql_session_attach(mql_session *s, const mql_sink_ops *ops, void *ctx, uint16_t receive_max,
+                        uint8_t max_qos)
+{
+    s->sink = ops;
+    s->sink_ctx = ctx;
+    s->sink_receive_max = receive_max;
+    s->sink_max_qos = max_qos;
+}
+
+void mql_session_detach(mql_session *s)
+{
+    s->sink = NULL;
+    s->sink_ctx = NULL;
+}
+
+bool mql_session_attached(const mql_session *s)
+{
+    return s->sink != NULL;
+}
+
+bool mql_session_online(const mql_session *s)
+{
+    return connected(s);
 }
 
 /* Put o into the in-flight window and send it. A message too large for the client is
  * discarded as if delivered [MQTT-3.1.2-25]: then o is freed and false returned. */
 static bool send_first(mql_broker *b, mql_session *s, out_msg *o)
 {
-    if (s->bridge != NULL && o->qos > s->bridge->remote_max_qos && o->qos == 2)
+    if (o->qos > s->sink_max_qos && o->qos == 2)
         o->qos = 1; /* the remote's Maximum QoS [MQTT-3.2.2-11]; QoS 1 still loses nothing */
     o->packet_id = next_pid(s);
     o->state = OUT_PUBLISH_SENT;
     out_append(&s->inflight, o);
-    if (!mql_conn_send_publish(s->conn, o->msg, o->qos, o->retain, o->dup, o->packet_id, o->ids,
-                               o->n_ids)) {
+    if (!s->sink->publish(s->sink_ctx, o->msg, o->qos, o->retain, o->dup, o->packet_id, o->ids,
+                          o->n_ids)) {
         out_unlink(&s->inflight, o);
         mql_persist_out_del(b, s, o);
         out_free(o);
@@ -270,17 +298,17 @@ void mql_session_pump(mql_broker *b, mql_session *s)
         if (o->qos == 0) {
             /* queued QoS 0 (a bridge's backlog): no window, but a bounded socket backlog;
              * the bridge tick pumps again */
-            if (mql_link_backlog(s->conn->link) > MQL_QOS0_BACKLOG_MAX)
+            if (s->sink->backlog(s->sink_ctx) > MQL_QOS0_BACKLOG_MAX)
                 break;
             queue_take(s, o);
             if (!mql_msg_expired(o->msg, now))
-                (void)mql_conn_send_publish(s->conn, o->msg, 0, o->retain, false, 0, o->ids,
-                                            o->n_ids);
+                (void)s->sink->publish(s->sink_ctx, o->msg, 0, o->retain, false, 0, o->ids,
+                                       o->n_ids);
             mql_persist_out_del(b, s, o);
             out_free(o);
             continue;
         }
-        if (s->inflight.count >= window(b, s))
+        if (s->inflight.count >= window(s))
             break;
         queue_take(s, o);
         if (mql_msg_expired(o->msg, now)) { /* [MQTT-3.3.2-5] */
@@ -302,12 +330,8 @@ void mql_session_pump(mql_broker *b, mql_session *s)
  * A bridge makes room by dropping its oldest queued QoS 0 messages first. */
 static bool queue_room(mql_broker *b, mql_session *s, uint32_t bytes)
 {
-    uint32_t max_msgs = b->cfg.max_queued_messages;
-    uint64_t max_bytes = b->cfg.max_queued_bytes;
-    if (s->bridge != NULL) {
-        max_msgs = s->bridge->conf->queue_max_messages;
-        max_bytes = s->bridge->conf->queue_max_bytes;
-    }
+    uint32_t max_msgs = s->max_queued_messages;
+    uint64_t max_bytes = s->max_queued_bytes;
     for (;;) {
         bool full = (max_msgs != 0 && s->queue.count >= max_msgs) ||
                     (max_bytes != 0 && s->queued_bytes + bytes > max_bytes);
@@ -338,11 +362,11 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
         if (!connected(s)) {
             return; /* QoS 0 is not queued for offline sessions */
         }
-        if (mql_link_backlog(s->conn->link) > MQL_QOS0_BACKLOG_MAX) {
+        if (s->sink->backlog(s->sink_ctx) > MQL_QOS0_BACKLOG_MAX) {
             b->stats.msgs_dropped++;
             return;
         }
-        (void)mql_conn_send_publish(s->conn, msg, 0, retain, false, 0, ids, n_ids);
+        (void)s->sink->publish(s->sink_ctx, msg, 0, retain, false, 0, ids, n_ids);
         return;
     }
     if (s->stored && b->store_full) {
@@ -352,8 +376,7 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
         mql_broker_store_refused(b, s->client_id);
         return;
     }
-    bool direct =
-        qos > 0 && connected(s) && s->queue.count == 0 && s->inflight.count < window(b, s);
+    bool direct = qos > 0 && connected(s) && s->queue.count == 0 && s->inflight.count < window(s);
     if (!direct && !queue_room(b, s, msg->payload.len)) {
         b->stats.msgs_dropped++;
         /* a session that outlives its connection, or a bridge, refuses QoS 1/2 it cannot
@@ -367,8 +390,7 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
                             "bridge \"%s\": queue full (%u messages, %llu bytes; "
                             "bridge_queue_max_messages / bridge_queue_max_bytes), refusing new "
                             "messages until it drains",
-                            s->bridge->conf->name, s->queue.count,
-                            (unsigned long long)s->queued_bytes);
+                            s->bridge_name, s->queue.count, (unsigned long long)s->queued_bytes);
             else
                 mql_warning("session.queue_full",
                             "client \"%s\": queue full (%u messages, %llu bytes; "
@@ -415,10 +437,10 @@ void mql_session_resume(mql_broker *b, mql_session *s)
      * [MQTT-4.4.0-1] [v3.1.1 MQTT-4.4.0-1]. */
     for (out_msg *o = s->inflight.head; o != NULL; o = o->next) {
         if (o->state == OUT_PUBREL_SENT)
-            mql_conn_send_ack(s->conn, MQL_PUBREL, o->packet_id, 0);
+            s->sink->ack(s->sink_ctx, MQL_PUBREL, o->packet_id, 0);
         else
-            (void)mql_conn_send_publish(s->conn, o->msg, o->qos, o->retain, true, o->packet_id,
-                                        o->ids, o->n_ids);
+            (void)s->sink->publish(s->sink_ctx, o->msg, o->qos, o->retain, true, o->packet_id,
+                                   o->ids, o->n_ids);
     }
     mql_session_pump(b, s);
 }
@@ -533,7 +555,7 @@ void mql_session_expire_scan(mql_broker *b, uint64_t now)
     mql_session *s = b->sessions;
     while (s != NULL) {
         mql_session *next = s->next;
-        if (s->conn == NULL) {
+        if (s->sink == NULL) {
             purge_expired(b, s, now, &budget);
             if (s->will != NULL && now >= s->will_at) {
                 mql_msg *will = s->will;
