@@ -135,9 +135,9 @@ static mql_bytes rule_filter(const mql_bridge_topic *r, const char *prefix, char
  * ("1" connected, "0" not) when notifications are on. */
 static void publish_state(mql_bridge *br, const char *state)
 {
-    mql_broker_sys_set(br->b, br->state_topic, state);
+    mql_router_set_sys(br->b, br->state_topic, state);
     if (br->note_topic[0] != '\0')
-        mql_broker_sys_set(br->b, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
+        mql_router_set_sys(br->b, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
 }
 
 /* Whether the remote broker gets the notifications too (a will of "0" in CONNECT, "1" once
@@ -555,7 +555,7 @@ static void retained_cb(void *arg, mql_msg *msg)
     if (mql_msg_expired(msg, mql_now_ms()))
         return;
     uint8_t qos = msg->qos < rc->qos ? msg->qos : rc->qos;
-    mql_session_deliver(rc->b, rc->s, msg, qos, rc->retain, NULL, 0, NULL);
+    (void)mql_router_deliver(rc->b, rc->s, msg, qos, rc->retain, NULL, 0, NULL);
 }
 
 /* Make the session's subscriptions exactly the out rules' local filters (a restored session

@@ -374,7 +374,7 @@ static void release_will(mql_broker *b, mql_conn *c, mql_session *s, bool sessio
         s->will_at = mql_now_ms() + (uint64_t)c->will_delay * 1000u;
         return;
     }
-    mql_broker_publish_will(b, will); /* [MQTT-3.1.2-8] */
+    mql_router_publish_will(b, will); /* [MQTT-3.1.2-8] */
     mql_msg_unref(will);
 }
 
@@ -610,11 +610,11 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
     bool present = false;
     if (s != NULL && !mql_session_attached(s) && s->expiry == 0) {
         /* taken over: a session with expiry 0 ended with its connection [MQTT-3.1.2-23] */
-        mql_session_end(b, s);
+        mql_clients_end(b, s);
         s = NULL;
     }
     if (s != NULL && cn->clean_start) {
-        mql_session_end(b, s); /* [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-6] */
+        mql_clients_end(b, s); /* [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-6] */
         s = NULL;
     }
     if (s != NULL) {
@@ -1068,30 +1068,17 @@ void mql_conn_handle_publish(mql_conn *c, mql_publish *pub)
         return;
     }
     uint64_t ops_before = b->store_ops;
-    bool retain_refused = false;
-    if (pub->retain && pub->payload.len > 0 && b->store != NULL && b->store_full) {
-        /* it could not be kept in the store: delivered, but not retained [MQTT-3.3.1-5]
-         * (a Server MAY refuse it; MQTT 5 QoS 1/2 publishers hear 0x97 below) */
-        retain_refused = true;
-        mql_broker_store_refused(b, cid(c));
-    } else if (pub->retain) {
-        /* [MQTT-3.3.1-5] store, [MQTT-3.3.1-6]/[MQTT-3.3.1-7] an empty payload clears */
-        if (mql_topics_retain(b->topics, pub->topic, msg) != MQL_OK)
-            mql_error("broker.nomem", "out of memory storing a retained message");
-        else
-            mql_persist_retain(b, pub->topic, msg);
-    }
-    b->route_quota = false;
-    uint32_t receivers = mql_broker_route(b, msg, s);
+    /* retained set/clear [MQTT-3.3.1-5] [MQTT-3.3.1-6] [MQTT-3.3.1-7], then the subscribers */
+    mql_route_result routed = mql_router_publish(b, msg, s, cid(c));
     mql_msg_unref(msg);
     /* v5: tell the publisher when a persistent subscriber's quota refused it, or in a
      * PUBACK that nobody subscribed (0x10, which the Server MAY use instead of 0x00,
      * section 3.4.2.1; mosquitto does so for PUBACK only, and clients written against it
      * expect that) */
     uint8_t rc = 0;
-    if (c->version == MQL_V5 && (b->route_quota || retain_refused))
+    if (c->version == MQL_V5 && routed.refused)
         rc = mql_err_reason(MQL_E_QUOTA);
-    else if (c->version == MQL_V5 && pub->qos == 1 && receivers == 0)
+    else if (c->version == MQL_V5 && pub->qos == 1 && routed.matched == 0)
         rc = MQL_RC_NO_MATCHING_SUBSCRIBERS;
     if (pub->qos == 2) {
         if (mql_session_qos2_add(s, pub->packet_id) != MQL_OK) {
@@ -1185,7 +1172,7 @@ static void retained_cb(void *arg, mql_msg *msg)
     if (mql_msg_expired(msg, mql_now_ms()))
         return;
     /* retained messages sent because of a subscribe keep retain=1 [MQTT-3.3.1-9] */
-    mql_session_deliver(rc->c->b, rc->c->session, msg, qos, true, &id, id ? 1 : 0, NULL);
+    (void)mql_router_deliver(rc->c->b, rc->c->session, msg, qos, true, &id, id ? 1 : 0, NULL);
 }
 
 static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_id,
@@ -1668,7 +1655,7 @@ static void conn_closed(void *ctx)
                    c->peer, c->why[0] ? c->why : "connection closed by peer",
                    ends ? "" : "; session kept");
         if (ends)
-            mql_session_end(b, s); /* [MQTT-3.1.2-23] [v3.1.1 MQTT-3.1.2-6] */
+            mql_clients_end(b, s); /* [MQTT-3.1.2-23] [v3.1.1 MQTT-3.1.2-6] */
         else
             mql_persist_session(b, s); /* disconnect time, expiry from DISCONNECT */
     } else if (c->state == CS_NEW) {

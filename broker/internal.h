@@ -24,6 +24,8 @@
 #include "auth.h"
 #include "topic.h"
 #include "session.h"
+#include "router.h"
+#include "clients.h"
 #include "platform/net.h"
 
 #define MQL_MAX_ROUTE_IDS 8 /* subscription identifiers carried per delivered message */
@@ -146,7 +148,6 @@ struct mql_broker {
     mql_passwd *passwd;
     mql_acl *acl;
     mql_ratelimit *ratelimit;
-    bool route_quota; /* a delivery of the current publish was refused for quota */
     bool store_full_logged;
     bool store_refusing; /* acks were refused because a commit failed (episode, logged once) */
     struct mql_bridge *bridges; /* [cfg.n_bridges] */
@@ -238,17 +239,5 @@ void mql_persist_close(mql_broker *b);
  * thread calls it every 250 ms; the connection fuzzer calls it directly with its own clock
  * (it never starts the ticker), which is why it is not static. */
 void mql_broker_tick(mql_broker *b, uint64_t now);
-
-/* Hand msg to every session with a matching subscription (one member of each shared
- * group). Returns the number of matching subscriptions (0: nobody subscribed), counting
- * those that No Local kept from the publisher itself. */
-uint32_t mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from);
-void mql_broker_publish_will(mql_broker *b, mql_msg *will);
-/* Publish a retained QoS 0 value of the broker's own ($SYS), kept in memory only: $SYS is
- * rebuilt at start and would wear the flash for nothing. */
-void mql_broker_sys_set(mql_broker *b, const char *topic, const char *value);
-/* b->store_full refused something for client_id: counted, logged once per episode. */
-void mql_broker_store_refused(mql_broker *b, const char *client_id);
-bool mql_broker_share_deliver(mql_broker *b, mql_share *g, mql_msg *msg, uint8_t qos, bool retain);
 
 #endif

@@ -142,16 +142,6 @@ static void out_free(out_msg *o)
     free(o);
 }
 
-/* The session ends with messages it got through shared subscriptions still undelivered:
- * give queued ones and unacknowledged QoS 1 ones to another member of the group. A QoS 2
- * message already sent is never given to anyone else [MQTT-4.8.2-5]. */
-static void share_redeliver(mql_broker *b, out_list *l, bool sent)
-{
-    for (out_msg *o = l->head; o != NULL; o = o->next)
-        if (o->share != NULL && o->share->nmembers > 0 && (!sent || o->qos == 1))
-            (void)mql_broker_share_deliver(b, o->share, o->msg, o->qos, false);
-}
-
 static void out_list_clear(out_list *l)
 {
     out_msg *o = l->head;
@@ -164,17 +154,15 @@ static void out_list_clear(out_list *l)
     l->count = 0;
 }
 
-void mql_session_end(mql_broker *b, mql_session *s)
+mql_msg *mql_session_take_will(mql_session *s)
 {
-    mql_persist_session_del(b, s);
-    free(s->username);
-    if (s->will != NULL) {
-        /* the session ends before the will delay: publish now [MQTT-3.1.3-9] */
-        mql_msg *will = s->will;
-        s->will = NULL;
-        mql_broker_publish_will(b, will);
-        mql_msg_unref(will);
-    }
+    mql_msg *will = s->will;
+    s->will = NULL;
+    return will;
+}
+
+void mql_session_unsubscribe_all(mql_broker *b, mql_session *s)
+{
     mql_sub *sub = s->subs;
     while (sub != NULL) {
         mql_sub *next = sub->snext;
@@ -182,8 +170,15 @@ void mql_session_end(mql_broker *b, mql_session *s)
         sub = next;
     }
     s->subs = NULL;
-    share_redeliver(b, &s->inflight, true);
-    share_redeliver(b, &s->queue, false);
+}
+
+void mql_session_end(mql_broker *b, mql_session *s)
+{
+    mql_persist_session_del(b, s);
+    free(s->username);
+    mql_msg_unref(s->will);
+    s->will = NULL;
+    mql_session_unsubscribe_all(b, s);
     out_list_clear(&s->inflight);
     out_list_clear(&s->queue);
     s->queued_qos0 = 0;
@@ -351,38 +346,35 @@ static bool queue_room(mql_broker *b, mql_session *s, uint32_t bytes)
     }
 }
 
-void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos, bool retain,
-                         const uint32_t *ids, uint8_t n_ids, mql_share *share)
+mql_delivery mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos,
+                                 bool retain, const uint32_t *ids, uint8_t n_ids, mql_share *share)
 {
     if (b->acl != NULL && !mql_acl_can_read(b->acl, s->username, s->client_id, msg->topic))
-        return; /* the ACL may have changed since the subscription was made */
+        return MQL_DELIVERY_DROPPED; /* the ACL may have changed since the subscription was made */
     /* a bridge queues QoS 0 too while its uplink is down or draining (in order) */
     bool bridge_queues = s->bridge != NULL && (!connected(s) || s->queue.count > 0);
     if (qos == 0 && !bridge_queues) {
         if (!connected(s)) {
-            return; /* QoS 0 is not queued for offline sessions */
+            return MQL_DELIVERY_DROPPED; /* QoS 0 is not queued for offline sessions */
         }
         if (s->sink->backlog(s->sink_ctx) > MQL_QOS0_BACKLOG_MAX) {
             b->stats.msgs_dropped++;
-            return;
+            return MQL_DELIVERY_DROPPED;
         }
         (void)s->sink->publish(s->sink_ctx, msg, 0, retain, false, 0, ids, n_ids);
-        return;
+        return MQL_DELIVERY_SENT;
     }
     if (s->stored && b->store_full) {
         /* store_max_bytes, or a store that cannot commit: no new QoS 1/2 message for a
          * persistent session (it could not be kept, and would only pile up in memory) */
-        b->route_quota = true;
-        mql_broker_store_refused(b, s->client_id);
-        return;
+        return MQL_DELIVERY_NO_STORE;
     }
     bool direct = qos > 0 && connected(s) && s->queue.count == 0 && s->inflight.count < window(s);
     if (!direct && !queue_room(b, s, msg->payload.len)) {
         b->stats.msgs_dropped++;
         /* a session that outlives its connection, or a bridge, refuses QoS 1/2 it cannot
          * keep: MQTT 5 publishers hear it as 0x97 Quota exceeded */
-        if (qos > 0 && (s->expiry != 0 || s->bridge != NULL))
-            b->route_quota = true;
+        bool refuse = qos > 0 && (s->expiry != 0 || s->bridge != NULL);
         if (!s->queue_full_logged) {
             s->queue_full_logged = true;
             if (s->bridge != NULL)
@@ -398,12 +390,12 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
                             "until it drains",
                             s->client_id, s->queue.count, (unsigned long long)s->queued_bytes);
         }
-        return;
+        return refuse ? MQL_DELIVERY_REFUSED : MQL_DELIVERY_DROPPED;
     }
     out_msg *o = malloc(sizeof(*o) + (size_t)n_ids * sizeof(uint32_t));
     if (o == NULL) {
         b->stats.msgs_dropped++;
-        return;
+        return MQL_DELIVERY_DROPPED;
     }
     o->msg = mql_msg_ref(msg);
     o->share = share;
@@ -421,7 +413,7 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
         memcpy(o->ids, ids, (size_t)n_ids * sizeof(uint32_t));
     if (direct) {
         if (!send_first(b, s, o))
-            return;
+            return MQL_DELIVERY_SENT;
     } else {
         out_append(&s->queue, o);
         s->queued_bytes += msg->payload.len;
@@ -429,6 +421,7 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
             s->queued_qos0++;
     }
     mql_persist_out(b, s, o);
+    return direct ? MQL_DELIVERY_SENT : MQL_DELIVERY_QUEUED;
 }
 
 void mql_session_resume(mql_broker *b, mql_session *s)
@@ -532,9 +525,7 @@ void mql_session_qos2_each(const mql_session *s, void (*fn)(void *arg, uint16_t 
             fn(arg, (uint16_t)(w * 64u + (uint32_t)__builtin_ctzll(bits)));
 }
 
-/* Drop queued messages whose Message Expiry Interval has passed while nobody could take
- * them [MQTT-3.3.2-5]; at most *budget messages are looked at. */
-static void purge_expired(mql_broker *b, mql_session *s, uint64_t now, uint32_t *budget)
+void mql_session_purge_expired(mql_broker *b, mql_session *s, uint64_t now, uint32_t *budget)
 {
     out_msg *o = s->queue.head;
     while (o != NULL && *budget > 0) {
@@ -546,30 +537,5 @@ static void purge_expired(mql_broker *b, mql_session *s, uint64_t now, uint32_t 
             out_free(o);
         }
         o = next;
-    }
-}
-
-void mql_session_expire_scan(mql_broker *b, uint64_t now)
-{
-    uint32_t budget = 4096; /* incremental: bounded work per tick */
-    mql_session *s = b->sessions;
-    while (s != NULL) {
-        mql_session *next = s->next;
-        if (s->sink == NULL) {
-            purge_expired(b, s, now, &budget);
-            if (s->will != NULL && now >= s->will_at) {
-                mql_msg *will = s->will;
-                s->will = NULL;
-                mql_broker_publish_will(b, will); /* Will Delay Interval passed */
-                mql_msg_unref(will);
-            }
-            if (s->expiry != MQL_SESSION_NEVER &&
-                now >= s->disconnected_at + (uint64_t)s->expiry * 1000u) {
-                mql_info("session.expired", "client \"%s\": session expired after %u s",
-                         s->client_id, s->expiry);
-                mql_session_end(b, s);
-            }
-        }
-        s = next;
     }
 }

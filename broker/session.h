@@ -70,6 +70,20 @@ typedef struct mql_sink_ops {
     size_t (*backlog)(void *ctx);
 } mql_sink_ops;
 
+/* What mql_session_deliver did with a message. */
+typedef enum mql_delivery {
+    MQL_DELIVERY_SENT,     /* written to the sink (or discarded as too large for the peer,
+                              which counts as delivered [MQTT-3.1.2-25]) */
+    MQL_DELIVERY_QUEUED,   /* kept in the queue until the sink has room or comes back */
+    MQL_DELIVERY_DROPPED,  /* not delivered, nothing to tell the publisher: QoS 0 for an
+                              offline session or over the backlog, read ACL, out of memory,
+                              queue full of a session that ends with its connection */
+    MQL_DELIVERY_REFUSED,  /* queue full of a session that outlives its connection (or a
+                              bridge's): MQTT 5 publishers hear 0x97 Quota exceeded */
+    MQL_DELIVERY_NO_STORE, /* QoS 1/2 for a stored session while the store is full: refused
+                              (0x97 too); the caller counts and logs it */
+} mql_delivery;
+
 typedef struct mql_session {
     char *client_id; /* NUL-terminated */
     uint32_t client_id_len;
@@ -126,9 +140,16 @@ mql_session *mql_session_find(struct mql_broker *b, const uint8_t *id, uint32_t 
  * checked with mql_session_find), with the broker's queue and window limits. The table owns
  * it until mql_session_end. NULL when out of memory. */
 mql_session *mql_session_new(struct mql_broker *b, const uint8_t *id, uint32_t len);
-/* mql_session_end: end s now: its will (if any) is published, its subscriptions removed,
- * undelivered shared-subscription messages given to other members, its rows deleted, and s
- * freed. The sink must be detached. */
+/* mql_session_take_will: the session's delayed will (the caller owns the reference), or
+ * NULL; the session has none afterwards. */
+mql_msg *mql_session_take_will(mql_session *s);
+/* mql_session_unsubscribe_all: remove all of the session's subscriptions from the topic
+ * tree (the first step of ending it: see mql_clients_end). */
+void mql_session_unsubscribe_all(struct mql_broker *b, mql_session *s);
+/* mql_session_end: delete s's rows from the store, drop what it still holds (a will that
+ * was not taken, subscriptions, queued and in-flight messages) and free s. The sink must be
+ * detached. Wills and shared-subscription messages are the caller's business first (see
+ * mql_clients_end). */
 void mql_session_end(struct mql_broker *b, mql_session *s);
 /* mql_session_link_sub: keep a new subscription in the session's list. */
 void mql_session_link_sub(mql_session *s, mql_sub *sub);
@@ -136,9 +157,11 @@ void mql_session_link_sub(mql_session *s, mql_sub *sub);
 void mql_session_unlink_sub(mql_session *s, mql_sub *sub);
 /* mql_session_deliver: one message for s at this QoS, retain flag, Subscription Identifiers
  * (copied) and shared group (referenced while the message is owed), or share NULL. It is
- * sent, queued or dropped by the session's rules; msg is referenced if kept. */
-void mql_session_deliver(struct mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos,
-                         bool retain, const uint32_t *ids, uint8_t n_ids, mql_share *share);
+ * sent, queued or dropped by the session's rules; msg is referenced if kept. Returns what
+ * happened (see mql_delivery). */
+MQL_MUST_CHECK mql_delivery mql_session_deliver(struct mql_broker *b, mql_session *s, mql_msg *msg,
+                                                uint8_t qos, bool retain, const uint32_t *ids,
+                                                uint8_t n_ids, mql_share *share);
 /* mql_session_pump: move queued messages into the window while the sink has room. */
 void mql_session_pump(struct mql_broker *b, mql_session *s);
 /* mql_session_resume: after attaching: resend the in-flight window (PUBLISH with DUP 1,
@@ -167,8 +190,10 @@ MQL_MUST_CHECK mql_err mql_session_qos2_add(mql_session *s, uint16_t pid);
 bool mql_session_qos2_remove(mql_session *s, uint16_t pid);
 /* mql_session_qos2_each: call fn(arg, pid) for each id, in no particular order. */
 void mql_session_qos2_each(const mql_session *s, void (*fn)(void *arg, uint16_t pid), void *arg);
-/* mql_session_expire_scan: for sessions with nothing attached: drop expired queued
- * messages, publish delayed wills whose time came, end sessions whose expiry ran out. */
-void mql_session_expire_scan(struct mql_broker *b, uint64_t now);
+/* mql_session_purge_expired: drop queued messages of s whose Message Expiry Interval has
+ * passed at `now` [MQTT-3.3.2-5]; at most *budget messages are looked at (IN/OUT: what is
+ * left of the budget). */
+void mql_session_purge_expired(struct mql_broker *b, mql_session *s, uint64_t now,
+                               uint32_t *budget);
 
 #endif
