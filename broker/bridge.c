@@ -577,7 +577,7 @@ static mql_err local_subscriptions(mql_bridge *br)
                      memcmp(rf.p, sub->filter, rf.len) == 0;
         }
         if (!wanted) {
-            mql_persist_sub_del(b, br->s, sub->filter);
+            (void)mql_session_mirror_sub_del(b, br->s, sub->filter);
             mql_session_unlink_sub(br->s, sub);
             mql_topics_remove(b->topics, sub);
         }
@@ -611,7 +611,7 @@ static mql_err local_subscriptions(mql_bridge *br)
             struct retained_ctx rc = {b, br->s, qos, bc->outgoing_retain};
             mql_topics_retained(b->topics, rf, retained_cb, &rc);
         }
-        mql_persist_sub(b, br->s, ns);
+        (void)mql_session_mirror_sub(b, br->s, ns);
     }
     return MQL_OK;
 }
@@ -685,7 +685,7 @@ static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf 
     s->version = bc->protocol_version;
     s->expiry = MQL_SESSION_NEVER; /* its queue is the store-and-forward buffer */
     s->disconnected_at = mql_now_ms();
-    mql_persist_session(b, s);
+    (void)mql_session_mirror(b, s);
     mql_err err = local_subscriptions(br);
     if (err != MQL_OK) {
         snprintf(errbuf, errlen, "bridge %s: out of memory", bc->name);

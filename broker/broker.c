@@ -220,7 +220,7 @@ static void *ticker_main(void *arg)
 
 mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
 {
-    mql_err perr = mql_persist_open(b, errbuf, errlen);
+    mql_err perr = mql_restore_open(b, errbuf, errlen);
     if (perr != MQL_OK)
         return perr;
     perr = mql_broker_load_auth(b, b->cfg.password_file, b->cfg.acl_file, errbuf, errlen);
@@ -304,7 +304,7 @@ void mql_broker_shutdown(mql_broker *b)
     }
     if (!mql_net_drain(b->net, MQL_CLOSE_FLUSH_MS))
         mql_warning("broker.shutdown", "some connections did not close in time; aborting them");
-    mql_persist_close(b); /* after the last connection: its session state is queued */
+    mql_mirror_close(b); /* after the last connection: its session state is queued */
 }
 
 void mql_broker_free(mql_broker *b)

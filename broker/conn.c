@@ -653,7 +653,7 @@ static void handle_connect(mql_conn *c, const mql_connect *cn)
     c->state = CS_ACTIVE;
     free(s->username);
     s->username = c->username ? strdup(c->username) : NULL;
-    mql_persist_session(b, s);
+    (void)mql_session_mirror(b, s);
     b->stats.connects_total++;
     b->stats.clients_connected++;
     if (b->stats.clients_connected > b->stats.clients_max)
@@ -846,7 +846,7 @@ static uint8_t *refuse_acks(mql_conn *c, const ack_batch *ab, mql_err err, size_
             memset(&p.u.ack.props, 0, sizeof(p.u.ack.props));
             if (p.type == MQL_PUBREC && c->session != NULL &&
                 mql_session_qos2_remove(c->session, p.u.ack.packet_id))
-                mql_persist_qos2(c->b, c->session, p.u.ack.packet_id, false);
+                (void)mql_session_mirror_qos2(c->b, c->session, p.u.ack.packet_id, false);
             size_t w = mql_encode(out + n, cap - n, &p, c->version);
             if (w == 0 || w > cap - n)
                 goto fail;
@@ -1085,7 +1085,7 @@ void mql_conn_handle_publish(mql_conn *c, mql_publish *pub)
             mql_conn_close(c, MQL_E_NOMEM, "out of memory");
             return;
         }
-        mql_persist_qos2(b, s, pub->packet_id, true);
+        (void)mql_session_mirror_qos2(b, s, pub->packet_id, true);
     }
     bool durable = needs_commit(b, ops_before);
     if (pub->qos == 1)
@@ -1101,7 +1101,7 @@ void mql_conn_handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack)
     if (type == MQL_PUBREL) {
         bool found = mql_session_qos2_remove(s, ack->packet_id);
         if (found)
-            mql_persist_qos2(b, s, ack->packet_id, false);
+            (void)mql_session_mirror_qos2(b, s, ack->packet_id, false);
         /* [MQTT-4.3.3-11] */
         mql_conn_send_ack(
             c, MQL_PUBCOMP, ack->packet_id,
@@ -1148,7 +1148,7 @@ void mql_conn_handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack)
             break;
         }
         o->state = OUT_PUBREL_SENT; /* [MQTT-4.3.3-3] */
-        mql_persist_out_state(b, s, o);
+        (void)mql_session_mirror_out_state(b, s, o);
         mql_conn_send_ack(c, MQL_PUBREL, o->packet_id, 0);
         break;
     case MQL_PUBCOMP:
@@ -1226,7 +1226,7 @@ static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_i
         return 0x80;
     if (!*existed)
         mql_session_link_sub(s, sub);
-    mql_persist_sub(b, s, sub);
+    (void)mql_session_mirror_sub(b, s, sub);
     *out_sub = sub;
     return qos;
 }
@@ -1324,7 +1324,7 @@ static void handle_unsubscribe(mql_conn *c, const mql_unsubscribe *un)
             continue;
         }
         mql_session_unlink_sub(s, sub);
-        mql_persist_sub_del(b, s, sub->filter);
+        (void)mql_session_mirror_sub_del(b, s, sub->filter);
         mql_topics_remove(b->topics, sub); /* [MQTT-3.10.4-1] */
         codes[i] = 0;
     }
@@ -1657,7 +1657,7 @@ static void conn_closed(void *ctx)
         if (ends)
             mql_clients_end(b, s); /* [MQTT-3.1.2-23] [v3.1.1 MQTT-3.1.2-6] */
         else
-            mql_persist_session(b, s); /* disconnect time, expiry from DISCONNECT */
+            (void)mql_session_mirror(b, s); /* disconnect time, expiry from DISCONNECT */
     } else if (c->state == CS_NEW) {
         mql_debug("conn.close", "connection from %s closed before CONNECT", c->peer);
     } else if (c->will_deferred) {

@@ -26,6 +26,8 @@
 #include "session.h"
 #include "router.h"
 #include "clients.h"
+#include "mirror.h"
+#include "restore.h"
 #include "platform/net.h"
 
 #define MQL_MAX_ROUTE_IDS 8 /* subscription identifiers carried per delivered message */
@@ -219,19 +221,6 @@ void mql_bridges_free(mql_broker *b);
  * when no rule sends it (or out of memory). */
 bool mql_bridge_map_out(const mql_bridge *br, mql_bytes topic, char *buf, size_t cap, char **heap,
                         mql_bytes *out);
-
-/* persist.c (all under broker->lock; every function is a no-op without a store) */
-void mql_persist_session(mql_broker *b, mql_session *s);
-void mql_persist_session_del(mql_broker *b, mql_session *s);
-void mql_persist_sub(mql_broker *b, mql_session *s, const mql_sub *sub);
-void mql_persist_sub_del(mql_broker *b, mql_session *s, const char *filter);
-void mql_persist_out(mql_broker *b, mql_session *s, out_msg *o);
-void mql_persist_out_state(mql_broker *b, mql_session *s, out_msg *o);
-void mql_persist_out_del(mql_broker *b, mql_session *s, out_msg *o);
-void mql_persist_qos2(mql_broker *b, mql_session *s, uint16_t pid, bool add);
-void mql_persist_retain(mql_broker *b, mql_bytes topic, mql_msg *msg);
-MQL_MUST_CHECK mql_err mql_persist_open(mql_broker *b, char *errbuf, size_t errlen);
-void mql_persist_close(mql_broker *b);
 
 /* broker.c */
 /* One round of housekeeping at monotonic time `now` (ms): keepalive and CONNECT timeouts,

@@ -182,7 +182,7 @@ void mql_router_publish_will(mql_broker *b, mql_msg *will)
         if (mql_topics_retain(b->topics, will->topic, will) != MQL_OK)
             mql_error("broker.nomem", "out of memory storing a retained will message");
         else
-            mql_persist_retain(b, will->topic, will);
+            (void)mql_mirror_retain(b, will->topic, will);
     }
     (void)mql_router_route(b, will, NULL);
 }
@@ -201,7 +201,7 @@ mql_route_result mql_router_publish(mql_broker *b, mql_msg *msg, const mql_sessi
         if (mql_topics_retain(b->topics, msg->topic, msg) != MQL_OK)
             mql_error("broker.nomem", "out of memory storing a retained message");
         else
-            mql_persist_retain(b, msg->topic, msg);
+            (void)mql_mirror_retain(b, msg->topic, msg);
     }
     mql_route_result r = mql_router_route(b, msg, from);
     r.refused = r.refused || retain_refused;

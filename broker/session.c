@@ -17,6 +17,7 @@
 #include "session.h"
 
 #include "internal.h"
+#include "mirror.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 
@@ -142,6 +143,122 @@ static void out_free(out_msg *o)
     free(o);
 }
 
+/* ---- mirroring in the store (mirror.h): what of a session is kept, and when ---- */
+
+static bool mirror_out(mql_broker *b, mql_session *s, out_msg *o)
+{
+    if (!s->stored)
+        return false;
+    mql_store_out row = {
+        .client_id = s->client_id,
+        .seq = o->seq,
+        .qos = o->qos,
+        .retain = o->retain,
+        .state = o->state,
+        .packet_id = o->packet_id,
+        .sub_id = o->n_ids ? o->ids[0] : 0,
+    };
+    bool wait = mql_mirror_out_put(b, &row, o->msg);
+    o->stored = b->store != NULL;
+    return wait;
+}
+
+static bool mirror_out_del(mql_broker *b, mql_session *s, out_msg *o)
+{
+    if (!o->stored)
+        return false;
+    o->stored = false;
+    return mql_mirror_out_del(b, s->client_id, o->seq);
+}
+
+bool mql_session_mirror_out_state(mql_broker *b, mql_session *s, out_msg *o)
+{
+    if (!o->stored)
+        return false;
+    return mql_mirror_out_state(b, s->client_id, o->seq, o->state, o->packet_id);
+}
+
+static uint8_t sub_options(const mql_sub *sub)
+{
+    return (uint8_t)((sub->no_local ? 1 : 0) | (sub->retain_as_published ? 2 : 0) |
+                     (sub->retain_handling << 2));
+}
+
+bool mql_session_mirror_sub(mql_broker *b, mql_session *s, const mql_sub *sub)
+{
+    if (!s->stored)
+        return false;
+    mql_store_sub row = {
+        .client_id = s->client_id,
+        .filter = sub->filter,
+        .qos = sub->qos,
+        .options = sub_options(sub),
+        .sub_id = sub->sub_id,
+    };
+    return mql_mirror_sub_put(b, &row);
+}
+
+bool mql_session_mirror_sub_del(mql_broker *b, mql_session *s, const char *filter)
+{
+    if (!s->stored)
+        return false;
+    return mql_mirror_sub_del(b, s->client_id, filter);
+}
+
+bool mql_session_mirror_qos2(mql_broker *b, mql_session *s, uint16_t pid, bool add)
+{
+    if (!s->stored)
+        return false;
+    return mql_mirror_qos2(b, s->client_id, pid, add);
+}
+
+/* The session no longer outlives its connection (or ends): its rows go. */
+static bool unmirror(mql_broker *b, mql_session *s)
+{
+    if (b->store == NULL || !s->stored)
+        return false;
+    s->stored = false;
+    for (out_msg *o = s->inflight.head; o != NULL; o = o->next)
+        o->stored = false;
+    for (out_msg *o = s->queue.head; o != NULL; o = o->next)
+        o->stored = false;
+    return mql_mirror_session_del(b, s->client_id);
+}
+
+struct qos2_put_ctx {
+    mql_broker *b;
+    mql_session *s;
+};
+
+static void qos2_put_cb(void *arg, uint16_t pid)
+{
+    struct qos2_put_ctx *qc = arg;
+    (void)mql_session_mirror_qos2(qc->b, qc->s, pid, true);
+}
+
+bool mql_session_mirror(mql_broker *b, mql_session *s)
+{
+    if (b->store == NULL)
+        return false;
+    if (s->expiry == 0)
+        return unmirror(b, s); /* no longer outlives its connection */
+    bool wait = mql_mirror_session_put(b, s->client_id, s->version, s->expiry, s->sink != NULL,
+                                       s->disconnected_at);
+    if (s->stored)
+        return wait;
+    /* First time in the store: write everything the session already holds. */
+    s->stored = true;
+    for (mql_sub *sub = s->subs; sub != NULL; sub = sub->snext)
+        wait = mql_session_mirror_sub(b, s, sub) || wait;
+    for (out_msg *o = s->inflight.head; o != NULL; o = o->next)
+        wait = mirror_out(b, s, o) || wait;
+    for (out_msg *o = s->queue.head; o != NULL; o = o->next)
+        wait = mirror_out(b, s, o) || wait;
+    struct qos2_put_ctx qc = {.b = b, .s = s};
+    mql_session_qos2_each(s, qos2_put_cb, &qc);
+    return wait;
+}
+
 static void out_list_clear(out_list *l)
 {
     out_msg *o = l->head;
@@ -174,7 +291,7 @@ void mql_session_unsubscribe_all(mql_broker *b, mql_session *s)
 
 void mql_session_end(mql_broker *b, mql_session *s)
 {
-    mql_persist_session_del(b, s);
+    (void)unmirror(b, s);
     free(s->username);
     mql_msg_unref(s->will);
     s->will = NULL;
@@ -269,7 +386,7 @@ static bool send_first(mql_broker *b, mql_session *s, out_msg *o)
     if (!s->sink->publish(s->sink_ctx, o->msg, o->qos, o->retain, o->dup, o->packet_id, o->ids,
                           o->n_ids)) {
         out_unlink(&s->inflight, o);
-        mql_persist_out_del(b, s, o);
+        (void)mirror_out_del(b, s, o);
         out_free(o);
         return false;
     }
@@ -299,7 +416,7 @@ void mql_session_pump(mql_broker *b, mql_session *s)
             if (!mql_msg_expired(o->msg, now))
                 (void)s->sink->publish(s->sink_ctx, o->msg, 0, o->retain, false, 0, o->ids,
                                        o->n_ids);
-            mql_persist_out_del(b, s, o);
+            (void)mirror_out_del(b, s, o);
             out_free(o);
             continue;
         }
@@ -307,7 +424,7 @@ void mql_session_pump(mql_broker *b, mql_session *s)
             break;
         queue_take(s, o);
         if (mql_msg_expired(o->msg, now)) { /* [MQTT-3.3.2-5] */
-            mql_persist_out_del(b, s, o);
+            (void)mirror_out_del(b, s, o);
             out_free(o);
             continue;
         }
@@ -315,7 +432,7 @@ void mql_session_pump(mql_broker *b, mql_session *s)
          * restored message of a bridge goes out again with DUP 1 anyway (bridge.c), and
          * skipping the update saves a third of the store's work while a backlog drains. */
         if (send_first(b, s, o) && !(s->bridge != NULL && o->qos == 1))
-            mql_persist_out_state(b, s, o);
+            (void)mql_session_mirror_out_state(b, s, o);
     }
     if (s->queue.count == 0)
         s->queue_full_logged = false;
@@ -340,7 +457,7 @@ static bool queue_room(mql_broker *b, mql_session *s, uint32_t bytes)
         if (o == NULL)
             return false;
         queue_take(s, o);
-        mql_persist_out_del(b, s, o);
+        (void)mirror_out_del(b, s, o);
         out_free(o);
         b->stats.msgs_dropped++;
     }
@@ -420,7 +537,7 @@ mql_delivery mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, ui
         if (qos == 0)
             s->queued_qos0++;
     }
-    mql_persist_out(b, s, o);
+    (void)mirror_out(b, s, o);
     return direct ? MQL_DELIVERY_SENT : MQL_DELIVERY_QUEUED;
 }
 
@@ -449,7 +566,7 @@ out_msg *mql_session_inflight_find(mql_session *s, uint16_t pid)
 void mql_session_inflight_done(mql_broker *b, mql_session *s, out_msg *o)
 {
     out_unlink(&s->inflight, o);
-    mql_persist_out_del(b, s, o);
+    (void)mirror_out_del(b, s, o);
     out_free(o);
     mql_session_pump(b, s);
 }
@@ -533,7 +650,7 @@ void mql_session_purge_expired(mql_broker *b, mql_session *s, uint64_t now, uint
         (*budget)--;
         if (mql_msg_expired(o->msg, now)) {
             queue_take(s, o);
-            mql_persist_out_del(b, s, o);
+            (void)mirror_out_del(b, s, o);
             out_free(o);
         }
         o = next;

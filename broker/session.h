@@ -190,6 +190,20 @@ MQL_MUST_CHECK mql_err mql_session_qos2_add(mql_session *s, uint16_t pid);
 bool mql_session_qos2_remove(mql_session *s, uint16_t pid);
 /* mql_session_qos2_each: call fn(arg, pid) for each id, in no particular order. */
 void mql_session_qos2_each(const mql_session *s, void (*fn)(void *arg, uint16_t pid), void *arg);
+/* mql_session_mirror: the session's row in the store (mirror.h) after a change of its
+ * expiry, version or connection: a session that outlives its connection is written (the
+ * first time with everything it holds), one that does not is deleted. The session's other
+ * changes are mirrored by the functions that make them. Returns whether an acknowledgement
+ * must wait for the store's commit (see mirror.h); likewise the mql_session_mirror_*. */
+bool mql_session_mirror(struct mql_broker *b, mql_session *s);
+/* mql_session_mirror_sub: a new or changed subscription of s. */
+bool mql_session_mirror_sub(struct mql_broker *b, mql_session *s, const mql_sub *sub);
+/* mql_session_mirror_sub_del: s no longer subscribes to filter. */
+bool mql_session_mirror_sub_del(struct mql_broker *b, mql_session *s, const char *filter);
+/* mql_session_mirror_qos2: inbound QoS 2 id pid was added (add) or released. */
+bool mql_session_mirror_qos2(struct mql_broker *b, mql_session *s, uint16_t pid, bool add);
+/* mql_session_mirror_out_state: in-flight o changed state (PUBREC received: PUBREL sent). */
+bool mql_session_mirror_out_state(struct mql_broker *b, mql_session *s, out_msg *o);
 /* mql_session_purge_expired: drop queued messages of s whose Message Expiry Interval has
  * passed at `now` [MQTT-3.3.2-5]; at most *budget messages are looked at (IN/OUT: what is
  * left of the budget). */
