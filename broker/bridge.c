@@ -555,7 +555,8 @@ static void retained_cb(void *arg, mql_msg *msg)
     if (mql_msg_expired(msg, mql_now_ms()))
         return;
     uint8_t qos = msg->qos < rc->qos ? msg->qos : rc->qos;
-    (void)mql_router_deliver(rc->b, rc->s, msg, qos, rc->retain, NULL, 0, NULL);
+    bool wait = false; /* nothing to acknowledge */
+    (void)mql_router_deliver(rc->b, rc->s, msg, qos, rc->retain, NULL, 0, NULL, &wait);
 }
 
 /* Make the session's subscriptions exactly the out rules' local filters (a restored session

@@ -808,10 +808,6 @@ static void queue_ack(mql_conn *c, uint8_t type, uint16_t pid, uint8_t reason, b
 
 /* True when the store got operations since `before` that must be durable before the client
  * hears that they happened. */
-static bool needs_commit(const mql_broker *b, uint64_t before)
-{
-    return b->store_ops != before && b->cfg.store_sync != MQL_STORE_SYNC_OFF;
-}
 
 /*
  * MQTT 5: the acknowledgements of a batch whose commit failed, with every PUBACK/PUBREC
@@ -1067,7 +1063,6 @@ void mql_conn_handle_publish(mql_conn *c, mql_publish *pub)
         mql_conn_close(c, MQL_E_NOMEM, "out of memory");
         return;
     }
-    uint64_t ops_before = b->store_ops;
     /* retained set/clear [MQTT-3.3.1-5] [MQTT-3.3.1-6] [MQTT-3.3.1-7], then the subscribers */
     mql_route_result routed = mql_router_publish(b, msg, s, cid(c));
     mql_msg_unref(msg);
@@ -1085,9 +1080,9 @@ void mql_conn_handle_publish(mql_conn *c, mql_publish *pub)
             mql_conn_close(c, MQL_E_NOMEM, "out of memory");
             return;
         }
-        (void)mql_session_mirror_qos2(b, s, pub->packet_id, true);
+        routed.wait = mql_session_mirror_qos2(b, s, pub->packet_id, true) || routed.wait;
     }
-    bool durable = needs_commit(b, ops_before);
+    bool durable = routed.wait;
     if (pub->qos == 1)
         queue_ack(c, MQL_PUBACK, pub->packet_id, rc, durable); /* [MQTT-4.3.2-4] */
     else if (pub->qos == 2)
@@ -1172,11 +1167,16 @@ static void retained_cb(void *arg, mql_msg *msg)
     if (mql_msg_expired(msg, mql_now_ms()))
         return;
     /* retained messages sent because of a subscribe keep retain=1 [MQTT-3.3.1-9] */
-    (void)mql_router_deliver(rc->c->b, rc->c->session, msg, qos, true, &id, id ? 1 : 0, NULL);
+    bool wait = false; /* sent after the SUBACK: no ack waits for it */
+    (void)mql_router_deliver(rc->c->b, rc->c->session, msg, qos, true, &id, id ? 1 : 0, NULL,
+                             &wait);
 }
 
+/* One filter of a SUBSCRIBE: returns its SUBACK code (0xFF: a 3.1.1 protocol violation).
+ * OUT: *out_sub the subscription made or replaced (NULL if none), *existed whether it
+ * replaced one; *wait set when an ack must wait for the store (left alone otherwise). */
 static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_id,
-                             mql_sub **out_sub, bool *existed)
+                             mql_sub **out_sub, bool *existed, bool *wait)
 {
     mql_broker *b = c->b;
     mql_session *s = c->session;
@@ -1226,7 +1226,7 @@ static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_i
         return 0x80;
     if (!*existed)
         mql_session_link_sub(s, sub);
-    (void)mql_session_mirror_sub(b, s, sub);
+    *wait = mql_session_mirror_sub(b, s, sub) || *wait;
     *out_sub = sub;
     return qos;
 }
@@ -1250,7 +1250,7 @@ static void handle_subscribe(mql_conn *c, const mql_subscribe *sub)
             goto done;
         }
     }
-    uint64_t ops_before = b->store_ops;
+    bool wait = false; /* a kept subscription is on disk before the SUBACK */
     if (c->version == MQL_V5 && (sub->props.present & MQL_PBIT(MQL_PROP_SUBSCRIPTION_ID)) &&
         !b->cfg.subscription_identifiers) {
         /* the CONNACK said Subscription Identifiers Available 0 */
@@ -1265,7 +1265,7 @@ static void handle_subscribe(mql_conn *c, const mql_subscribe *sub)
     uint32_t pos = 0;
     mql_sub_entry e;
     for (uint32_t i = 0; i < n && mql_subscribe_next(sub, c->version, &pos, &e); i++) {
-        codes[i] = subscribe_one(c, &e, sub_id, &subs[i], &existed[i]);
+        codes[i] = subscribe_one(c, &e, sub_id, &subs[i], &existed[i], &wait);
         if (codes[i] == 0xFF) {
             violation(c, MQL_E_TOPIC_FILTER_INVALID,
                       "invalid topic filter in SUBSCRIBE [v3.1.1 MQTT-4.7.1-2] "
@@ -1281,7 +1281,7 @@ static void handle_subscribe(mql_conn *c, const mql_subscribe *sub)
     p.u.suback.packet_id = sub->packet_id; /* [MQTT-3.8.4-2] */
     p.u.suback.count = n;                  /* [MQTT-3.8.4-5] one code per filter */
     p.u.suback.codes = codes;
-    queue_packet(c, &p, needs_commit(b, ops_before)); /* a kept subscription is on disk */
+    queue_packet(c, &p, wait); /* a kept subscription is on disk */
     /* retained messages after the SUBACK [MQTT-3.3.1-9] [MQTT-3.8.4-4] */
     for (uint32_t i = 0; i < n; i++) {
         if (subs[i] == NULL)
@@ -1314,7 +1314,7 @@ static void handle_unsubscribe(mql_conn *c, const mql_unsubscribe *un)
         mql_conn_close(c, MQL_E_NOMEM, "out of memory");
         return;
     }
-    uint64_t ops_before = b->store_ops;
+    bool wait = false;
     uint32_t pos = 0;
     mql_bytes f;
     for (uint32_t i = 0; i < un->count && mql_unsubscribe_next(un, &pos, &f); i++) {
@@ -1324,7 +1324,7 @@ static void handle_unsubscribe(mql_conn *c, const mql_unsubscribe *un)
             continue;
         }
         mql_session_unlink_sub(s, sub);
-        (void)mql_session_mirror_sub_del(b, s, sub->filter);
+        wait = mql_session_mirror_sub_del(b, s, sub->filter) || wait;
         mql_topics_remove(b->topics, sub); /* [MQTT-3.10.4-1] */
         codes[i] = 0;
     }
@@ -1334,7 +1334,7 @@ static void handle_unsubscribe(mql_conn *c, const mql_unsubscribe *un)
     p.u.suback.packet_id = un->packet_id;
     p.u.suback.count = un->count;
     p.u.suback.codes = codes;
-    queue_packet(c, &p, needs_commit(b, ops_before));
+    queue_packet(c, &p, wait);
     if (codes != codes_stack)
         free(codes);
 }

@@ -137,7 +137,6 @@ struct mql_broker {
     pthread_cond_t tick_cv;
     mql_stats stats;
     struct mql_store *store; /* NULL without persistence (or after it closed) */
-    uint64_t store_ops;      /* operations queued so far (to see if a packet caused any) */
     uint64_t next_msg_id;
     bool store_full;         /* store_max_bytes reached, or the store overloaded (each tick) */
     bool store_overloaded;   /* it cannot commit and holds too much in memory (store.h) */

@@ -30,7 +30,6 @@
 /* The operation was queued (or failed: logged). Returns whether acks must wait for it. */
 static bool op_result(mql_broker *b, mql_err err, const char *what)
 {
-    b->store_ops++;
     if (err != MQL_OK)
         mql_error("store.queue", "cannot queue %s for the store: %s", what, mql_err_str(err));
     return b->cfg.store_sync != MQL_STORE_SYNC_OFF;

@@ -116,9 +116,10 @@ static mql_sub *share_pick(mql_broker *b, mql_share *g, uint8_t qos)
 }
 
 mql_delivery mql_router_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos,
-                                bool retain, const uint32_t *ids, uint8_t n_ids, mql_share *share)
+                                bool retain, const uint32_t *ids, uint8_t n_ids, mql_share *share,
+                                bool *wait)
 {
-    mql_delivery d = mql_session_deliver(b, s, msg, qos, retain, ids, n_ids, share);
+    mql_delivery d = mql_session_deliver(b, s, msg, qos, retain, ids, n_ids, share, wait);
     if (d == MQL_DELIVERY_NO_STORE)
         mql_router_store_refused(b, s->client_id);
     return d;
@@ -131,7 +132,8 @@ bool mql_router_share_deliver(mql_broker *b, mql_share *g, mql_msg *msg, uint8_t
         return false;
     uint8_t q = m->qos < qos ? m->qos : qos; /* [MQTT-4.8.2-3] */
     uint32_t id = m->sub_id;
-    (void)mql_router_deliver(b, m->session, msg, q, retain, &id, id ? 1 : 0, g);
+    bool wait = false; /* nobody acknowledges a redelivery */
+    (void)mql_router_deliver(b, m->session, msg, q, retain, &id, id ? 1 : 0, g, &wait);
     return true;
 }
 
@@ -164,14 +166,14 @@ mql_route_result mql_router_route(mql_broker *b, mql_msg *msg, const mql_session
         mql_error("broker.nomem", "out of memory routing a message to \"%.*s\"",
                   (int)msg->topic.len, msg->topic.p);
     }
-    bool refused = false;
+    bool refused = false, wait = false;
     for (uint32_t i = 0; i < rc.n; i++) {
         struct route_entry *e = &b->route[i];
         mql_delivery d =
-            mql_router_deliver(b, e->s, msg, e->qos, e->retain, e->ids, e->n_ids, e->share);
+            mql_router_deliver(b, e->s, msg, e->qos, e->retain, e->ids, e->n_ids, e->share, &wait);
         refused = refused || d == MQL_DELIVERY_REFUSED || d == MQL_DELIVERY_NO_STORE;
     }
-    return (mql_route_result){.matched = rc.matched, .refused = refused};
+    return (mql_route_result){.matched = rc.matched, .refused = refused, .wait = wait};
 }
 
 void mql_router_publish_will(mql_broker *b, mql_msg *will)
@@ -190,7 +192,7 @@ void mql_router_publish_will(mql_broker *b, mql_msg *will)
 mql_route_result mql_router_publish(mql_broker *b, mql_msg *msg, const mql_session *from,
                                     const char *client_id)
 {
-    bool retain_refused = false;
+    bool retain_refused = false, retain_wait = false;
     if (msg->retain && msg->payload.len > 0 && b->store != NULL && b->store_full) {
         /* it could not be kept in the store: delivered, but not retained [MQTT-3.3.1-5]
          * (a Server MAY refuse it; MQTT 5 QoS 1/2 publishers hear 0x97) */
@@ -201,10 +203,11 @@ mql_route_result mql_router_publish(mql_broker *b, mql_msg *msg, const mql_sessi
         if (mql_topics_retain(b->topics, msg->topic, msg) != MQL_OK)
             mql_error("broker.nomem", "out of memory storing a retained message");
         else
-            (void)mql_mirror_retain(b, msg->topic, msg);
+            retain_wait = mql_mirror_retain(b, msg->topic, msg);
     }
     mql_route_result r = mql_router_route(b, msg, from);
     r.refused = r.refused || retain_refused;
+    r.wait = r.wait || retain_wait;
     return r;
 }
 

@@ -21,12 +21,15 @@ typedef struct mql_route_result {
     uint32_t matched; /* matching subscriptions, counting those No Local kept from `from` */
     bool refused;     /* a delivery (or the retained copy) was refused for quota: MQTT 5
                          QoS 1/2 publishers hear 0x97 Quota exceeded */
+    bool wait;        /* store operations were queued that an acknowledgement of the
+                         publish must wait for (mirror.h) */
 } mql_route_result;
 
-/* mql_router_deliver: mql_session_deliver, counting and logging a refusal by a full store
- * (mql_router_store_refused). Returns the session's outcome. */
+/* mql_router_deliver: mql_session_deliver (OUT: *wait likewise), counting and logging a
+ * refusal by a full store (mql_router_store_refused). Returns the session's outcome. */
 mql_delivery mql_router_deliver(struct mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos,
-                                bool retain, const uint32_t *ids, uint8_t n_ids, mql_share *share);
+                                bool retain, const uint32_t *ids, uint8_t n_ids, mql_share *share,
+                                bool *wait);
 /* mql_router_route: hand msg to every session with a matching subscription (one member of
  * each shared group). msg stays the caller's; sessions that keep it take references. */
 mql_route_result mql_router_route(struct mql_broker *b, mql_msg *msg, const mql_session *from);

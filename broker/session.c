@@ -439,8 +439,9 @@ void mql_session_pump(mql_broker *b, mql_session *s)
 }
 
 /* Is there room in the session's queue for one more message of `bytes` payload bytes?
- * A bridge makes room by dropping its oldest queued QoS 0 messages first. */
-static bool queue_room(mql_broker *b, mql_session *s, uint32_t bytes)
+ * A bridge makes room by dropping its oldest queued QoS 0 messages first (*wait is set when
+ * that deletes rows an ack must wait for). */
+static bool queue_room(mql_broker *b, mql_session *s, uint32_t bytes, bool *wait)
 {
     uint32_t max_msgs = s->max_queued_messages;
     uint64_t max_bytes = s->max_queued_bytes;
@@ -457,14 +458,15 @@ static bool queue_room(mql_broker *b, mql_session *s, uint32_t bytes)
         if (o == NULL)
             return false;
         queue_take(s, o);
-        (void)mirror_out_del(b, s, o);
+        *wait = mirror_out_del(b, s, o) || *wait;
         out_free(o);
         b->stats.msgs_dropped++;
     }
 }
 
 mql_delivery mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos,
-                                 bool retain, const uint32_t *ids, uint8_t n_ids, mql_share *share)
+                                 bool retain, const uint32_t *ids, uint8_t n_ids, mql_share *share,
+                                 bool *wait)
 {
     if (b->acl != NULL && !mql_acl_can_read(b->acl, s->username, s->client_id, msg->topic))
         return MQL_DELIVERY_DROPPED; /* the ACL may have changed since the subscription was made */
@@ -487,7 +489,7 @@ mql_delivery mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, ui
         return MQL_DELIVERY_NO_STORE;
     }
     bool direct = qos > 0 && connected(s) && s->queue.count == 0 && s->inflight.count < window(s);
-    if (!direct && !queue_room(b, s, msg->payload.len)) {
+    if (!direct && !queue_room(b, s, msg->payload.len, wait)) {
         b->stats.msgs_dropped++;
         /* a session that outlives its connection, or a bridge, refuses QoS 1/2 it cannot
          * keep: MQTT 5 publishers hear it as 0x97 Quota exceeded */
@@ -537,7 +539,7 @@ mql_delivery mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, ui
         if (qos == 0)
             s->queued_qos0++;
     }
-    (void)mirror_out(b, s, o);
+    *wait = mirror_out(b, s, o) || *wait;
     return direct ? MQL_DELIVERY_SENT : MQL_DELIVERY_QUEUED;
 }
 

@@ -158,10 +158,11 @@ void mql_session_unlink_sub(mql_session *s, mql_sub *sub);
 /* mql_session_deliver: one message for s at this QoS, retain flag, Subscription Identifiers
  * (copied) and shared group (referenced while the message is owed), or share NULL. It is
  * sent, queued or dropped by the session's rules; msg is referenced if kept. Returns what
- * happened (see mql_delivery). */
+ * happened (see mql_delivery). OUT: *wait is set to true when it queued a store operation
+ * that an acknowledgement must wait for (mirror.h), and left alone otherwise. */
 MQL_MUST_CHECK mql_delivery mql_session_deliver(struct mql_broker *b, mql_session *s, mql_msg *msg,
                                                 uint8_t qos, bool retain, const uint32_t *ids,
-                                                uint8_t n_ids, mql_share *share);
+                                                uint8_t n_ids, mql_share *share, bool *wait);
 /* mql_session_pump: move queued messages into the window while the sink has room. */
 void mql_session_pump(struct mql_broker *b, mql_session *s);
 /* mql_session_resume: after attaching: resend the in-flight window (PUBLISH with DUP 1,
