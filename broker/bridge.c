@@ -36,6 +36,8 @@
 
 #define CONNACK_TIMEOUT_MS 10000
 
+static const mql_proto_role uplink_role;
+
 static const char *bname(const mql_bridge *br)
 {
     return br->conf->name;
@@ -98,8 +100,8 @@ static bool map_rule(const mql_bridge_topic *r, const char *from, const char *to
     return true;
 }
 
-bool mql_bridge_map_out(const mql_bridge *br, mql_bytes topic, char *buf, size_t cap, char **heap,
-                        mql_bytes *out)
+static bool map_out(const mql_bridge *br, mql_bytes topic, char *buf, size_t cap, char **heap,
+                    mql_bytes *out)
 {
     for (int i = 0; i < br->conf->n_topics; i++) {
         const mql_bridge_topic *r = &br->conf->topics[i];
@@ -159,7 +161,7 @@ static void notify_remote_send(mql_bridge *br, mql_conn *c, const char *value)
     p.u.publish.topic =
         (mql_bytes){(const uint8_t *)br->note_topic, (uint32_t)strlen(br->note_topic)};
     p.u.publish.payload = (mql_bytes){(const uint8_t *)value, (uint32_t)strlen(value)};
-    (void)mql_conn_send_packet(c, &p);
+    (void)mql_proto_send_packet(c, &p);
 }
 
 /* Milliseconds until the next attempt after br->failures failed ones: restart_timeout BASE
@@ -257,7 +259,7 @@ static void send_connect(mql_bridge *br, mql_conn *c)
     uint8_t buf[1024];
     size_t n = mql_encode(buf, sizeof(buf), &p, cn->version);
     if (n == 0) {
-        mql_conn_close(c, MQL_E_CONFIG, "cannot encode CONNECT");
+        mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_CONFIG, "cannot encode CONNECT");
         return;
     }
     if (mql_link_send(c->link, buf, n) == MQL_OK)
@@ -281,7 +283,8 @@ static void *bridge_open(void *arg, mql_link *link, const char *peer, int listen
     c->b = b;
     c->link = link;
     c->listener = -1;
-    c->bridge = br;
+    c->role = &uplink_role;
+    c->owner = br;
     c->refs = 1;
     c->version = br->conf->protocol_version;
     c->keepalive = br->conf->keepalive;
@@ -339,8 +342,8 @@ static void send_subscribe(mql_bridge *br, mql_conn *c)
     p.u.subscribe.packet_id = br->sub_pid;
     p.u.subscribe.count = n;
     p.u.subscribe.list = list;
-    if (!mql_conn_send_packet(c, &p))
-        mql_conn_close(c, MQL_E_NOMEM, "cannot send SUBSCRIBE");
+    if (mql_proto_send_packet(c, &p) != MQL_SEND_OK)
+        mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "cannot send SUBSCRIBE");
 }
 
 /* The sink of the bridge's local session (session.h) while the uplink is up: ctx is the
@@ -354,12 +357,21 @@ static bool uplink_ready(void *ctx)
 static bool uplink_publish(void *ctx, mql_msg *msg, uint8_t qos, bool retain, bool dup,
                            uint16_t pid, const uint32_t *ids, uint8_t n_ids)
 {
-    return mql_conn_send_publish(ctx, msg, qos, retain, dup, pid, ids, n_ids);
+    mql_conn *c = ctx;
+    const mql_bridge *br = c->owner;
+    char remote[512];
+    char *remote_heap = NULL; /* a mapped topic longer than `remote` */
+    mql_bytes topic;
+    if (!map_out(br, msg->topic, remote, sizeof(remote), &remote_heap, &topic))
+        return true; /* no rule sends it (the configuration changed): nothing to deliver */
+    bool sent = mql_proto_send_publish(c, msg, topic, qos, retain, dup, pid, ids, n_ids);
+    free(remote_heap);
+    return sent;
 }
 
 static void uplink_ack(void *ctx, uint8_t type, uint16_t pid, uint8_t reason)
 {
-    mql_conn_send_ack(ctx, type, pid, reason);
+    mql_proto_send_ack(ctx, type, pid, reason);
 }
 
 static size_t uplink_backlog(void *ctx)
@@ -382,10 +394,7 @@ static void handle_connack(mql_bridge *br, mql_conn *c, const mql_connack *ack)
         char why[96];
         snprintf(why, sizeof(why), "the remote broker refused the connection: %s 0x%02x",
                  c->version == MQL_V5 ? "reason code" : "return code", ack->reason);
-        snprintf(c->why, sizeof(c->why), "%s", why);
-        c->state = CS_CLOSING;
-        c->closing_since = mql_now_ms();
-        mql_link_close(c->link, false);
+        mql_proto_close(c, MQL_CLOSE_ABORT, MQL_OK, why);
         return;
     }
     const mql_props *pr = &ack->props;
@@ -445,22 +454,23 @@ static void handle_inbound(mql_bridge *br, mql_conn *c, mql_publish *pub)
         mql_debug("bridge.unmapped", "bridge \"%s\": no in rule for \"%.*s\"; dropped", bname(br),
                   (int)pub->topic.len, pub->topic.p);
         if (pub->qos == 1)
-            mql_conn_send_ack(c, MQL_PUBACK, pub->packet_id, 0);
+            mql_proto_send_ack(c, MQL_PUBACK, pub->packet_id, 0);
         else if (pub->qos == 2)
-            mql_conn_send_ack(c, MQL_PUBREC, pub->packet_id, 0);
+            mql_proto_send_ack(c, MQL_PUBREC, pub->packet_id, 0);
         return;
     }
     pub->topic = local;
-    mql_conn_handle_publish(c, pub);
+    mql_flow_publish_in(c, pub);
     free(heap);
 }
 
-void mql_bridge_packet(mql_conn *c, mql_packet *p)
+/* mql_proto_role.packet of the uplink: one packet from the remote broker. */
+static void bridge_packet(mql_conn *c, mql_packet *p)
 {
-    mql_bridge *br = c->bridge;
+    mql_bridge *br = c->owner;
     if (c->state == CS_NEW) {
         if (p->type != MQL_CONNACK) {
-            mql_conn_violation(c, MQL_E_PROTOCOL, "sent another packet before CONNACK");
+            mql_proto_violation(c, MQL_E_PROTOCOL, "sent another packet before CONNACK");
             return;
         }
         handle_connack(br, c, &p->u.connack);
@@ -474,7 +484,7 @@ void mql_bridge_packet(mql_conn *c, mql_packet *p)
     case MQL_PUBREC:
     case MQL_PUBREL:
     case MQL_PUBCOMP:
-        mql_conn_handle_ack(c, p->type, &p->u.ack);
+        mql_flow_ack_in(c, p->type, &p->u.ack);
         break;
     case MQL_SUBACK:
         handle_suback(br, &p->u.suback);
@@ -484,26 +494,39 @@ void mql_bridge_packet(mql_conn *c, mql_packet *p)
         break;
     case MQL_DISCONNECT: {
         const mql_disconnect *d = &p->u.disconnect;
-        snprintf(c->why, sizeof(c->why), "the remote broker sent DISCONNECT 0x%02x%s%.*s",
-                 d->reason, d->props.reason_string.len ? ": " : "",
+        char why[sizeof(c->why)];
+        snprintf(why, sizeof(why), "the remote broker sent DISCONNECT 0x%02x%s%.*s", d->reason,
+                 d->props.reason_string.len ? ": " : "",
                  (int)(d->props.reason_string.len > 100 ? 100 : d->props.reason_string.len),
                  d->props.reason_string.p ? (const char *)d->props.reason_string.p : "");
-        c->state = CS_CLOSING;
-        c->closing_since = mql_now_ms();
-        mql_link_close(c->link, false);
+        mql_proto_close(c, MQL_CLOSE_ABORT, MQL_OK, why);
         break;
     }
     default:
-        mql_conn_violation(c, MQL_E_PROTOCOL, "sent a packet type a server must not send");
+        mql_proto_violation(c, MQL_E_PROTOCOL, "sent a packet type a server must not send");
         break;
     }
 }
+
+/* mql_proto_role.violation of the uplink. */
+static void bridge_violation(mql_conn *c, mql_err err, const char *why)
+{
+    const mql_bridge *br = c->owner;
+    mql_warning("bridge.violation", "bridge \"%s\" (%s): the remote broker: %s: %s; closing",
+                bname(br), c->peer, mql_err_str(err), why ? why : "no detail");
+}
+
+static const mql_proto_role uplink_role = {
+    .server = false,
+    .packet = bridge_packet,
+    .violation = bridge_violation,
+};
 
 static void bridge_closed(void *ctx)
 {
     mql_conn *c = ctx;
     mql_broker *b = c->b;
-    mql_bridge *br = c->bridge;
+    mql_bridge *br = c->owner;
     pthread_mutex_lock(&b->lock);
     bool was_up = br->state == BR_UP && br->c == c;
     if (br->s->sink_ctx == c) {
@@ -526,17 +549,13 @@ static void bridge_closed(void *ctx)
             schedule_retry(br, why, was_up);
         }
     }
-    c->link_gone = true;
-    c->session = NULL;
-    free(c->batch);
-    c->batch = NULL;
-    mql_conn_unref(c);
+    mql_proto_link_closed(c);
     pthread_mutex_unlock(&b->lock);
 }
 
 static const mql_link_ops bridge_ops = {
     .open = bridge_open,
-    .data = mql_conn_data,
+    .data = mql_proto_data,
     .closed = bridge_closed,
 };
 
@@ -742,18 +761,18 @@ void mql_bridges_tick(mql_broker *b, uint64_t now)
             break;
         case BR_CONNECTING:
             if (c->state == CS_NEW && now - c->created_at > CONNACK_TIMEOUT_MS)
-                mql_conn_violation(c, MQL_E_PROTOCOL, "sent no CONNACK within 10 s");
+                mql_proto_violation(c, MQL_E_PROTOCOL, "sent no CONNACK within 10 s");
             break;
         case BR_UP:
             if (c->state != CS_ACTIVE)
                 break;
             if (c->keepalive != 0 && now - c->last_rx > (uint64_t)c->keepalive * 1500u) {
-                mql_conn_violation(c, MQL_E_KEEPALIVE, "answered nothing for 1.5 x keepalive");
+                mql_proto_violation(c, MQL_E_KEEPALIVE, "answered nothing for 1.5 x keepalive");
                 break;
             }
             if (c->keepalive != 0 && now - br->last_ping >= (uint64_t)c->keepalive * 1000u) {
                 mql_packet p = {.type = MQL_PINGREQ};
-                (void)mql_conn_send_packet(c, &p);
+                (void)mql_proto_send_packet(c, &p);
                 br->last_ping = now;
             }
             mql_session_pump(b, br->s); /* queued QoS 0 waits for socket room */
@@ -772,18 +791,15 @@ void mql_bridges_stop(mql_broker *b)
         mql_conn *c = br->c;
         if (c == NULL || c->state == CS_CLOSING)
             continue;
-        snprintf(c->why, sizeof(c->why), "server shutting down");
         if (c->state == CS_ACTIVE) {
             if (notify_remote(br)) /* a normal DISCONNECT discards the will */
                 notify_remote_send(br, c, "0");
             mql_packet p;
             memset(&p, 0, sizeof(p));
             p.type = MQL_DISCONNECT; /* normal: the remote session stays, no will */
-            (void)mql_conn_send_packet(c, &p);
+            (void)mql_proto_send_packet(c, &p);
         }
-        c->state = CS_CLOSING;
-        c->closing_since = mql_now_ms();
-        mql_link_close(c->link, true);
+        mql_proto_close(c, MQL_CLOSE_FLUSH, MQL_OK, "server shutting down");
     }
 }
 

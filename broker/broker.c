@@ -295,7 +295,8 @@ void mql_broker_shutdown(mql_broker *b)
     b->stopping = true;
     pthread_cond_broadcast(&b->tick_cv);
     for (mql_conn *c = b->conns; c != NULL; c = c->next)
-        mql_conn_close(c, c->state == CS_ACTIVE ? MQL_E_SHUTDOWN : MQL_OK, "server shutting down");
+        mql_proto_close(c, MQL_CLOSE_ABORT, c->state == CS_ACTIVE ? MQL_E_SHUTDOWN : MQL_OK,
+                        "server shutting down");
     mql_bridges_stop(b);
     pthread_mutex_unlock(&b->lock);
     if (b->ticker_started) {

@@ -28,76 +28,15 @@
 #include "clients.h"
 #include "mirror.h"
 #include "restore.h"
+#include "proto.h"
+#include "flow.h"
 #include "platform/net.h"
 
-#define MQL_MAX_ROUTE_IDS 8 /* subscription identifiers carried per delivered message */
-#define MQL_CLOSE_FLUSH_MS 3000
-#define TAKEOVER_DRAIN_MS 500             /* see handle_connect */
-#define MQL_PRECONNECT_MAX (256u * 1024u) /* largest frame accepted before CONNACK */
+#define MQL_MAX_ROUTE_IDS 8   /* subscription identifiers carried per delivered message */
+#define TAKEOVER_DRAIN_MS 500 /* see handle_connect */
 /* A client that sends while this much output (beyond its in-flight QoS 1/2 deliveries)
  * waits unread is closed: see unread_backlog_exceeded in conn.c. */
 #define MQL_UNREAD_BACKLOG_MAX (4u * 1024u * 1024u)
-enum auth_result {
-    AUTH_NONE = 0, /* no password check was made */
-    AUTH_OK,
-    AUTH_BAD,     /* wrong user name or password */
-    AUTH_BLOCKED, /* too many failures from this address */
-};
-
-enum conn_state {
-    CS_NEW = 0, /* waiting for CONNECT */
-    CS_ACTIVE,  /* CONNACK sent */
-    CS_CLOSING, /* close requested; input ignored */
-};
-
-/* Encoded acknowledgements (PUBACK, PUBREC, SUBACK, UNSUBACK) of one connection waiting
- * for a store commit, in the order they were made. */
-typedef struct ack_batch {
-    struct mql_conn *c;
-    uint32_t n; /* packets */
-    size_t len, cap;
-    uint8_t bytes[];
-} ack_batch;
-
-typedef struct mql_conn {
-    mql_broker *b;
-    mql_link *link;
-    struct mql_bridge *bridge; /* set on a bridge's uplink (we are the client), else NULL */
-    uint32_t refs;             /* the link (until closed) + each ack batch waiting for the store */
-    bool link_gone;            /* conn_closed ran: link must not be used */
-    uint32_t acks_waiting;     /* ack batches handed to the store and not back yet */
-    ack_batch *batch;          /* acks collected during this conn_data call */
-    struct mql_conn *next, *prev;
-    char peer[64];
-    uint8_t state;
-    uint8_t version;
-    mql_session *session;
-    int listener; /* index in cfg.listeners of the listener that accepted it; -1 for a
-                     bridge's uplink */
-    uint16_t keepalive;
-    uint64_t created_at;
-    uint64_t last_rx;
-    uint64_t closing_since;
-    mql_msg *will;
-    uint32_t will_delay;
-    bool will_suppressed;      /* DISCONNECT 0x00 received */
-    bool will_deferred;        /* taken over with its will pending: see handle_connect */
-    uint64_t drain_until;      /* while taken over: read (for a DISCONNECT) until then */
-    bool request_problem_info; /* v5: reason strings / user properties allowed */
-    bool peer_bridge;          /* 3.1/3.1.1 CONNECT with the bridge bit (mosquitto's) */
-    uint16_t client_receive_max;
-    uint32_t client_max_packet; /* 0 = protocol maximum */
-    uint16_t alias_max;         /* topic aliases the client may use towards us */
-    mql_bytes *aliases;         /* [alias_max + 1], heap copies */
-    uint16_t out_alias_max;     /* aliases we may assign towards the client */
-    uint16_t out_alias_used;
-    mql_bytes *out_aliases; /* [out_alias_max + 1], heap copies */
-    char why[160];          /* reason for closing, for the log */
-    char *username;         /* the authenticated (or anonymous-but-given) user name, or NULL */
-    uint8_t auth;           /* AUTH_* result of the password check made before the lock */
-    bool prechecked;        /* precheck_password ran (first receive) */
-} mql_conn;
-
 struct route_entry {
     mql_session *s;
     mql_share *share;
@@ -184,42 +123,21 @@ typedef struct mql_bridge {
 } mql_bridge;
 
 /* conn.c */
-/* Send a PUBLISH. Returns false when it was discarded because it exceeds the client's
- * Maximum Packet Size: the caller then treats it as delivered [MQTT-3.1.2-25]. */
-bool mql_conn_send_publish(mql_conn *c, mql_msg *msg, uint8_t qos, bool retain, bool dup,
-                           uint16_t pid, const uint32_t *ids, uint8_t n_ids);
-void mql_conn_send_ack(mql_conn *c, uint8_t type, uint16_t pid, uint8_t reason);
-void mql_conn_close(mql_conn *c, mql_err reason, const char *why);
+/* mql_conn_tick: keepalive and CONNECT timeouts, ends of closing flushes and takeover
+ * drains of client connections at monotonic time `now` (ms). Under broker->lock. */
 void mql_conn_tick(mql_broker *b, uint64_t now);
+/* mql_conn_link_ops: the link callbacks of client connections (for mql_net_alloc). */
 extern const mql_link_ops mql_conn_link_ops;
-
-void mql_conn_handle_publish(mql_conn *c, mql_publish *pub);
-void mql_conn_handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack);
-/* End of a batch of received packets: send (or hand to the store) the collected acks. */
-void mql_conn_flush_acks(mql_conn *c);
-void mql_conn_unref(mql_conn *c);
-bool mql_conn_send_packet(mql_conn *c, const mql_packet *pkt);
-/* The peer broke the protocol: log it (naming the client or the bridge) and close. */
-void mql_conn_violation(mql_conn *c, mql_err err, const char *why);
-/* mql_link_ops.data of client connections and bridge uplinks. */
-size_t mql_conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want);
 
 /* bridge.c (under broker->lock unless said otherwise) */
 /* Set up every configured bridge (after the store is loaded) and start connecting. */
 MQL_MUST_CHECK mql_err mql_bridges_start(mql_broker *b, char *errbuf, size_t errlen);
-/* One decoded packet from a bridge's remote broker (from mql_conn_data). */
-void mql_bridge_packet(mql_conn *c, mql_packet *p);
 /* Reconnects, CONNACK timeouts, keep alive. */
 void mql_bridges_tick(mql_broker *b, uint64_t now);
 /* Disconnect every uplink (at shutdown). */
 void mql_bridges_stop(mql_broker *b);
 /* Free the bridges: not under broker->lock (waits for dial callbacks). */
 void mql_bridges_free(mql_broker *b);
-/* The remote topic for a local one going out through br: written into buf (cap bytes) or,
- * when longer, into *heap (malloc'd, the caller frees it), and pointed to by *out. False
- * when no rule sends it (or out of memory). */
-bool mql_bridge_map_out(const mql_bridge *br, mql_bytes topic, char *buf, size_t cap, char **heap,
-                        mql_bytes *out);
 
 /* broker.c */
 /* One round of housekeeping at monotonic time `now` (ms): keepalive and CONNECT timeouts,
