@@ -1,11 +1,15 @@
 /*
- * internal.h - the broker core's shared structures (broker.c, session.c, conn.c).
+ * internal.h - the broker struct and the bridge struct, still shared by the core's files
+ * (each module's own declarations are in its header: session.h, router.h, clients.h,
+ * mirror.h, restore.h, proto.h, flow.h).
  *
  * Locking (the order is fixed: broker->lock -> link mutex inside platform/net.c):
  * - broker->lock protects everything here: the ClientID table, sessions, connections'
- *   protocol state, the topic tree and the counters. A connection's packets are decoded
- *   outside the lock and handled under it, so two CONNECTs for one ClientID are strictly
- *   ordered and a takeover is atomic with respect to every publish.
+ *   protocol state, the topic tree and the counters. A connection's packets are scanned,
+ *   decoded and handled under the lock (mql_proto_data), so two CONNECTs for one ClientID
+ *   are strictly ordered and a takeover is atomic with respect to every publish. Only the
+ *   password check of a connection's first CONNECT decodes it before the lock is taken
+ *   (precheck_password in conn.c: PBKDF2 is slow).
  * - Output goes through mql_link_send(), which only takes the link's own mutex and never
  *   calls back, so delivering to another connection under broker->lock cannot deadlock.
  * - Nothing here blocks on I/O while holding the lock.
@@ -37,6 +41,7 @@
 /* A client that sends while this much output (beyond its in-flight QoS 1/2 deliveries)
  * waits unread is closed: see unread_backlog_exceeded in conn.c. */
 #define MQL_UNREAD_BACKLOG_MAX (4u * 1024u * 1024u)
+
 struct route_entry {
     mql_session *s;
     mql_share *share;
