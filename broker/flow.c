@@ -19,35 +19,82 @@
 /* Reason Code 0x10 of PUBACK/PUBREC: accepted, but no subscriber matched (not an error). */
 #define MQL_RC_NO_MATCHING_SUBSCRIBERS 0x10
 
-void mql_flow_publish_in(mql_conn *c, mql_publish *pub)
+/* The PUBLISH breaks no rule that closes the connection (decode-level checks, alias).
+ * False when it did: c is closing. */
+static bool publish_valid(mql_conn *c, mql_publish *pub)
 {
-    mql_broker *b = c->b;
-    mql_session *s = c->session;
+    const mql_broker *b = c->b;
     const char *why = NULL;
     mql_err err = MQL_OK;
-
     if (c->version == MQL_V5 && (pub->props.present & MQL_PBIT(MQL_PROP_SUBSCRIPTION_ID))) {
         mql_proto_violation(c, MQL_E_PROTOCOL,
                             "a PUBLISH from a client must not carry a Subscription Identifier "
                             "[MQTT-3.3.4-6]");
-        return;
+        return false;
     }
     if (c->version == MQL_V5 && (err = mql_proto_resolve_alias(c, pub, &why)) != MQL_OK) {
         mql_proto_violation(c, err, why);
-        return;
+        return false;
     }
     if (pub->qos > b->cfg.max_qos) {
         mql_proto_violation(c, MQL_E_QOS_UNSUPPORTED,
                             "PUBLISH QoS above the server's Maximum QoS "
                             "[MQTT-3.2.2-11]");
-        return;
+        return false;
     }
     if (pub->retain && !b->cfg.retain_available) {
         mql_proto_violation(c, MQL_E_RETAIN_UNSUPPORTED,
                             "retained PUBLISH while Retain Available is 0 "
                             "[MQTT-3.2.2-14]");
+        return false;
+    }
+    return true;
+}
+
+/* Route a PUBLISH that passed every check, and acknowledge it by its QoS (after the store's
+ * commit when what it caused must be durable). */
+static void route_and_ack(mql_conn *c, mql_publish *pub)
+{
+    mql_broker *b = c->b;
+    mql_session *s = c->session;
+    mql_msg *msg = mql_msg_new(pub->topic, pub->payload, pub->qos, pub->retain,
+                               c->version == MQL_V5 ? &pub->props : NULL, mql_now_ms());
+    if (msg == NULL) {
+        mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "out of memory");
         return;
     }
+    /* retained set/clear [MQTT-3.3.1-5] [MQTT-3.3.1-6] [MQTT-3.3.1-7], then the subscribers */
+    mql_route_result routed = mql_router_publish(b, msg, s, mql_proto_client_id(c));
+    mql_msg_unref(msg);
+    /* v5: tell the publisher when a persistent subscriber's quota refused it, or in a
+     * PUBACK that nobody subscribed (0x10, which the Server MAY use instead of 0x00,
+     * section 3.4.2.1; mosquitto does so for PUBACK only, and clients written against it
+     * expect that) */
+    uint8_t rc = 0;
+    if (c->version == MQL_V5 && routed.refused)
+        rc = mql_err_reason(MQL_E_QUOTA);
+    else if (c->version == MQL_V5 && pub->qos == 1 && routed.matched == 0)
+        rc = MQL_RC_NO_MATCHING_SUBSCRIBERS;
+    if (pub->qos == 2) {
+        if (mql_session_qos2_add(s, pub->packet_id) != MQL_OK) {
+            mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "out of memory");
+            return;
+        }
+        routed.wait = mql_session_mirror_qos2(b, s, pub->packet_id, true) || routed.wait;
+    }
+    bool durable = routed.wait;
+    if (pub->qos == 1)
+        mql_proto_queue_ack(c, MQL_PUBACK, pub->packet_id, rc, durable); /* [MQTT-4.3.2-4] */
+    else if (pub->qos == 2)
+        mql_proto_queue_ack(c, MQL_PUBREC, pub->packet_id, rc, durable); /* [MQTT-4.3.3-9] */
+}
+
+void mql_flow_publish_in(mql_conn *c, mql_publish *pub)
+{
+    mql_broker *b = c->b;
+    mql_session *s = c->session;
+    if (!publish_valid(c, pub))
+        return;
     b->stats.msgs_received++;
     /* a bridge's inbound messages are the operator's own configuration, not a client's */
     if (b->acl != NULL && c->role->server &&
@@ -100,36 +147,7 @@ void mql_flow_publish_in(mql_conn *c, mql_publish *pub)
                             "Maximum [MQTT-3.3.4-8]");
         return;
     }
-    mql_msg *msg = mql_msg_new(pub->topic, pub->payload, pub->qos, pub->retain,
-                               c->version == MQL_V5 ? &pub->props : NULL, mql_now_ms());
-    if (msg == NULL) {
-        mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "out of memory");
-        return;
-    }
-    /* retained set/clear [MQTT-3.3.1-5] [MQTT-3.3.1-6] [MQTT-3.3.1-7], then the subscribers */
-    mql_route_result routed = mql_router_publish(b, msg, s, mql_proto_client_id(c));
-    mql_msg_unref(msg);
-    /* v5: tell the publisher when a persistent subscriber's quota refused it, or in a
-     * PUBACK that nobody subscribed (0x10, which the Server MAY use instead of 0x00,
-     * section 3.4.2.1; mosquitto does so for PUBACK only, and clients written against it
-     * expect that) */
-    uint8_t rc = 0;
-    if (c->version == MQL_V5 && routed.refused)
-        rc = mql_err_reason(MQL_E_QUOTA);
-    else if (c->version == MQL_V5 && pub->qos == 1 && routed.matched == 0)
-        rc = MQL_RC_NO_MATCHING_SUBSCRIBERS;
-    if (pub->qos == 2) {
-        if (mql_session_qos2_add(s, pub->packet_id) != MQL_OK) {
-            mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "out of memory");
-            return;
-        }
-        routed.wait = mql_session_mirror_qos2(b, s, pub->packet_id, true) || routed.wait;
-    }
-    bool durable = routed.wait;
-    if (pub->qos == 1)
-        mql_proto_queue_ack(c, MQL_PUBACK, pub->packet_id, rc, durable); /* [MQTT-4.3.2-4] */
-    else if (pub->qos == 2)
-        mql_proto_queue_ack(c, MQL_PUBREC, pub->packet_id, rc, durable); /* [MQTT-4.3.3-9] */
+    route_and_ack(c, pub);
 }
 
 void mql_flow_ack_in(mql_conn *c, uint8_t type, const mql_ack *ack)
