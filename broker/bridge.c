@@ -137,9 +137,9 @@ static mql_bytes rule_filter(const mql_bridge_topic *r, const char *prefix, char
  * ("1" connected, "0" not) when notifications are on. */
 static void publish_state(mql_bridge *br, const char *state)
 {
-    mql_router_set_sys(br->b, br->state_topic, state);
+    mql_sys_set(br->b, br->state_topic, state);
     if (br->note_topic[0] != '\0')
-        mql_router_set_sys(br->b, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
+        mql_sys_set(br->b, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
 }
 
 /* Whether the remote broker gets the notifications too (a will of "0" in CONNECT, "1" once
@@ -688,13 +688,13 @@ static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf 
         snprintf(idbuf, sizeof(idbuf), "$bridge/%s", bc->name);
         lid = idbuf;
     }
-    mql_session *s = mql_session_find(b, (const uint8_t *)lid, (uint32_t)strlen(lid));
+    mql_session *s = mql_clients_find(b, (const uint8_t *)lid, (uint32_t)strlen(lid));
     if (s != NULL && s->bridge != NULL) {
         snprintf(errbuf, errlen, "bridge %s (line %d): local_clientid '%s' is bridge %s's already",
                  bc->name, bc->line, lid, s->bridge->conf->name);
         return MQL_E_CONFIG;
     }
-    if (s == NULL && (s = mql_session_new(b, (const uint8_t *)lid, (uint32_t)strlen(lid))) == NULL)
+    if (s == NULL && (s = mql_clients_new(b, (const uint8_t *)lid, (uint32_t)strlen(lid))) == NULL)
         return MQL_E_NOMEM;
     br->s = s;
     s->bridge = br;

@@ -1,15 +1,14 @@
 /*
- * broker.c - the broker's lifecycle, the router and the housekeeping timer.
+ * broker.c - the composition root: alloc, start, shutdown, free; it owns the core lock
+ * (broker->lock), runs the housekeeping ticker and reloads authentication and TLS.
  *
- * The router turns one PUBLISH into deliveries: it asks the topic tree for every matching
- * subscription, merges several matching subscriptions of one session into one delivery at
- * the highest granted QoS with all their Subscription Identifiers [MQTT-3.3.4-2]
- * [MQTT-3.3.4-3], honours No Local and Retain As Published, and hands each delivery to the
- * session (which sends it, queues it or drops it by its own rules).
- *
- * The housekeeping thread wakes every 250 ms under broker->lock for keepalive and CONNECT
- * timeouts, delayed wills and session expiry; every 2 s it also hands free heap pages back
- * to the kernel (outside the lock).
+ * Locking: the core lock is taken only where a thread enters the core (link callbacks in
+ * proto.c / conn.c / bridge.c, dial results, store barrier completions, this ticker, the
+ * admin calls here); the order is core lock -> link mutex (platform/net.c). The housekeeping
+ * thread wakes every 250 ms under broker->lock for keepalive and CONNECT timeouts, delayed
+ * wills, session expiry and $SYS; every 2 s it also hands free heap pages back to the
+ * kernel (outside the lock). Performance assumption: a tick walks every connection and
+ * session once.
  */
 #include <errno.h>
 #ifdef __GLIBC__
@@ -75,82 +74,6 @@ fail:
     return err;
 }
 
-/* ---- $SYS ---- */
-
-static void sys_put(mql_broker *b, const char *topic, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Publish one retained $SYS value (QoS 0). $SYS values are kept in the retained tree for
- * new subscribers but never written to the store: they would wear the flash every
- * sys_interval for nothing. */
-static void sys_put(mql_broker *b, const char *topic, const char *fmt, ...)
-{
-    char val[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(val, sizeof(val), fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    val[n < (int)sizeof(val) ? n : (int)sizeof(val) - 1] = '\0';
-    mql_router_set_sys(b, topic, val);
-}
-
-static uint64_t rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, rss = 0;
-    if (f == NULL)
-        return 0;
-    if (fscanf(f, "%lu %lu", &size, &rss) != 2)
-        rss = 0;
-    fclose(f);
-    return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE) / 1024u;
-}
-
-/* The mosquitto-compatible $SYS/broker/... tree, plus mqlite's own counters. */
-static void sys_publish(mql_broker *b, uint64_t now)
-{
-    const mql_stats *st = &b->stats;
-    uint32_t total = b->nsessions;
-    sys_put(b, "$SYS/broker/version", "mqlite %s", MQL_VERSION);
-    sys_put(b, "$SYS/broker/uptime", "%llu seconds",
-            (unsigned long long)((now - b->started_at) / 1000u));
-    sys_put(b, "$SYS/broker/clients/connected", "%u", st->clients_connected);
-    sys_put(b, "$SYS/broker/clients/active", "%u", st->clients_connected);
-    sys_put(b, "$SYS/broker/clients/disconnected", "%u", total - st->clients_connected);
-    sys_put(b, "$SYS/broker/clients/inactive", "%u", total - st->clients_connected);
-    sys_put(b, "$SYS/broker/clients/total", "%u", total);
-    sys_put(b, "$SYS/broker/clients/maximum", "%u", st->clients_max);
-    sys_put(b, "$SYS/broker/clients/takeovers", "%llu", (unsigned long long)st->takeovers);
-    sys_put(b, "$SYS/broker/messages/received", "%llu", (unsigned long long)st->msgs_received);
-    sys_put(b, "$SYS/broker/messages/sent", "%llu", (unsigned long long)st->msgs_sent);
-    sys_put(b, "$SYS/broker/publish/messages/dropped", "%llu",
-            (unsigned long long)st->msgs_dropped);
-    sys_put(b, "$SYS/broker/bytes/received", "%llu", (unsigned long long)st->bytes_received);
-    sys_put(b, "$SYS/broker/bytes/sent", "%llu", (unsigned long long)st->bytes_sent);
-    sys_put(b, "$SYS/broker/subscriptions/count", "%zu", mql_topics_sub_count(b->topics));
-    sys_put(b, "$SYS/broker/retained messages/count", "%zu", mql_topics_retained_count(b->topics));
-    sys_put(b, "$SYS/broker/heap/current", "%llu", (unsigned long long)rss_kib() * 1024u);
-    for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++) {
-        const mql_bridge *br = &b->bridges[i];
-        char t[160];
-        snprintf(t, sizeof(t), "$SYS/broker/bridge/%s/queued", br->conf->name);
-        sys_put(b, t, "%u", br->s->queue.count + br->s->inflight.count);
-    }
-    if (b->store != NULL) {
-        mql_store_stats ss = mql_store_get_stats(b->store);
-        sys_put(b, "$SYS/broker/store/bytes", "%llu", (unsigned long long)ss.file_bytes);
-        sys_put(b, "$SYS/broker/store/transactions", "%llu", (unsigned long long)ss.transactions);
-        sys_put(b, "$SYS/broker/store/fsyncs", "%llu", (unsigned long long)ss.fsyncs);
-        sys_put(b, "$SYS/broker/store/bytes_written", "%llu", (unsigned long long)ss.bytes_written);
-        sys_put(b, "$SYS/broker/store/errors", "%llu", (unsigned long long)ss.errors);
-        sys_put(b, "$SYS/broker/store/refused", "%llu", (unsigned long long)st->store_refused);
-        sys_put(b, "$SYS/broker/store/failing", "%d", ss.failing ? 1 : 0);
-        sys_put(b, "$SYS/broker/store/held_bytes", "%llu", (unsigned long long)ss.held_bytes);
-    }
-}
-
 void mql_broker_tick(mql_broker *b, uint64_t now)
 {
     if (now >= b->reap_lost_next) {
@@ -161,7 +84,7 @@ void mql_broker_tick(mql_broker *b, uint64_t now)
     mql_bridges_tick(b, now);
     mql_clients_expire_scan(b, now);
     if (b->cfg.sys_interval != 0 && now >= b->sys_next) {
-        sys_publish(b, now);
+        mql_sys_publish(b, now);
         b->sys_next = now + (uint64_t)b->cfg.sys_interval * 1000u;
     }
     if (b->store != NULL) {

@@ -1,12 +1,16 @@
 /*
- * clients.c - the ClientID table's lifecycle rules above the session and the router: how a
- * session ends (its will, the shared-subscription messages it still owed) and when (session
- * expiry, delayed wills).
+ * clients.c - the ClientID table above the session and the router: lookup (a hash table
+ * by ClientID), new sessions with the broker's limits, how a session ends (its will, the
+ * shared-subscription messages it still owed) and when (session expiry, delayed wills).
  *
  * Locking: every function here runs under broker->lock and takes no lock itself.
- * Performance assumption: the expiry scan runs every tick over all sessions but looks at a
- * bounded number of queued messages per pass (EXPIRE_BUDGET).
+ * Performance assumption: lookups are O(1) (the table doubles when it is as full as it
+ * has slots); the expiry scan runs every tick over all sessions but looks at a bounded
+ * number of queued messages per pass (EXPIRE_BUDGET).
  */
+#include <stdlib.h>
+#include <string.h>
+
 #include "clients.h"
 
 #include "internal.h"
@@ -14,6 +18,83 @@
 #include "platform/log.h"
 
 #define EXPIRE_BUDGET 4096 /* queued messages looked at per scan: bounded work per tick */
+
+static uint32_t hash_id(const uint8_t *p, uint32_t len)
+{
+    uint32_t h = 2166136261u;
+    for (uint32_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+mql_session *mql_clients_find(mql_broker *b, const uint8_t *id, uint32_t len)
+{
+    if (b->nslots == 0)
+        return NULL;
+    uint32_t h = hash_id(id, len);
+    for (mql_session *s = b->slots[h & (b->nslots - 1)]; s != NULL; s = s->hnext)
+        if (s->hval == h && s->client_id_len == len && memcmp(s->client_id, id, len) == 0)
+            return s;
+    return NULL;
+}
+
+static bool table_grow(mql_broker *b)
+{
+    uint32_t ns = b->nslots ? b->nslots * 2 : 64;
+    mql_session **slots = calloc(ns, sizeof(*slots));
+    if (slots == NULL)
+        return false;
+    for (uint32_t i = 0; i < b->nslots; i++) {
+        mql_session *s = b->slots[i];
+        while (s != NULL) {
+            mql_session *next = s->hnext;
+            s->hnext = slots[s->hval & (ns - 1)];
+            slots[s->hval & (ns - 1)] = s;
+            s = next;
+        }
+    }
+    free(b->slots);
+    b->slots = slots;
+    b->nslots = ns;
+    return true;
+}
+
+mql_session *mql_clients_new(mql_broker *b, const uint8_t *id, uint32_t len)
+{
+    if (b->nsessions >= b->nslots && !table_grow(b))
+        return NULL;
+    mql_session *s = mql_session_alloc(id, len);
+    if (s == NULL)
+        return NULL;
+    s->hval = hash_id(id, len);
+    s->max_inflight = b->cfg.max_inflight_messages;
+    s->max_queued_messages = b->cfg.max_queued_messages;
+    s->max_queued_bytes = b->cfg.max_queued_bytes;
+    s->hnext = b->slots[s->hval & (b->nslots - 1)];
+    b->slots[s->hval & (b->nslots - 1)] = s;
+    s->next = b->sessions;
+    if (b->sessions)
+        b->sessions->prev = s;
+    b->sessions = s;
+    b->nsessions++;
+    return s;
+}
+
+/* Take s out of the table (hash chain and list of all sessions). */
+static void table_remove(mql_broker *b, mql_session *s)
+{
+    mql_session **pp = &b->slots[s->hval & (b->nslots - 1)];
+    while (*pp != s)
+        pp = &(*pp)->hnext;
+    *pp = s->hnext;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        b->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    b->nsessions--;
+}
 
 /* The session ends with messages it got through shared subscriptions still undelivered:
  * give queued ones and unacknowledged QoS 1 ones to another member of the group. A QoS 2
@@ -36,7 +117,8 @@ void mql_clients_end(mql_broker *b, mql_session *s)
     mql_session_unsubscribe_all(b, s); /* first: it is no member of its groups any more */
     share_redeliver(b, &s->inflight, true);
     share_redeliver(b, &s->queue, false);
-    mql_session_end(b, s);
+    table_remove(b, s);
+    mql_session_free(b, s);
 }
 
 void mql_clients_expire_scan(mql_broker *b, uint64_t now)

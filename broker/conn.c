@@ -433,7 +433,7 @@ static mql_session *find_session(mql_conn *c, const mql_connect *cn, mql_bytes i
                                  bool *present)
 {
     mql_broker *b = c->b;
-    mql_session *s = mql_session_find(b, id.p, id.len);
+    mql_session *s = mql_clients_find(b, id.p, id.len);
     *present = false;
     if (s != NULL && s->bridge != NULL) {
         mql_warning("client.refused",
@@ -472,7 +472,7 @@ static mql_session *find_session(mql_conn *c, const mql_connect *cn, mql_bytes i
         }
         return s;
     }
-    if ((s = mql_session_new(b, id.p, id.len)) == NULL)
+    if ((s = mql_clients_new(b, id.p, id.len)) == NULL)
         mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "out of memory");
     return s;
 }

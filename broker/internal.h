@@ -34,6 +34,7 @@
 #include "restore.h"
 #include "proto.h"
 #include "flow.h"
+#include "sys.h"
 #include "platform/net.h"
 
 #define MQL_MAX_ROUTE_IDS 8   /* subscription identifiers carried per delivered message */

@@ -116,7 +116,7 @@ static mql_err load_session(void *arg, const mql_store_session *ss)
         lc->expired++;
         return mql_store_session_del(b->store, ss->client_id);
     }
-    mql_session *s = mql_session_new(b, (const uint8_t *)ss->client_id, len);
+    mql_session *s = mql_clients_new(b, (const uint8_t *)ss->client_id, len);
     if (s == NULL)
         return MQL_E_NOMEM;
     s->version = ss->version;
@@ -132,7 +132,7 @@ static mql_err load_session(void *arg, const mql_store_session *ss)
 
 static mql_session *find(struct load_ctx *lc, const char *client_id)
 {
-    return mql_session_find(lc->b, (const uint8_t *)client_id, (uint32_t)strlen(client_id));
+    return mql_clients_find(lc->b, (const uint8_t *)client_id, (uint32_t)strlen(client_id));
 }
 
 static mql_err load_sub(void *arg, const mql_store_sub *ss)

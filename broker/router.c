@@ -224,15 +224,3 @@ void mql_router_store_refused(mql_broker *b, const char *client_id)
                                     : "the store reached store_max_bytes",
                 b->store_overloaded ? "commits again" : "drains", client_id);
 }
-
-void mql_router_set_sys(mql_broker *b, const char *topic, const char *value)
-{
-    mql_bytes t = {(const uint8_t *)topic, (uint32_t)strlen(topic)};
-    mql_bytes v = {(const uint8_t *)value, (uint32_t)strlen(value)};
-    mql_msg *m = mql_msg_new(t, v, 0, true, NULL, mql_now_ms());
-    if (m == NULL)
-        return;
-    if (mql_topics_retain(b->topics, t, m) == MQL_OK)
-        (void)mql_router_route(b, m, NULL);
-    mql_msg_unref(m);
-}

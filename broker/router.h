@@ -45,9 +45,6 @@ bool mql_router_share_deliver(struct mql_broker *b, mql_share *g, mql_msg *msg, 
 /* mql_router_publish_will: publish a will message (retained first if its flag says so). The
  * caller keeps its reference. */
 void mql_router_publish_will(struct mql_broker *b, mql_msg *will);
-/* mql_router_set_sys: publish a retained QoS 0 value of the broker's own ($SYS), kept in
- * memory only: $SYS is rebuilt at start and would wear the flash for nothing. */
-void mql_router_set_sys(struct mql_broker *b, const char *topic, const char *value);
 /* mql_router_store_refused: the full store (b->store_full) refused something for client_id:
  * counted as dropped, logged once per episode. */
 void mql_router_store_refused(struct mql_broker *b, const char *client_id);

@@ -1,13 +1,15 @@
 /*
- * session.c - sessions: the ClientID table, subscriptions owned by a session, the QoS 1/2
- * in-flight window and offline queue, inbound QoS 2 packet ids, and session expiry.
+ * session.c - one session: subscriptions owned by it, the QoS 1/2 in-flight window and
+ * offline queue, inbound QoS 2 packet ids, what of it is mirrored in the store, and the
+ * sink it delivers through (session.h).
  *
  * A session outlives its connections: subscriptions point at it, and messages are queued
- * on it while no connection is attached [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-5]. It ends when
- * a clean-start connection replaces it, when its expiry interval runs out after the last
- * connection ended, or at once when the interval is 0 [MQTT-3.1.2-23].
+ * on it while nothing is attached [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-5]. When it ends (a
+ * clean start, its expiry interval, or at once with interval 0 [MQTT-3.1.2-23]) is decided
+ * in clients.c, which also keeps the ClientID table. Delivery never calls up: it sends
+ * through the sink and returns what it did (mql_delivery).
  *
- * Locking: every function here runs under broker->lock (see internal.h).
+ * Locking: every function here runs under broker->lock (see internal.h) and takes none.
  * Performance assumption: in-flight windows are small (max_inflight_messages, default 20),
  * so looking a packet id up in the window is a short linear scan.
  */
@@ -21,50 +23,8 @@
 #include "platform/clock.h"
 #include "platform/log.h"
 
-static uint32_t hash_id(const uint8_t *p, uint32_t len)
+mql_session *mql_session_alloc(const uint8_t *id, uint32_t len)
 {
-    uint32_t h = 2166136261u;
-    for (uint32_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
-}
-
-mql_session *mql_session_find(mql_broker *b, const uint8_t *id, uint32_t len)
-{
-    if (b->nslots == 0)
-        return NULL;
-    uint32_t h = hash_id(id, len);
-    for (mql_session *s = b->slots[h & (b->nslots - 1)]; s != NULL; s = s->hnext)
-        if (s->hval == h && s->client_id_len == len && memcmp(s->client_id, id, len) == 0)
-            return s;
-    return NULL;
-}
-
-static bool table_grow(mql_broker *b)
-{
-    uint32_t ns = b->nslots ? b->nslots * 2 : 64;
-    mql_session **slots = calloc(ns, sizeof(*slots));
-    if (slots == NULL)
-        return false;
-    for (uint32_t i = 0; i < b->nslots; i++) {
-        mql_session *s = b->slots[i];
-        while (s != NULL) {
-            mql_session *next = s->hnext;
-            s->hnext = slots[s->hval & (ns - 1)];
-            slots[s->hval & (ns - 1)] = s;
-            s = next;
-        }
-    }
-    free(b->slots);
-    b->slots = slots;
-    b->nslots = ns;
-    return true;
-}
-
-mql_session *mql_session_new(mql_broker *b, const uint8_t *id, uint32_t len)
-{
-    if (b->nsessions >= b->nslots && !table_grow(b))
-        return NULL;
     mql_session *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
@@ -76,18 +36,7 @@ mql_session *mql_session_new(mql_broker *b, const uint8_t *id, uint32_t len)
     memcpy(s->client_id, id, len);
     s->client_id[len] = '\0';
     s->client_id_len = len;
-    s->hval = hash_id(id, len);
     s->next_pid = 1;
-    s->max_inflight = b->cfg.max_inflight_messages;
-    s->max_queued_messages = b->cfg.max_queued_messages;
-    s->max_queued_bytes = b->cfg.max_queued_bytes;
-    s->hnext = b->slots[s->hval & (b->nslots - 1)];
-    b->slots[s->hval & (b->nslots - 1)] = s;
-    s->next = b->sessions;
-    if (b->sessions)
-        b->sessions->prev = s;
-    b->sessions = s;
-    b->nsessions++;
     return s;
 }
 
@@ -289,7 +238,7 @@ void mql_session_unsubscribe_all(mql_broker *b, mql_session *s)
     s->subs = NULL;
 }
 
-void mql_session_end(mql_broker *b, mql_session *s)
+void mql_session_free(mql_broker *b, mql_session *s)
 {
     (void)unmirror(b, s);
     free(s->username);
@@ -300,18 +249,6 @@ void mql_session_end(mql_broker *b, mql_session *s)
     out_list_clear(&s->queue);
     s->queued_qos0 = 0;
     free(s->qos2_bits);
-
-    mql_session **pp = &b->slots[s->hval & (b->nslots - 1)];
-    while (*pp != s)
-        pp = &(*pp)->hnext;
-    *pp = s->hnext;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        b->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    b->nsessions--;
     free(s->client_id);
     free(s);
 }

@@ -134,23 +134,21 @@ typedef struct mql_session {
     uint32_t route_idx;
 } mql_session;
 
-/* mql_session_find: the session of ClientID id (len bytes), or NULL. */
-mql_session *mql_session_find(struct mql_broker *b, const uint8_t *id, uint32_t len);
-/* mql_session_new: a new empty session for ClientID id (not yet in the table: the caller
- * checked with mql_session_find), with the broker's queue and window limits. The table owns
- * it until mql_session_end. NULL when out of memory. */
-mql_session *mql_session_new(struct mql_broker *b, const uint8_t *id, uint32_t len);
+/* mql_session_alloc: a new empty session for ClientID id (len bytes, copied), with no
+ * limits (the caller sets max_inflight, max_queued_*) and in no table (see
+ * mql_clients_new). The caller owns it until mql_session_free. NULL when out of memory. */
+mql_session *mql_session_alloc(const uint8_t *id, uint32_t len);
 /* mql_session_take_will: the session's delayed will (the caller owns the reference), or
  * NULL; the session has none afterwards. */
 mql_msg *mql_session_take_will(mql_session *s);
 /* mql_session_unsubscribe_all: remove all of the session's subscriptions from the topic
  * tree (the first step of ending it: see mql_clients_end). */
 void mql_session_unsubscribe_all(struct mql_broker *b, mql_session *s);
-/* mql_session_end: delete s's rows from the store, drop what it still holds (a will that
+/* mql_session_free: delete s's rows from the store, drop what it still holds (a will that
  * was not taken, subscriptions, queued and in-flight messages) and free s. The sink must be
- * detached. Wills and shared-subscription messages are the caller's business first (see
- * mql_clients_end). */
-void mql_session_end(struct mql_broker *b, mql_session *s);
+ * detached and s out of the ClientID table. Wills and shared-subscription messages are the
+ * caller's business first (see mql_clients_end). */
+void mql_session_free(struct mql_broker *b, mql_session *s);
 /* mql_session_link_sub: keep a new subscription in the session's list. */
 void mql_session_link_sub(mql_session *s, mql_sub *sub);
 /* mql_session_unlink_sub: take sub out of the session's list (before mql_topics_remove). */
