@@ -30,6 +30,11 @@ static const char *vname(uint8_t v)
     return v == MQL_V5 ? "v5" : v == MQL_V311 ? "v3.1.1" : v == MQL_V31 ? "v3.1" : "v?";
 }
 
+#define TAKEOVER_DRAIN_MS 500 /* see take_over */
+/* A client that sends while this much output (beyond its in-flight QoS 1/2 deliveries)
+ * waits unread is closed: see unread_backlog_exceeded. */
+#define MQL_UNREAD_BACKLOG_MAX (4u * 1024u * 1024u)
+
 static const mql_proto_role server_role;
 
 static const char *cid(const mql_conn *c)

@@ -37,21 +37,6 @@
 #include "sys.h"
 #include "platform/net.h"
 
-#define MQL_MAX_ROUTE_IDS 8   /* subscription identifiers carried per delivered message */
-#define TAKEOVER_DRAIN_MS 500 /* see handle_connect */
-/* A client that sends while this much output (beyond its in-flight QoS 1/2 deliveries)
- * waits unread is closed: see unread_backlog_exceeded in conn.c. */
-#define MQL_UNREAD_BACKLOG_MAX (4u * 1024u * 1024u)
-
-struct route_entry {
-    mql_session *s;
-    mql_share *share;
-    uint8_t qos;
-    bool retain;
-    uint8_t n_ids;
-    uint32_t ids[MQL_MAX_ROUTE_IDS];
-};
-
 /* Per listener (same index as cfg.listeners), under broker->lock. */
 struct mql_listener_state {
     char url[256];    /* what it listens on, for messages */

@@ -22,6 +22,18 @@
 #include "platform/clock.h"
 #include "platform/log.h"
 
+#define MQL_MAX_ROUTE_IDS 8 /* subscription identifiers carried per delivered message */
+
+/* One delivery of the message being routed (b->route, the routing scratch array). */
+struct route_entry {
+    mql_session *s;
+    mql_share *share;
+    uint8_t qos;
+    bool retain;
+    uint8_t n_ids;
+    uint32_t ids[MQL_MAX_ROUTE_IDS];
+};
+
 struct route_ctx {
     mql_broker *b;
     const mql_msg *msg;
