@@ -8,10 +8,11 @@
  *   mirrored in the store (so acknowledged QoS 1/2 survive kill -9 and power loss), and
  *   removed only when the remote broker acknowledged them. Local publishers never wait for
  *   the uplink: the session's queue absorbs outages up to bridge_queue_max_bytes.
- * - Uplink: an mql_conn on a dialed link where we are the client. It reuses the server
- *   side's machinery for everything that is symmetric (sending PUBLISH from the session's
- *   window, PUBACK/PUBREC/PUBCOMP handling, inbound PUBLISH with store-before-ack), and
- *   handles here what is not: CONNECT/CONNACK, SUBSCRIBE/SUBACK, PINGREQ, topic mapping.
+ * - Uplink: an mql_conn (proto.h) on a dialed link where we are the client, with this
+ *   file's mql_proto_role. What both sides share is proto.c's and flow.c's (sending
+ *   PUBLISH from the session's window, PUBACK/PUBREC/PUBCOMP handling, inbound PUBLISH
+ *   with store-before-ack); here is what is not: CONNECT/CONNACK, SUBSCRIBE/SUBACK,
+ *   PINGREQ, and topic mapping (outgoing in the local session's sink, uplink_publish).
  *
  * Loop prevention: messages that come in are routed with the bridge session as their
  * publisher, and its own subscriptions have No Local, so they never go back out. Towards
@@ -24,6 +25,9 @@
  *
  * Threading: dial results and link callbacks arrive on nng threads and take broker->lock;
  * the ticker drives timers under the same lock. Nothing here blocks under the lock.
+ * Performance assumption: a few bridges with a few topic rules each; mapping a topic is a
+ * linear pass over the rules, and a mapped topic longer than 512 bytes costs one
+ * allocation.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -120,21 +120,27 @@ void mql_conn_tick(mql_broker *b, uint64_t now);
 /* mql_conn_link_ops: the link callbacks of client connections (for mql_net_alloc). */
 extern const mql_link_ops mql_conn_link_ops;
 
-/* bridge.c (under broker->lock unless said otherwise) */
-/* Set up every configured bridge (after the store is loaded) and start connecting. */
+/* bridge.c */
+/* mql_bridges_start: set up every configured bridge (after the store is loaded: their
+ * local sessions may be in it) and schedule the first dial. Takes broker->lock itself.
+ * Returns MQL_OK, or an error with a message in errbuf (errlen bytes). */
 MQL_MUST_CHECK mql_err mql_bridges_start(mql_broker *b, char *errbuf, size_t errlen);
-/* Reconnects, CONNACK timeouts, keep alive. */
+/* mql_bridges_tick: reconnects, CONNACK timeouts, keep alive and the queue pump of every
+ * bridge at monotonic time `now` (ms). Under broker->lock. */
 void mql_bridges_tick(mql_broker *b, uint64_t now);
-/* Disconnect every uplink (at shutdown). */
+/* mql_bridges_stop: disconnect every uplink (at shutdown: DISCONNECT, then close with
+ * flush). Under broker->lock. */
 void mql_bridges_stop(mql_broker *b);
-/* Free the bridges: not under broker->lock (waits for dial callbacks). */
+/* mql_bridges_free: free the bridges' dialers; not under broker->lock (waits for dial
+ * callbacks). */
 void mql_bridges_free(mql_broker *b);
 
 /* broker.c */
-/* One round of housekeeping at monotonic time `now` (ms): keepalive and CONNECT timeouts,
- * delayed wills, session expiry, $SYS, the store's fullness. Under broker->lock. The ticker
- * thread calls it every 250 ms; the connection fuzzer calls it directly with its own clock
- * (it never starts the ticker), which is why it is not static. */
+/* mql_broker_tick: one round of housekeeping at monotonic time `now` (ms): keepalive and
+ * CONNECT timeouts, delayed wills, session expiry, $SYS, the store's fullness. Under
+ * broker->lock. The ticker thread calls it every 250 ms; the connection fuzzer calls it
+ * directly with its own clock (it never starts the ticker), which is why it is not
+ * static. */
 void mql_broker_tick(mql_broker *b, uint64_t now);
 
 #endif
