@@ -8,10 +8,11 @@
  *   mirrored in the store (so acknowledged QoS 1/2 survive kill -9 and power loss), and
  *   removed only when the remote broker acknowledged them. Local publishers never wait for
  *   the uplink: the session's queue absorbs outages up to bridge_queue_max_bytes.
- * - Uplink: an mql_conn on a dialed link where we are the client. It reuses the server
- *   side's machinery for everything that is symmetric (sending PUBLISH from the session's
- *   window, PUBACK/PUBREC/PUBCOMP handling, inbound PUBLISH with store-before-ack), and
- *   handles here what is not: CONNECT/CONNACK, SUBSCRIBE/SUBACK, PINGREQ, topic mapping.
+ * - Uplink: an mql_conn (proto.h) on a dialed link where we are the client, with this
+ *   file's mql_proto_role. What both sides share is proto.c's and flow.c's (sending
+ *   PUBLISH from the session's window, PUBACK/PUBREC/PUBCOMP handling, inbound PUBLISH
+ *   with store-before-ack); here is what is not: CONNECT/CONNACK, SUBSCRIBE/SUBACK,
+ *   PINGREQ, and topic mapping (outgoing in the local session's sink, uplink_publish).
  *
  * Loop prevention: messages that come in are routed with the bridge session as their
  * publisher, and its own subscriptions have No Local, so they never go back out. Towards
@@ -24,6 +25,9 @@
  *
  * Threading: dial results and link callbacks arrive on nng threads and take broker->lock;
  * the ticker drives timers under the same lock. Nothing here blocks under the lock.
+ * Performance assumption: a few bridges with a few topic rules each; mapping a topic is a
+ * linear pass over the rules, and a mapped topic longer than 512 bytes costs one
+ * allocation.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +39,8 @@
 #include "platform/log.h"
 
 #define CONNACK_TIMEOUT_MS 10000
+
+static const mql_proto_role uplink_role;
 
 static const char *bname(const mql_bridge *br)
 {
@@ -98,8 +104,8 @@ static bool map_rule(const mql_bridge_topic *r, const char *from, const char *to
     return true;
 }
 
-bool mql_bridge_map_out(const mql_bridge *br, mql_bytes topic, char *buf, size_t cap, char **heap,
-                        mql_bytes *out)
+static bool map_out(const mql_bridge *br, mql_bytes topic, char *buf, size_t cap, char **heap,
+                    mql_bytes *out)
 {
     for (int i = 0; i < br->conf->n_topics; i++) {
         const mql_bridge_topic *r = &br->conf->topics[i];
@@ -135,9 +141,9 @@ static mql_bytes rule_filter(const mql_bridge_topic *r, const char *prefix, char
  * ("1" connected, "0" not) when notifications are on. */
 static void publish_state(mql_bridge *br, const char *state)
 {
-    mql_broker_sys_set(br->b, br->state_topic, state);
+    mql_sys_set(br->b, br->state_topic, state);
     if (br->note_topic[0] != '\0')
-        mql_broker_sys_set(br->b, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
+        mql_sys_set(br->b, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
 }
 
 /* Whether the remote broker gets the notifications too (a will of "0" in CONNECT, "1" once
@@ -159,7 +165,7 @@ static void notify_remote_send(mql_bridge *br, mql_conn *c, const char *value)
     p.u.publish.topic =
         (mql_bytes){(const uint8_t *)br->note_topic, (uint32_t)strlen(br->note_topic)};
     p.u.publish.payload = (mql_bytes){(const uint8_t *)value, (uint32_t)strlen(value)};
-    (void)mql_conn_send_packet(c, &p);
+    (void)mql_proto_send_packet(c, &p);
 }
 
 /* Milliseconds until the next attempt after br->failures failed ones: restart_timeout BASE
@@ -257,7 +263,7 @@ static void send_connect(mql_bridge *br, mql_conn *c)
     uint8_t buf[1024];
     size_t n = mql_encode(buf, sizeof(buf), &p, cn->version);
     if (n == 0) {
-        mql_conn_close(c, MQL_E_CONFIG, "cannot encode CONNECT");
+        mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_CONFIG, "cannot encode CONNECT");
         return;
     }
     if (mql_link_send(c->link, buf, n) == MQL_OK)
@@ -281,7 +287,8 @@ static void *bridge_open(void *arg, mql_link *link, const char *peer, int listen
     c->b = b;
     c->link = link;
     c->listener = -1;
-    c->bridge = br;
+    c->role = &uplink_role;
+    c->owner = br;
     c->refs = 1;
     c->version = br->conf->protocol_version;
     c->keepalive = br->conf->keepalive;
@@ -339,9 +346,50 @@ static void send_subscribe(mql_bridge *br, mql_conn *c)
     p.u.subscribe.packet_id = br->sub_pid;
     p.u.subscribe.count = n;
     p.u.subscribe.list = list;
-    if (!mql_conn_send_packet(c, &p))
-        mql_conn_close(c, MQL_E_NOMEM, "cannot send SUBSCRIBE");
+    if (mql_proto_send_packet(c, &p) != MQL_SEND_OK)
+        mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "cannot send SUBSCRIBE");
 }
+
+/* The sink of the bridge's local session (session.h) while the uplink is up: ctx is the
+ * uplink's mql_conn. */
+static bool uplink_ready(void *ctx)
+{
+    const mql_conn *c = ctx;
+    return c->state == CS_ACTIVE;
+}
+
+static bool uplink_publish(void *ctx, mql_msg *msg, uint8_t qos, bool retain, bool dup,
+                           uint16_t pid, const uint32_t *ids, uint8_t n_ids)
+{
+    mql_conn *c = ctx;
+    const mql_bridge *br = c->owner;
+    char remote[512];
+    char *remote_heap = NULL; /* a mapped topic longer than `remote` */
+    mql_bytes topic;
+    if (!map_out(br, msg->topic, remote, sizeof(remote), &remote_heap, &topic))
+        return true; /* no rule sends it (the configuration changed): nothing to deliver */
+    bool sent = mql_proto_send_publish(c, msg, topic, qos, retain, dup, pid, ids, n_ids);
+    free(remote_heap);
+    return sent;
+}
+
+static void uplink_ack(void *ctx, uint8_t type, uint16_t pid, uint8_t reason)
+{
+    mql_proto_send_ack(ctx, type, pid, reason);
+}
+
+static size_t uplink_backlog(void *ctx)
+{
+    const mql_conn *c = ctx;
+    return mql_link_backlog(c->link);
+}
+
+static const mql_sink_ops bridge_sink = {
+    .ready = uplink_ready,
+    .publish = uplink_publish,
+    .ack = uplink_ack,
+    .backlog = uplink_backlog,
+};
 
 static void handle_connack(mql_bridge *br, mql_conn *c, const mql_connack *ack)
 {
@@ -350,10 +398,7 @@ static void handle_connack(mql_bridge *br, mql_conn *c, const mql_connack *ack)
         char why[96];
         snprintf(why, sizeof(why), "the remote broker refused the connection: %s 0x%02x",
                  c->version == MQL_V5 ? "reason code" : "return code", ack->reason);
-        snprintf(c->why, sizeof(c->why), "%s", why);
-        c->state = CS_CLOSING;
-        c->closing_since = mql_now_ms();
-        mql_link_close(c->link, false);
+        mql_proto_close(c, MQL_CLOSE_ABORT, MQL_OK, why);
         return;
     }
     const mql_props *pr = &ack->props;
@@ -372,7 +417,7 @@ static void handle_connack(mql_bridge *br, mql_conn *c, const mql_connack *ack)
     br->failures = 0;
     br->warned = false;
     br->last_ping = mql_now_ms();
-    br->s->conn = c;
+    mql_session_attach(br->s, &bridge_sink, c, c->client_receive_max, br->remote_max_qos);
     mql_notice("bridge.up",
                "bridge \"%s\": connected to %s as %s client (session present %d, %u queued, %u "
                "in flight)",
@@ -413,22 +458,23 @@ static void handle_inbound(mql_bridge *br, mql_conn *c, mql_publish *pub)
         mql_debug("bridge.unmapped", "bridge \"%s\": no in rule for \"%.*s\"; dropped", bname(br),
                   (int)pub->topic.len, pub->topic.p);
         if (pub->qos == 1)
-            mql_conn_send_ack(c, MQL_PUBACK, pub->packet_id, 0);
+            mql_proto_send_ack(c, MQL_PUBACK, pub->packet_id, 0);
         else if (pub->qos == 2)
-            mql_conn_send_ack(c, MQL_PUBREC, pub->packet_id, 0);
+            mql_proto_send_ack(c, MQL_PUBREC, pub->packet_id, 0);
         return;
     }
     pub->topic = local;
-    mql_conn_handle_publish(c, pub);
+    mql_flow_publish_in(c, pub);
     free(heap);
 }
 
-void mql_bridge_packet(mql_conn *c, mql_packet *p)
+/* mql_proto_role.packet of the uplink: one packet from the remote broker. */
+static void bridge_packet(mql_conn *c, mql_packet *p)
 {
-    mql_bridge *br = c->bridge;
+    mql_bridge *br = c->owner;
     if (c->state == CS_NEW) {
         if (p->type != MQL_CONNACK) {
-            mql_conn_violation(c, MQL_E_PROTOCOL, "sent another packet before CONNACK");
+            mql_proto_violation(c, MQL_E_PROTOCOL, "sent another packet before CONNACK");
             return;
         }
         handle_connack(br, c, &p->u.connack);
@@ -442,7 +488,7 @@ void mql_bridge_packet(mql_conn *c, mql_packet *p)
     case MQL_PUBREC:
     case MQL_PUBREL:
     case MQL_PUBCOMP:
-        mql_conn_handle_ack(c, p->type, &p->u.ack);
+        mql_flow_ack_in(c, p->type, &p->u.ack);
         break;
     case MQL_SUBACK:
         handle_suback(br, &p->u.suback);
@@ -452,30 +498,43 @@ void mql_bridge_packet(mql_conn *c, mql_packet *p)
         break;
     case MQL_DISCONNECT: {
         const mql_disconnect *d = &p->u.disconnect;
-        snprintf(c->why, sizeof(c->why), "the remote broker sent DISCONNECT 0x%02x%s%.*s",
-                 d->reason, d->props.reason_string.len ? ": " : "",
+        char why[sizeof(c->why)];
+        snprintf(why, sizeof(why), "the remote broker sent DISCONNECT 0x%02x%s%.*s", d->reason,
+                 d->props.reason_string.len ? ": " : "",
                  (int)(d->props.reason_string.len > 100 ? 100 : d->props.reason_string.len),
                  d->props.reason_string.p ? (const char *)d->props.reason_string.p : "");
-        c->state = CS_CLOSING;
-        c->closing_since = mql_now_ms();
-        mql_link_close(c->link, false);
+        mql_proto_close(c, MQL_CLOSE_ABORT, MQL_OK, why);
         break;
     }
     default:
-        mql_conn_violation(c, MQL_E_PROTOCOL, "sent a packet type a server must not send");
+        mql_proto_violation(c, MQL_E_PROTOCOL, "sent a packet type a server must not send");
         break;
     }
 }
+
+/* mql_proto_role.violation of the uplink. */
+static void bridge_violation(mql_conn *c, mql_err err, const char *why)
+{
+    const mql_bridge *br = c->owner;
+    mql_warning("bridge.violation", "bridge \"%s\" (%s): the remote broker: %s: %s; closing",
+                bname(br), c->peer, mql_err_str(err), why ? why : "no detail");
+}
+
+static const mql_proto_role uplink_role = {
+    .server = false,
+    .packet = bridge_packet,
+    .violation = bridge_violation,
+};
 
 static void bridge_closed(void *ctx)
 {
     mql_conn *c = ctx;
     mql_broker *b = c->b;
-    mql_bridge *br = c->bridge;
+    mql_bridge *br = c->owner;
     pthread_mutex_lock(&b->lock);
     bool was_up = br->state == BR_UP && br->c == c;
-    if (br->s->conn == c) {
-        br->s->conn = NULL;
+    if (br->s->sink_ctx == c) {
+        mql_session_detach(br->s);
         br->s->disconnected_at = mql_now_ms();
     }
     if (br->c == c) {
@@ -494,17 +553,13 @@ static void bridge_closed(void *ctx)
             schedule_retry(br, why, was_up);
         }
     }
-    c->link_gone = true;
-    c->session = NULL;
-    free(c->batch);
-    c->batch = NULL;
-    mql_conn_unref(c);
+    mql_proto_link_closed(c);
     pthread_mutex_unlock(&b->lock);
 }
 
 static const mql_link_ops bridge_ops = {
     .open = bridge_open,
-    .data = mql_conn_data,
+    .data = mql_proto_data,
     .closed = bridge_closed,
 };
 
@@ -523,7 +578,8 @@ static void retained_cb(void *arg, mql_msg *msg)
     if (mql_msg_expired(msg, mql_now_ms()))
         return;
     uint8_t qos = msg->qos < rc->qos ? msg->qos : rc->qos;
-    mql_session_deliver(rc->b, rc->s, msg, qos, rc->retain, NULL, 0, NULL);
+    bool wait = false; /* nothing to acknowledge */
+    (void)mql_router_deliver(rc->b, rc->s, msg, qos, rc->retain, NULL, 0, NULL, &wait);
 }
 
 /* Make the session's subscriptions exactly the out rules' local filters (a restored session
@@ -545,7 +601,7 @@ static mql_err local_subscriptions(mql_bridge *br)
                      memcmp(rf.p, sub->filter, rf.len) == 0;
         }
         if (!wanted) {
-            mql_persist_sub_del(b, br->s, sub->filter);
+            (void)mql_session_mirror_sub_del(b, br->s, sub->filter);
             mql_session_unlink_sub(br->s, sub);
             mql_topics_remove(b->topics, sub);
         }
@@ -579,7 +635,7 @@ static mql_err local_subscriptions(mql_bridge *br)
             struct retained_ctx rc = {b, br->s, qos, bc->outgoing_retain};
             mql_topics_retained(b->topics, rf, retained_cb, &rc);
         }
-        mql_persist_sub(b, br->s, ns);
+        (void)mql_session_mirror_sub(b, br->s, ns);
     }
     return MQL_OK;
 }
@@ -636,20 +692,24 @@ static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf 
         snprintf(idbuf, sizeof(idbuf), "$bridge/%s", bc->name);
         lid = idbuf;
     }
-    mql_session *s = mql_session_find(b, (const uint8_t *)lid, (uint32_t)strlen(lid));
+    mql_session *s = mql_clients_find(b, (const uint8_t *)lid, (uint32_t)strlen(lid));
     if (s != NULL && s->bridge != NULL) {
         snprintf(errbuf, errlen, "bridge %s (line %d): local_clientid '%s' is bridge %s's already",
                  bc->name, bc->line, lid, s->bridge->conf->name);
         return MQL_E_CONFIG;
     }
-    if (s == NULL && (s = mql_session_new(b, (const uint8_t *)lid, (uint32_t)strlen(lid))) == NULL)
+    if (s == NULL && (s = mql_clients_new(b, (const uint8_t *)lid, (uint32_t)strlen(lid))) == NULL)
         return MQL_E_NOMEM;
     br->s = s;
     s->bridge = br;
+    s->bridge_name = bc->name;
+    s->max_inflight = bc->max_inflight;
+    s->max_queued_messages = bc->queue_max_messages;
+    s->max_queued_bytes = bc->queue_max_bytes;
     s->version = bc->protocol_version;
     s->expiry = MQL_SESSION_NEVER; /* its queue is the store-and-forward buffer */
     s->disconnected_at = mql_now_ms();
-    mql_persist_session(b, s);
+    (void)mql_session_mirror(b, s);
     mql_err err = local_subscriptions(br);
     if (err != MQL_OK) {
         snprintf(errbuf, errlen, "bridge %s: out of memory", bc->name);
@@ -705,18 +765,18 @@ void mql_bridges_tick(mql_broker *b, uint64_t now)
             break;
         case BR_CONNECTING:
             if (c->state == CS_NEW && now - c->created_at > CONNACK_TIMEOUT_MS)
-                mql_conn_violation(c, MQL_E_PROTOCOL, "sent no CONNACK within 10 s");
+                mql_proto_violation(c, MQL_E_PROTOCOL, "sent no CONNACK within 10 s");
             break;
         case BR_UP:
             if (c->state != CS_ACTIVE)
                 break;
             if (c->keepalive != 0 && now - c->last_rx > (uint64_t)c->keepalive * 1500u) {
-                mql_conn_violation(c, MQL_E_KEEPALIVE, "answered nothing for 1.5 x keepalive");
+                mql_proto_violation(c, MQL_E_KEEPALIVE, "answered nothing for 1.5 x keepalive");
                 break;
             }
             if (c->keepalive != 0 && now - br->last_ping >= (uint64_t)c->keepalive * 1000u) {
                 mql_packet p = {.type = MQL_PINGREQ};
-                (void)mql_conn_send_packet(c, &p);
+                (void)mql_proto_send_packet(c, &p);
                 br->last_ping = now;
             }
             mql_session_pump(b, br->s); /* queued QoS 0 waits for socket room */
@@ -735,18 +795,15 @@ void mql_bridges_stop(mql_broker *b)
         mql_conn *c = br->c;
         if (c == NULL || c->state == CS_CLOSING)
             continue;
-        snprintf(c->why, sizeof(c->why), "server shutting down");
         if (c->state == CS_ACTIVE) {
             if (notify_remote(br)) /* a normal DISCONNECT discards the will */
                 notify_remote_send(br, c, "0");
             mql_packet p;
             memset(&p, 0, sizeof(p));
             p.type = MQL_DISCONNECT; /* normal: the remote session stays, no will */
-            (void)mql_conn_send_packet(c, &p);
+            (void)mql_proto_send_packet(c, &p);
         }
-        c->state = CS_CLOSING;
-        c->closing_since = mql_now_ms();
-        mql_link_close(c->link, true);
+        mql_proto_close(c, MQL_CLOSE_FLUSH, MQL_OK, "server shutting down");
     }
 }
 

@@ -1,15 +1,14 @@
 /*
- * broker.c - the broker's lifecycle, the router and the housekeeping timer.
+ * broker.c - the composition root: alloc, start, shutdown, free; it owns the core lock
+ * (broker->lock), runs the housekeeping ticker and reloads authentication and TLS.
  *
- * The router turns one PUBLISH into deliveries: it asks the topic tree for every matching
- * subscription, merges several matching subscriptions of one session into one delivery at
- * the highest granted QoS with all their Subscription Identifiers [MQTT-3.3.4-2]
- * [MQTT-3.3.4-3], honours No Local and Retain As Published, and hands each delivery to the
- * session (which sends it, queues it or drops it by its own rules).
- *
- * The housekeeping thread wakes every 250 ms under broker->lock for keepalive and CONNECT
- * timeouts, delayed wills and session expiry; every 2 s it also hands free heap pages back
- * to the kernel (outside the lock).
+ * Locking: the core lock is taken only where a thread enters the core (link callbacks in
+ * proto.c / conn.c / bridge.c, dial results, store barrier completions, this ticker, the
+ * admin calls here); the order is core lock -> link mutex (platform/net.c). The housekeeping
+ * thread wakes every 250 ms under broker->lock for keepalive and CONNECT timeouts, delayed
+ * wills, session expiry and $SYS; every 2 s it also hands free heap pages back to the
+ * kernel (outside the lock). Performance assumption: a tick walks every connection and
+ * session once.
  */
 #include <errno.h>
 #ifdef __GLIBC__
@@ -47,164 +46,6 @@ static void release_free_memory(void)
 #endif
 }
 
-struct route_ctx {
-    mql_broker *b;
-    const mql_msg *msg;
-    const mql_session *from;
-    uint64_t seq;
-    uint32_t n;
-    uint32_t matched; /* matching subscriptions, also those No Local skips */
-    bool nomem;
-};
-
-/* Room for one more delivery in the broker's routing scratch array. */
-static bool route_room(mql_broker *b, struct route_ctx *rc)
-{
-    if (rc->n < b->route_cap)
-        return true;
-    uint32_t cap = b->route_cap ? b->route_cap * 2 : 64;
-    struct route_entry *p = realloc(b->route, cap * sizeof(*p));
-    if (p == NULL) {
-        rc->nomem = true;
-        return false;
-    }
-    b->route = p;
-    b->route_cap = cap;
-    return true;
-}
-
-static void route_cb(void *arg, const mql_sub *sub)
-{
-    struct route_ctx *rc = arg;
-    mql_broker *b = rc->b;
-    mql_session *s = sub->session;
-    rc->matched++;
-    if (sub->no_local && s == rc->from)
-        return;                                                      /* [MQTT-3.8.3-3] */
-    uint8_t qos = sub->qos < rc->msg->qos ? sub->qos : rc->msg->qos; /* [MQTT-3.8.4-8] */
-    /* [MQTT-3.3.1-12] [MQTT-3.3.1-13]; 3.1.1 forwards with retain 0 [v3.1.1 MQTT-3.3.1-9] */
-    bool retain = sub->retain_as_published && rc->msg->retain;
-    struct route_entry *e;
-    if (s->route_stamp == rc->seq) {
-        e = &b->route[s->route_idx];
-        if (qos > e->qos)
-            e->qos = qos;
-        e->retain = e->retain || retain;
-    } else {
-        if (!route_room(b, rc))
-            return;
-        s->route_stamp = rc->seq;
-        s->route_idx = rc->n;
-        e = &b->route[rc->n++];
-        e->s = s;
-        e->share = NULL;
-        e->qos = qos;
-        e->retain = retain;
-        e->n_ids = 0;
-    }
-    if (sub->sub_id != 0 && e->n_ids < MQL_MAX_ROUTE_IDS)
-        e->ids[e->n_ids++] = sub->sub_id;
-}
-
-static bool session_live(const mql_session *s)
-{
-    return s->conn != NULL && s->conn->state == CS_ACTIVE;
-}
-
-/* Choose the member of a share group that gets the next message: round robin over the
- * members, preferring a connected one with room in its window, then any connected one,
- * then one whose session outlives its connection (it is queued there). NULL if none. */
-static mql_sub *share_pick(mql_broker *b, mql_share *g, uint8_t qos)
-{
-    if (g->nmembers == 0)
-        return NULL;
-    uint32_t start = g->rr++ % g->nmembers;
-    mql_sub *best = NULL;
-    int best_rank = 0;
-    mql_sub *m = g->members;
-    for (uint32_t i = 0; i < start; i++)
-        m = m->next;
-    for (uint32_t i = 0; i < g->nmembers; i++) {
-        const mql_session *s = m->session;
-        uint32_t w = b->cfg.max_inflight_messages ? b->cfg.max_inflight_messages : 65535u;
-        int rank = 0;
-        if (session_live(s) && (qos == 0 || s->inflight.count < w))
-            rank = 3;
-        else if (session_live(s))
-            rank = 2;
-        else if (s->expiry != 0)
-            rank = 1;
-        if (rank > best_rank) {
-            best = m;
-            best_rank = rank;
-            if (rank == 3)
-                break;
-        }
-        m = m->next ? m->next : g->members;
-    }
-    return best;
-}
-
-bool mql_broker_share_deliver(mql_broker *b, mql_share *g, mql_msg *msg, uint8_t qos, bool retain)
-{
-    mql_sub *m = share_pick(b, g, qos);
-    if (m == NULL)
-        return false;
-    uint8_t q = m->qos < qos ? m->qos : qos; /* [MQTT-4.8.2-3] */
-    uint32_t id = m->sub_id;
-    mql_session_deliver(b, m->session, msg, q, retain, &id, id ? 1 : 0, g);
-    return true;
-}
-
-static void share_cb(void *arg, mql_share *g)
-{
-    struct route_ctx *rc = arg;
-    mql_broker *b = rc->b;
-    rc->matched += g->nmembers != 0;
-    mql_sub *m = share_pick(b, g, rc->msg->qos);
-    if (m == NULL)
-        return;
-    if (!route_room(b, rc))
-        return;
-    /* a separate delivery: shared and non-shared subscriptions are not merged */
-    struct route_entry *e = &b->route[rc->n++];
-    e->s = m->session;
-    e->share = g;
-    e->qos = m->qos < rc->msg->qos ? m->qos : rc->msg->qos;
-    e->retain = m->retain_as_published && rc->msg->retain;
-    e->n_ids = 0;
-    if (m->sub_id != 0)
-        e->ids[e->n_ids++] = m->sub_id;
-}
-
-uint32_t mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from)
-{
-    struct route_ctx rc = {.b = b, .msg = msg, .from = from, .seq = ++b->route_seq};
-    mql_topics_match(b->topics, msg->topic, route_cb, share_cb, &rc);
-    if (rc.nomem) {
-        mql_error("broker.nomem", "out of memory routing a message to \"%.*s\"",
-                  (int)msg->topic.len, msg->topic.p);
-    }
-    for (uint32_t i = 0; i < rc.n; i++) {
-        struct route_entry *e = &b->route[i];
-        mql_session_deliver(b, e->s, msg, e->qos, e->retain, e->ids, e->n_ids, e->share);
-    }
-    return rc.matched;
-}
-
-void mql_broker_publish_will(mql_broker *b, mql_msg *will)
-{
-    mql_debug("broker.will", "publishing will message to \"%.*s\"", (int)will->topic.len,
-              will->topic.p);
-    if (will->retain) {
-        if (mql_topics_retain(b->topics, will->topic, will) != MQL_OK)
-            mql_error("broker.nomem", "out of memory storing a retained will message");
-        else
-            mql_persist_retain(b, will->topic, will);
-    }
-    (void)mql_broker_route(b, will, NULL);
-}
-
 mql_err mql_broker_alloc(mql_broker **out, const mql_config *cfg)
 {
     mql_err err;
@@ -233,108 +74,6 @@ fail:
     return err;
 }
 
-/* ---- $SYS ---- */
-
-static void sys_put(mql_broker *b, const char *topic, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Publish one retained $SYS value (QoS 0). $SYS values are kept in the retained tree for
- * new subscribers but never written to the store: they would wear the flash every
- * sys_interval for nothing. */
-static void sys_put(mql_broker *b, const char *topic, const char *fmt, ...)
-{
-    char val[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(val, sizeof(val), fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    val[n < (int)sizeof(val) ? n : (int)sizeof(val) - 1] = '\0';
-    mql_broker_sys_set(b, topic, val);
-}
-
-void mql_broker_store_refused(mql_broker *b, const char *client_id)
-{
-    b->stats.msgs_dropped++;
-    if (b->store_full_logged)
-        return;
-    b->store_full_logged = true;
-    mql_warning("store.full",
-                "%s: new QoS 1/2 messages for persistent sessions and new retained messages "
-                "are refused (MQTT 5 publishers get 0x97) until it %s (first: client \"%s\")",
-                b->store_overloaded ? "the store cannot commit and its backlog is at its limit"
-                                    : "the store reached store_max_bytes",
-                b->store_overloaded ? "commits again" : "drains", client_id);
-}
-
-void mql_broker_sys_set(mql_broker *b, const char *topic, const char *value)
-{
-    mql_bytes t = {(const uint8_t *)topic, (uint32_t)strlen(topic)};
-    mql_bytes v = {(const uint8_t *)value, (uint32_t)strlen(value)};
-    mql_msg *m = mql_msg_new(t, v, 0, true, NULL, mql_now_ms());
-    if (m == NULL)
-        return;
-    if (mql_topics_retain(b->topics, t, m) == MQL_OK)
-        (void)mql_broker_route(b, m, NULL);
-    mql_msg_unref(m);
-}
-
-static uint64_t rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, rss = 0;
-    if (f == NULL)
-        return 0;
-    if (fscanf(f, "%lu %lu", &size, &rss) != 2)
-        rss = 0;
-    fclose(f);
-    return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE) / 1024u;
-}
-
-/* The mosquitto-compatible $SYS/broker/... tree, plus mqlite's own counters. */
-static void sys_publish(mql_broker *b, uint64_t now)
-{
-    const mql_stats *st = &b->stats;
-    uint32_t total = b->nsessions;
-    sys_put(b, "$SYS/broker/version", "mqlite %s", MQL_VERSION);
-    sys_put(b, "$SYS/broker/uptime", "%llu seconds",
-            (unsigned long long)((now - b->started_at) / 1000u));
-    sys_put(b, "$SYS/broker/clients/connected", "%u", st->clients_connected);
-    sys_put(b, "$SYS/broker/clients/active", "%u", st->clients_connected);
-    sys_put(b, "$SYS/broker/clients/disconnected", "%u", total - st->clients_connected);
-    sys_put(b, "$SYS/broker/clients/inactive", "%u", total - st->clients_connected);
-    sys_put(b, "$SYS/broker/clients/total", "%u", total);
-    sys_put(b, "$SYS/broker/clients/maximum", "%u", st->clients_max);
-    sys_put(b, "$SYS/broker/clients/takeovers", "%llu", (unsigned long long)st->takeovers);
-    sys_put(b, "$SYS/broker/messages/received", "%llu", (unsigned long long)st->msgs_received);
-    sys_put(b, "$SYS/broker/messages/sent", "%llu", (unsigned long long)st->msgs_sent);
-    sys_put(b, "$SYS/broker/publish/messages/dropped", "%llu",
-            (unsigned long long)st->msgs_dropped);
-    sys_put(b, "$SYS/broker/bytes/received", "%llu", (unsigned long long)st->bytes_received);
-    sys_put(b, "$SYS/broker/bytes/sent", "%llu", (unsigned long long)st->bytes_sent);
-    sys_put(b, "$SYS/broker/subscriptions/count", "%zu", mql_topics_sub_count(b->topics));
-    sys_put(b, "$SYS/broker/retained messages/count", "%zu", mql_topics_retained_count(b->topics));
-    sys_put(b, "$SYS/broker/heap/current", "%llu", (unsigned long long)rss_kib() * 1024u);
-    for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++) {
-        const mql_bridge *br = &b->bridges[i];
-        char t[160];
-        snprintf(t, sizeof(t), "$SYS/broker/bridge/%s/queued", br->conf->name);
-        sys_put(b, t, "%u", br->s->queue.count + br->s->inflight.count);
-    }
-    if (b->store != NULL) {
-        mql_store_stats ss = mql_store_get_stats(b->store);
-        sys_put(b, "$SYS/broker/store/bytes", "%llu", (unsigned long long)ss.file_bytes);
-        sys_put(b, "$SYS/broker/store/transactions", "%llu", (unsigned long long)ss.transactions);
-        sys_put(b, "$SYS/broker/store/fsyncs", "%llu", (unsigned long long)ss.fsyncs);
-        sys_put(b, "$SYS/broker/store/bytes_written", "%llu", (unsigned long long)ss.bytes_written);
-        sys_put(b, "$SYS/broker/store/errors", "%llu", (unsigned long long)ss.errors);
-        sys_put(b, "$SYS/broker/store/refused", "%llu", (unsigned long long)st->store_refused);
-        sys_put(b, "$SYS/broker/store/failing", "%d", ss.failing ? 1 : 0);
-        sys_put(b, "$SYS/broker/store/held_bytes", "%llu", (unsigned long long)ss.held_bytes);
-    }
-}
-
 void mql_broker_tick(mql_broker *b, uint64_t now)
 {
     if (now >= b->reap_lost_next) {
@@ -343,9 +82,9 @@ void mql_broker_tick(mql_broker *b, uint64_t now)
     }
     mql_conn_tick(b, now);
     mql_bridges_tick(b, now);
-    mql_session_expire_scan(b, now);
+    mql_clients_expire_scan(b, now);
     if (b->cfg.sys_interval != 0 && now >= b->sys_next) {
-        sys_publish(b, now);
+        mql_sys_publish(b, now);
         b->sys_next = now + (uint64_t)b->cfg.sys_interval * 1000u;
     }
     if (b->store != NULL) {
@@ -404,7 +143,7 @@ static void *ticker_main(void *arg)
 
 mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
 {
-    mql_err perr = mql_persist_open(b, errbuf, errlen);
+    mql_err perr = mql_restore_open(b, errbuf, errlen);
     if (perr != MQL_OK)
         return perr;
     perr = mql_broker_load_auth(b, b->cfg.password_file, b->cfg.acl_file, errbuf, errlen);
@@ -479,7 +218,8 @@ void mql_broker_shutdown(mql_broker *b)
     b->stopping = true;
     pthread_cond_broadcast(&b->tick_cv);
     for (mql_conn *c = b->conns; c != NULL; c = c->next)
-        mql_conn_close(c, c->state == CS_ACTIVE ? MQL_E_SHUTDOWN : MQL_OK, "server shutting down");
+        mql_proto_close(c, MQL_CLOSE_ABORT, c->state == CS_ACTIVE ? MQL_E_SHUTDOWN : MQL_OK,
+                        "server shutting down");
     mql_bridges_stop(b);
     pthread_mutex_unlock(&b->lock);
     if (b->ticker_started) {
@@ -488,7 +228,7 @@ void mql_broker_shutdown(mql_broker *b)
     }
     if (!mql_net_drain(b->net, MQL_CLOSE_FLUSH_MS))
         mql_warning("broker.shutdown", "some connections did not close in time; aborting them");
-    mql_persist_close(b); /* after the last connection: its session state is queued */
+    mql_mirror_close(b); /* after the last connection: its session state is queued */
 }
 
 void mql_broker_free(mql_broker *b)
@@ -499,9 +239,8 @@ void mql_broker_free(mql_broker *b)
     mql_net_free(b->net); /* aborts what is left; their closed callbacks run */
     while (b->sessions != NULL) {
         mql_session *s = b->sessions;
-        mql_msg_unref(s->will);
-        s->will = NULL;
-        mql_session_end(b, s);
+        mql_msg_unref(mql_session_take_will(s));
+        mql_clients_end(b, s);
     }
     mql_topics_free(b->topics);
     mql_passwd_free(b->passwd);

@@ -1,11 +1,15 @@
 /*
- * internal.h - the broker core's shared structures (broker.c, session.c, conn.c).
+ * internal.h - the broker struct and the bridge struct, still shared by the core's files
+ * (each module's own declarations are in its header: session.h, router.h, clients.h,
+ * mirror.h, restore.h, proto.h, flow.h).
  *
  * Locking (the order is fixed: broker->lock -> link mutex inside platform/net.c):
  * - broker->lock protects everything here: the ClientID table, sessions, connections'
- *   protocol state, the topic tree and the counters. A connection's packets are decoded
- *   outside the lock and handled under it, so two CONNECTs for one ClientID are strictly
- *   ordered and a takeover is atomic with respect to every publish.
+ *   protocol state, the topic tree and the counters. A connection's packets are scanned,
+ *   decoded and handled under the lock (mql_proto_data), so two CONNECTs for one ClientID
+ *   are strictly ordered and a takeover is atomic with respect to every publish. Only the
+ *   password check of a connection's first CONNECT decodes it before the lock is taken
+ *   (precheck_password in conn.c: PBKDF2 is slow).
  * - Output goes through mql_link_send(), which only takes the link's own mutex and never
  *   calls back, so delivering to another connection under broker->lock cannot deadlock.
  * - Nothing here blocks on I/O while holding the lock.
@@ -23,156 +27,15 @@
 #include "msg.h"
 #include "auth.h"
 #include "topic.h"
+#include "session.h"
+#include "router.h"
+#include "clients.h"
+#include "mirror.h"
+#include "restore.h"
+#include "proto.h"
+#include "flow.h"
+#include "sys.h"
 #include "platform/net.h"
-
-#define MQL_MAX_ROUTE_IDS 8 /* subscription identifiers carried per delivered message */
-#define MQL_CLOSE_FLUSH_MS 3000
-#define TAKEOVER_DRAIN_MS 500                /* see handle_connect */
-#define MQL_PRECONNECT_MAX (256u * 1024u)    /* largest frame accepted before CONNACK */
-#define MQL_QOS0_BACKLOG_MAX (1024u * 1024u) /* QoS 0 is dropped beyond this backlog */
-/* A client that sends while this much output (beyond its in-flight QoS 1/2 deliveries)
- * waits unread is closed: see unread_backlog_exceeded in conn.c. */
-#define MQL_UNREAD_BACKLOG_MAX (4u * 1024u * 1024u)
-#define MQL_SESSION_NEVER UINT32_MAX
-#define MQL_QOS2_SMALL 8 /* inbound QoS 2 ids kept inline before a session uses a bitmap */
-
-enum out_state {
-    OUT_QUEUED = 0,
-    OUT_PUBLISH_SENT, /* waiting for PUBACK / PUBREC */
-    OUT_PUBREL_SENT,  /* waiting for PUBCOMP */
-};
-
-/* A QoS 1/2 message owed to a session: queued, or in flight with a packet id. */
-typedef struct out_msg {
-    struct out_msg *next, *prev;
-    mql_msg *msg;
-    mql_share *share; /* delivered through this shared subscription group (a reference) */
-    uint16_t packet_id;
-    uint8_t qos;
-    uint8_t state;
-    bool retain;
-    bool dup;     /* may have been sent before a restart: the first send has DUP 1 */
-    bool stored;  /* a row exists in the store */
-    uint64_t seq; /* per-session order, the row's key in the store */
-    uint8_t n_ids;
-    uint32_t ids[];
-} out_msg;
-
-typedef struct out_list {
-    out_msg *head, *tail;
-    uint32_t count;
-} out_list;
-
-typedef struct mql_session {
-    char *client_id; /* NUL-terminated */
-    uint32_t client_id_len;
-    uint32_t hval;
-    struct mql_session *hnext;       /* ClientID table chain */
-    struct mql_session *next, *prev; /* all sessions */
-    struct mql_conn *conn;           /* the live connection, or NULL */
-    uint8_t version;
-    uint32_t expiry;          /* Session Expiry Interval, seconds; MQL_SESSION_NEVER */
-    uint64_t disconnected_at; /* mql_now_ms() when the last connection ended */
-    mql_sub *subs;            /* via snext/sprev */
-    out_list inflight;        /* in send order */
-    out_list queue;
-    uint64_t queued_bytes; /* payload bytes in `queue` */
-    uint16_t next_pid;
-    /* Inbound QoS 2 packet ids awaiting PUBREL: the first MQL_QOS2_SMALL inline, beyond that
-     * all of them in a bitmap of the whole packet id space. The table is bounded by the id
-     * space (at most 65,535 ids, 8 KiB), which is the only bound MQTT 3.1.1 has (MQTT 5 adds
-     * Receive Maximum), and every lookup is O(1): a client flooding QoS 2 without PUBREL
-     * cannot make each of its PUBLISHes scan a long list under the broker lock. */
-    uint16_t qos2_small[MQL_QOS2_SMALL];
-    uint64_t *qos2_bits; /* 65536 bits, or NULL while the ids fit in qos2_small */
-    uint32_t n_qos2_in;
-    bool stored;       /* the session (and all it holds) is mirrored in the store */
-    bool was_online;   /* restored from the store: it had a connection when the broker died */
-    char *username;    /* of its last connection, for read ACL checks while offline */
-    uint64_t next_seq; /* for out_msg.seq */
-    mql_msg *will;     /* v5 delayed will, published at will_at or session end */
-    uint64_t will_at;
-    bool queue_full_logged;
-    /* takeover diagnostics */
-    uint32_t takeovers;
-    uint64_t takeover_window;
-    bool takeover_warned;
-    struct mql_bridge *bridge; /* the bridge whose local side this session is, or NULL */
-    uint32_t queued_qos0;      /* QoS 0 messages in `queue` (only bridges queue them) */
-    /* routing scratch (valid only during one route under broker->lock) */
-    uint64_t route_stamp;
-    uint32_t route_idx;
-} mql_session;
-
-enum auth_result {
-    AUTH_NONE = 0, /* no password check was made */
-    AUTH_OK,
-    AUTH_BAD,     /* wrong user name or password */
-    AUTH_BLOCKED, /* too many failures from this address */
-};
-
-enum conn_state {
-    CS_NEW = 0, /* waiting for CONNECT */
-    CS_ACTIVE,  /* CONNACK sent */
-    CS_CLOSING, /* close requested; input ignored */
-};
-
-/* Encoded acknowledgements (PUBACK, PUBREC, SUBACK, UNSUBACK) of one connection waiting
- * for a store commit, in the order they were made. */
-typedef struct ack_batch {
-    struct mql_conn *c;
-    uint32_t n; /* packets */
-    size_t len, cap;
-    uint8_t bytes[];
-} ack_batch;
-
-typedef struct mql_conn {
-    mql_broker *b;
-    mql_link *link;
-    struct mql_bridge *bridge; /* set on a bridge's uplink (we are the client), else NULL */
-    uint32_t refs;             /* the link (until closed) + each ack batch waiting for the store */
-    bool link_gone;            /* conn_closed ran: link must not be used */
-    uint32_t acks_waiting;     /* ack batches handed to the store and not back yet */
-    ack_batch *batch;          /* acks collected during this conn_data call */
-    struct mql_conn *next, *prev;
-    char peer[64];
-    uint8_t state;
-    uint8_t version;
-    mql_session *session;
-    int listener; /* index in cfg.listeners of the listener that accepted it; -1 for a
-                     bridge's uplink */
-    uint16_t keepalive;
-    uint64_t created_at;
-    uint64_t last_rx;
-    uint64_t closing_since;
-    mql_msg *will;
-    uint32_t will_delay;
-    bool will_suppressed;      /* DISCONNECT 0x00 received */
-    bool will_deferred;        /* taken over with its will pending: see handle_connect */
-    uint64_t drain_until;      /* while taken over: read (for a DISCONNECT) until then */
-    bool request_problem_info; /* v5: reason strings / user properties allowed */
-    bool peer_bridge;          /* 3.1/3.1.1 CONNECT with the bridge bit (mosquitto's) */
-    uint16_t client_receive_max;
-    uint32_t client_max_packet; /* 0 = protocol maximum */
-    uint16_t alias_max;         /* topic aliases the client may use towards us */
-    mql_bytes *aliases;         /* [alias_max + 1], heap copies */
-    uint16_t out_alias_max;     /* aliases we may assign towards the client */
-    uint16_t out_alias_used;
-    mql_bytes *out_aliases; /* [out_alias_max + 1], heap copies */
-    char why[160];          /* reason for closing, for the log */
-    char *username;         /* the authenticated (or anonymous-but-given) user name, or NULL */
-    uint8_t auth;           /* AUTH_* result of the password check made before the lock */
-    bool prechecked;        /* precheck_password ran (first receive) */
-} mql_conn;
-
-struct route_entry {
-    mql_session *s;
-    mql_share *share;
-    uint8_t qos;
-    bool retain;
-    uint8_t n_ids;
-    uint32_t ids[MQL_MAX_ROUTE_IDS];
-};
 
 /* Per listener (same index as cfg.listeners), under broker->lock. */
 struct mql_listener_state {
@@ -204,7 +67,6 @@ struct mql_broker {
     pthread_cond_t tick_cv;
     mql_stats stats;
     struct mql_store *store; /* NULL without persistence (or after it closed) */
-    uint64_t store_ops;      /* operations queued so far (to see if a packet caused any) */
     uint64_t next_msg_id;
     bool store_full;         /* store_max_bytes reached, or the store overloaded (each tick) */
     bool store_overloaded;   /* it cannot commit and holds too much in memory (store.h) */
@@ -217,7 +79,6 @@ struct mql_broker {
     mql_passwd *passwd;
     mql_acl *acl;
     mql_ratelimit *ratelimit;
-    bool route_quota; /* a delivery of the current publish was refused for quota */
     bool store_full_logged;
     bool store_refusing; /* acks were refused because a commit failed (episode, logged once) */
     struct mql_bridge *bridges; /* [cfg.n_bridges] */
@@ -252,96 +113,34 @@ typedef struct mql_bridge {
     char note_topic[300];  /* notifications: "1"/"0" (mosquitto's), empty when off */
 } mql_bridge;
 
-/* session.c (all under broker->lock) */
-mql_session *mql_session_find(mql_broker *b, const uint8_t *id, uint32_t len);
-mql_session *mql_session_new(mql_broker *b, const uint8_t *id, uint32_t len);
-void mql_session_end(mql_broker *b, mql_session *s);
-/* Keep a new subscription in the session's list / take it out (before mql_topics_remove). */
-void mql_session_link_sub(mql_session *s, mql_sub *sub);
-void mql_session_unlink_sub(mql_session *s, mql_sub *sub);
-void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos, bool retain,
-                         const uint32_t *ids, uint8_t n_ids, mql_share *share);
-void mql_session_pump(mql_broker *b, mql_session *s);
-void mql_session_resume(mql_broker *b, mql_session *s);
-out_msg *mql_session_inflight_find(mql_session *s, uint16_t pid);
-void mql_session_inflight_done(mql_broker *b, mql_session *s, out_msg *o);
-/* Inbound QoS 2 ids awaiting PUBREL (see mql_session.qos2_small): is pid there; add it
- * (adding one that is there does nothing; MQL_E_NOMEM when the bitmap cannot be made);
- * remove it (false if it was not there); call fn for each, in no particular order. */
-bool mql_session_qos2_has(const mql_session *s, uint16_t pid);
-MQL_MUST_CHECK mql_err mql_session_qos2_add(mql_session *s, uint16_t pid);
-bool mql_session_qos2_remove(mql_session *s, uint16_t pid);
-void mql_session_qos2_each(const mql_session *s, void (*fn)(void *arg, uint16_t pid), void *arg);
-void mql_session_expire_scan(mql_broker *b, uint64_t now);
-
 /* conn.c */
-/* Send a PUBLISH. Returns false when it was discarded because it exceeds the client's
- * Maximum Packet Size: the caller then treats it as delivered [MQTT-3.1.2-25]. */
-bool mql_conn_send_publish(mql_conn *c, mql_msg *msg, uint8_t qos, bool retain, bool dup,
-                           uint16_t pid, const uint32_t *ids, uint8_t n_ids);
-void mql_conn_send_ack(mql_conn *c, uint8_t type, uint16_t pid, uint8_t reason);
-void mql_conn_close(mql_conn *c, mql_err reason, const char *why);
+/* mql_conn_tick: keepalive and CONNECT timeouts, ends of closing flushes and takeover
+ * drains of client connections at monotonic time `now` (ms). Under broker->lock. */
 void mql_conn_tick(mql_broker *b, uint64_t now);
+/* mql_conn_link_ops: the link callbacks of client connections (for mql_net_alloc). */
 extern const mql_link_ops mql_conn_link_ops;
 
-void mql_conn_handle_publish(mql_conn *c, mql_publish *pub);
-void mql_conn_handle_ack(mql_conn *c, uint8_t type, const mql_ack *ack);
-/* End of a batch of received packets: send (or hand to the store) the collected acks. */
-void mql_conn_flush_acks(mql_conn *c);
-void mql_conn_unref(mql_conn *c);
-bool mql_conn_send_packet(mql_conn *c, const mql_packet *pkt);
-/* The peer broke the protocol: log it (naming the client or the bridge) and close. */
-void mql_conn_violation(mql_conn *c, mql_err err, const char *why);
-/* mql_link_ops.data of client connections and bridge uplinks. */
-size_t mql_conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want);
-
-/* bridge.c (under broker->lock unless said otherwise) */
-/* Set up every configured bridge (after the store is loaded) and start connecting. */
+/* bridge.c */
+/* mql_bridges_start: set up every configured bridge (after the store is loaded: their
+ * local sessions may be in it) and schedule the first dial. Takes broker->lock itself.
+ * Returns MQL_OK, or an error with a message in errbuf (errlen bytes). */
 MQL_MUST_CHECK mql_err mql_bridges_start(mql_broker *b, char *errbuf, size_t errlen);
-/* One decoded packet from a bridge's remote broker (from mql_conn_data). */
-void mql_bridge_packet(mql_conn *c, mql_packet *p);
-/* Reconnects, CONNACK timeouts, keep alive. */
+/* mql_bridges_tick: reconnects, CONNACK timeouts, keep alive and the queue pump of every
+ * bridge at monotonic time `now` (ms). Under broker->lock. */
 void mql_bridges_tick(mql_broker *b, uint64_t now);
-/* Disconnect every uplink (at shutdown). */
+/* mql_bridges_stop: disconnect every uplink (at shutdown: DISCONNECT, then close with
+ * flush). Under broker->lock. */
 void mql_bridges_stop(mql_broker *b);
-/* Free the bridges: not under broker->lock (waits for dial callbacks). */
+/* mql_bridges_free: free the bridges' dialers; not under broker->lock (waits for dial
+ * callbacks). */
 void mql_bridges_free(mql_broker *b);
-/* The remote topic for a local one going out through br: written into buf (cap bytes) or,
- * when longer, into *heap (malloc'd, the caller frees it), and pointed to by *out. False
- * when no rule sends it (or out of memory). */
-bool mql_bridge_map_out(const mql_bridge *br, mql_bytes topic, char *buf, size_t cap, char **heap,
-                        mql_bytes *out);
-
-/* persist.c (all under broker->lock; every function is a no-op without a store) */
-void mql_persist_session(mql_broker *b, mql_session *s);
-void mql_persist_session_del(mql_broker *b, mql_session *s);
-void mql_persist_sub(mql_broker *b, mql_session *s, const mql_sub *sub);
-void mql_persist_sub_del(mql_broker *b, mql_session *s, const char *filter);
-void mql_persist_out(mql_broker *b, mql_session *s, out_msg *o);
-void mql_persist_out_state(mql_broker *b, mql_session *s, out_msg *o);
-void mql_persist_out_del(mql_broker *b, mql_session *s, out_msg *o);
-void mql_persist_qos2(mql_broker *b, mql_session *s, uint16_t pid, bool add);
-void mql_persist_retain(mql_broker *b, mql_bytes topic, mql_msg *msg);
-MQL_MUST_CHECK mql_err mql_persist_open(mql_broker *b, char *errbuf, size_t errlen);
-void mql_persist_close(mql_broker *b);
 
 /* broker.c */
-/* One round of housekeeping at monotonic time `now` (ms): keepalive and CONNECT timeouts,
- * delayed wills, session expiry, $SYS, the store's fullness. Under broker->lock. The ticker
- * thread calls it every 250 ms; the connection fuzzer calls it directly with its own clock
- * (it never starts the ticker), which is why it is not static. */
+/* mql_broker_tick: one round of housekeeping at monotonic time `now` (ms): keepalive and
+ * CONNECT timeouts, delayed wills, session expiry, $SYS, the store's fullness. Under
+ * broker->lock. The ticker thread calls it every 250 ms; the connection fuzzer calls it
+ * directly with its own clock (it never starts the ticker), which is why it is not
+ * static. */
 void mql_broker_tick(mql_broker *b, uint64_t now);
-
-/* Hand msg to every session with a matching subscription (one member of each shared
- * group). Returns the number of matching subscriptions (0: nobody subscribed), counting
- * those that No Local kept from the publisher itself. */
-uint32_t mql_broker_route(mql_broker *b, mql_msg *msg, const mql_session *from);
-void mql_broker_publish_will(mql_broker *b, mql_msg *will);
-/* Publish a retained QoS 0 value of the broker's own ($SYS), kept in memory only: $SYS is
- * rebuilt at start and would wear the flash for nothing. */
-void mql_broker_sys_set(mql_broker *b, const char *topic, const char *value);
-/* b->store_full refused something for client_id: counted, logged once per episode. */
-void mql_broker_store_refused(mql_broker *b, const char *client_id);
-bool mql_broker_share_deliver(mql_broker *b, mql_share *g, mql_msg *msg, uint8_t qos, bool retain);
 
 #endif

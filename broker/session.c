@@ -1,67 +1,30 @@
 /*
- * session.c - sessions: the ClientID table, subscriptions owned by a session, the QoS 1/2
- * in-flight window and offline queue, inbound QoS 2 packet ids, and session expiry.
+ * session.c - one session: subscriptions owned by it, the QoS 1/2 in-flight window and
+ * offline queue, inbound QoS 2 packet ids, what of it is mirrored in the store, and the
+ * sink it delivers through (session.h).
  *
  * A session outlives its connections: subscriptions point at it, and messages are queued
- * on it while no connection is attached [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-5]. It ends when
- * a clean-start connection replaces it, when its expiry interval runs out after the last
- * connection ended, or at once when the interval is 0 [MQTT-3.1.2-23].
+ * on it while nothing is attached [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-5]. When it ends (a
+ * clean start, its expiry interval, or at once with interval 0 [MQTT-3.1.2-23]) is decided
+ * in clients.c, which also keeps the ClientID table. Delivery never calls up: it sends
+ * through the sink and returns what it did (mql_delivery).
  *
- * Locking: every function here runs under broker->lock (see internal.h).
+ * Locking: every function here runs under broker->lock (see internal.h) and takes none.
  * Performance assumption: in-flight windows are small (max_inflight_messages, default 20),
  * so looking a packet id up in the window is a short linear scan.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "session.h"
+
 #include "internal.h"
+#include "mirror.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 
-static uint32_t hash_id(const uint8_t *p, uint32_t len)
+mql_session *mql_session_alloc(const uint8_t *id, uint32_t len)
 {
-    uint32_t h = 2166136261u;
-    for (uint32_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
-}
-
-mql_session *mql_session_find(mql_broker *b, const uint8_t *id, uint32_t len)
-{
-    if (b->nslots == 0)
-        return NULL;
-    uint32_t h = hash_id(id, len);
-    for (mql_session *s = b->slots[h & (b->nslots - 1)]; s != NULL; s = s->hnext)
-        if (s->hval == h && s->client_id_len == len && memcmp(s->client_id, id, len) == 0)
-            return s;
-    return NULL;
-}
-
-static bool table_grow(mql_broker *b)
-{
-    uint32_t ns = b->nslots ? b->nslots * 2 : 64;
-    mql_session **slots = calloc(ns, sizeof(*slots));
-    if (slots == NULL)
-        return false;
-    for (uint32_t i = 0; i < b->nslots; i++) {
-        mql_session *s = b->slots[i];
-        while (s != NULL) {
-            mql_session *next = s->hnext;
-            s->hnext = slots[s->hval & (ns - 1)];
-            slots[s->hval & (ns - 1)] = s;
-            s = next;
-        }
-    }
-    free(b->slots);
-    b->slots = slots;
-    b->nslots = ns;
-    return true;
-}
-
-mql_session *mql_session_new(mql_broker *b, const uint8_t *id, uint32_t len)
-{
-    if (b->nsessions >= b->nslots && !table_grow(b))
-        return NULL;
     mql_session *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
@@ -73,15 +36,7 @@ mql_session *mql_session_new(mql_broker *b, const uint8_t *id, uint32_t len)
     memcpy(s->client_id, id, len);
     s->client_id[len] = '\0';
     s->client_id_len = len;
-    s->hval = hash_id(id, len);
     s->next_pid = 1;
-    s->hnext = b->slots[s->hval & (b->nslots - 1)];
-    b->slots[s->hval & (b->nslots - 1)] = s;
-    s->next = b->sessions;
-    if (b->sessions)
-        b->sessions->prev = s;
-    b->sessions = s;
-    b->nsessions++;
     return s;
 }
 
@@ -137,14 +92,120 @@ static void out_free(out_msg *o)
     free(o);
 }
 
-/* The session ends with messages it got through shared subscriptions still undelivered:
- * give queued ones and unacknowledged QoS 1 ones to another member of the group. A QoS 2
- * message already sent is never given to anyone else [MQTT-4.8.2-5]. */
-static void share_redeliver(mql_broker *b, out_list *l, bool sent)
+/* ---- mirroring in the store (mirror.h): what of a session is kept, and when ---- */
+
+static bool mirror_out(mql_broker *b, mql_session *s, out_msg *o)
 {
-    for (out_msg *o = l->head; o != NULL; o = o->next)
-        if (o->share != NULL && o->share->nmembers > 0 && (!sent || o->qos == 1))
-            (void)mql_broker_share_deliver(b, o->share, o->msg, o->qos, false);
+    if (!s->stored)
+        return false;
+    mql_store_out row = {
+        .client_id = s->client_id,
+        .seq = o->seq,
+        .qos = o->qos,
+        .retain = o->retain,
+        .state = o->state,
+        .packet_id = o->packet_id,
+        .sub_id = o->n_ids ? o->ids[0] : 0,
+    };
+    bool wait = mql_mirror_out_put(b, &row, o->msg);
+    o->stored = b->store != NULL;
+    return wait;
+}
+
+static bool mirror_out_del(mql_broker *b, mql_session *s, out_msg *o)
+{
+    if (!o->stored)
+        return false;
+    o->stored = false;
+    return mql_mirror_out_del(b, s->client_id, o->seq);
+}
+
+bool mql_session_mirror_out_state(mql_broker *b, mql_session *s, out_msg *o)
+{
+    if (!o->stored)
+        return false;
+    return mql_mirror_out_state(b, s->client_id, o->seq, o->state, o->packet_id);
+}
+
+static uint8_t sub_options(const mql_sub *sub)
+{
+    return (uint8_t)((sub->no_local ? 1 : 0) | (sub->retain_as_published ? 2 : 0) |
+                     (sub->retain_handling << 2));
+}
+
+bool mql_session_mirror_sub(mql_broker *b, mql_session *s, const mql_sub *sub)
+{
+    if (!s->stored)
+        return false;
+    mql_store_sub row = {
+        .client_id = s->client_id,
+        .filter = sub->filter,
+        .qos = sub->qos,
+        .options = sub_options(sub),
+        .sub_id = sub->sub_id,
+    };
+    return mql_mirror_sub_put(b, &row);
+}
+
+bool mql_session_mirror_sub_del(mql_broker *b, mql_session *s, const char *filter)
+{
+    if (!s->stored)
+        return false;
+    return mql_mirror_sub_del(b, s->client_id, filter);
+}
+
+bool mql_session_mirror_qos2(mql_broker *b, mql_session *s, uint16_t pid, bool add)
+{
+    if (!s->stored)
+        return false;
+    return mql_mirror_qos2(b, s->client_id, pid, add);
+}
+
+/* The session no longer outlives its connection (or ends): its rows go. */
+static bool unmirror(mql_broker *b, mql_session *s)
+{
+    if (b->store == NULL || !s->stored)
+        return false;
+    s->stored = false;
+    for (out_msg *o = s->inflight.head; o != NULL; o = o->next)
+        o->stored = false;
+    for (out_msg *o = s->queue.head; o != NULL; o = o->next)
+        o->stored = false;
+    return mql_mirror_session_del(b, s->client_id);
+}
+
+struct qos2_put_ctx {
+    mql_broker *b;
+    mql_session *s;
+};
+
+static void qos2_put_cb(void *arg, uint16_t pid)
+{
+    struct qos2_put_ctx *qc = arg;
+    (void)mql_session_mirror_qos2(qc->b, qc->s, pid, true);
+}
+
+bool mql_session_mirror(mql_broker *b, mql_session *s)
+{
+    if (b->store == NULL)
+        return false;
+    if (s->expiry == 0)
+        return unmirror(b, s); /* no longer outlives its connection */
+    bool wait = mql_mirror_session_put(b, s->client_id, s->version, s->expiry, s->sink != NULL,
+                                       s->disconnected_at);
+    if (s->stored)
+        return wait;
+    /* First time in the store: write everything the session already holds. */
+    s->stored = true;
+    for (mql_sub *sub = s->subs; sub != NULL; sub = sub->snext)
+        wait = mql_session_mirror_sub(b, s, sub) || wait;
+    for (out_msg *o = s->inflight.head; o != NULL; o = o->next)
+        wait = mirror_out(b, s, o) || wait;
+    for (out_msg *o = s->queue.head; o != NULL; o = o->next)
+        wait = mirror_out(b, s, o) || wait;
+    struct qos2_put_ctx qc = {.b = b, .s = s};
+    mql_session_qos2_each(s, qos2_put_cb, &qc);
+    return wait;
 }
 
 static void out_list_clear(out_list *l)
@@ -159,17 +220,15 @@ static void out_list_clear(out_list *l)
     l->count = 0;
 }
 
-void mql_session_end(mql_broker *b, mql_session *s)
+mql_msg *mql_session_take_will(mql_session *s)
 {
-    mql_persist_session_del(b, s);
-    free(s->username);
-    if (s->will != NULL) {
-        /* the session ends before the will delay: publish now [MQTT-3.1.3-9] */
-        mql_msg *will = s->will;
-        s->will = NULL;
-        mql_broker_publish_will(b, will);
-        mql_msg_unref(will);
-    }
+    mql_msg *will = s->will;
+    s->will = NULL;
+    return will;
+}
+
+void mql_session_unsubscribe_all(mql_broker *b, mql_session *s)
+{
     mql_sub *sub = s->subs;
     while (sub != NULL) {
         mql_sub *next = sub->snext;
@@ -177,36 +236,29 @@ void mql_session_end(mql_broker *b, mql_session *s)
         sub = next;
     }
     s->subs = NULL;
-    share_redeliver(b, &s->inflight, true);
-    share_redeliver(b, &s->queue, false);
+}
+
+void mql_session_free(mql_broker *b, mql_session *s)
+{
+    (void)unmirror(b, s);
+    free(s->username);
+    mql_msg_unref(s->will);
+    s->will = NULL;
+    mql_session_unsubscribe_all(b, s);
     out_list_clear(&s->inflight);
     out_list_clear(&s->queue);
     s->queued_qos0 = 0;
     free(s->qos2_bits);
-
-    mql_session **pp = &b->slots[s->hval & (b->nslots - 1)];
-    while (*pp != s)
-        pp = &(*pp)->hnext;
-    *pp = s->hnext;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        b->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    b->nsessions--;
     free(s->client_id);
     free(s);
 }
 
 /* The number of QoS 1/2 PUBLISH packets we may have in flight to the session's client. */
-static uint32_t window(const mql_broker *b, const mql_session *s)
+static uint32_t window(const mql_session *s)
 {
-    uint32_t w = b->cfg.max_inflight_messages ? b->cfg.max_inflight_messages : 65535u;
-    if (s->bridge != NULL)
-        w = s->bridge->conf->max_inflight;
-    if (s->conn != NULL && s->conn->client_receive_max < w)
-        w = s->conn->client_receive_max; /* [MQTT-3.3.4-9] */
+    uint32_t w = s->max_inflight ? s->max_inflight : 65535u;
+    if (s->sink != NULL && s->sink_receive_max < w)
+        w = s->sink_receive_max; /* [MQTT-3.3.4-9] */
     return w;
 }
 
@@ -231,22 +283,47 @@ static uint16_t next_pid(mql_session *s)
 
 static bool connected(const mql_session *s)
 {
-    return s->conn != NULL && s->conn->state == CS_ACTIVE;
+    return s->sink != NULL && s->sink->ready(s->sink_ctx);
+}
+
+void mql_session_attach(mql_session *s, const mql_sink_ops *ops, void *ctx, uint16_t receive_max,
+                        uint8_t max_qos)
+{
+    s->sink = ops;
+    s->sink_ctx = ctx;
+    s->sink_receive_max = receive_max;
+    s->sink_max_qos = max_qos;
+}
+
+void mql_session_detach(mql_session *s)
+{
+    s->sink = NULL;
+    s->sink_ctx = NULL;
+}
+
+bool mql_session_attached(const mql_session *s)
+{
+    return s->sink != NULL;
+}
+
+bool mql_session_online(const mql_session *s)
+{
+    return connected(s);
 }
 
 /* Put o into the in-flight window and send it. A message too large for the client is
  * discarded as if delivered [MQTT-3.1.2-25]: then o is freed and false returned. */
 static bool send_first(mql_broker *b, mql_session *s, out_msg *o)
 {
-    if (s->bridge != NULL && o->qos > s->bridge->remote_max_qos && o->qos == 2)
+    if (o->qos > s->sink_max_qos && o->qos == 2)
         o->qos = 1; /* the remote's Maximum QoS [MQTT-3.2.2-11]; QoS 1 still loses nothing */
     o->packet_id = next_pid(s);
     o->state = OUT_PUBLISH_SENT;
     out_append(&s->inflight, o);
-    if (!mql_conn_send_publish(s->conn, o->msg, o->qos, o->retain, o->dup, o->packet_id, o->ids,
-                               o->n_ids)) {
+    if (!s->sink->publish(s->sink_ctx, o->msg, o->qos, o->retain, o->dup, o->packet_id, o->ids,
+                          o->n_ids)) {
         out_unlink(&s->inflight, o);
-        mql_persist_out_del(b, s, o);
+        (void)mirror_out_del(b, s, o);
         out_free(o);
         return false;
     }
@@ -270,21 +347,21 @@ void mql_session_pump(mql_broker *b, mql_session *s)
         if (o->qos == 0) {
             /* queued QoS 0 (a bridge's backlog): no window, but a bounded socket backlog;
              * the bridge tick pumps again */
-            if (mql_link_backlog(s->conn->link) > MQL_QOS0_BACKLOG_MAX)
+            if (s->sink->backlog(s->sink_ctx) > MQL_QOS0_BACKLOG_MAX)
                 break;
             queue_take(s, o);
             if (!mql_msg_expired(o->msg, now))
-                (void)mql_conn_send_publish(s->conn, o->msg, 0, o->retain, false, 0, o->ids,
-                                            o->n_ids);
-            mql_persist_out_del(b, s, o);
+                (void)s->sink->publish(s->sink_ctx, o->msg, 0, o->retain, false, 0, o->ids,
+                                       o->n_ids);
+            (void)mirror_out_del(b, s, o);
             out_free(o);
             continue;
         }
-        if (s->inflight.count >= window(b, s))
+        if (s->inflight.count >= window(s))
             break;
         queue_take(s, o);
         if (mql_msg_expired(o->msg, now)) { /* [MQTT-3.3.2-5] */
-            mql_persist_out_del(b, s, o);
+            (void)mirror_out_del(b, s, o);
             out_free(o);
             continue;
         }
@@ -292,22 +369,19 @@ void mql_session_pump(mql_broker *b, mql_session *s)
          * restored message of a bridge goes out again with DUP 1 anyway (bridge.c), and
          * skipping the update saves a third of the store's work while a backlog drains. */
         if (send_first(b, s, o) && !(s->bridge != NULL && o->qos == 1))
-            mql_persist_out_state(b, s, o);
+            (void)mql_session_mirror_out_state(b, s, o);
     }
     if (s->queue.count == 0)
         s->queue_full_logged = false;
 }
 
 /* Is there room in the session's queue for one more message of `bytes` payload bytes?
- * A bridge makes room by dropping its oldest queued QoS 0 messages first. */
-static bool queue_room(mql_broker *b, mql_session *s, uint32_t bytes)
+ * A bridge makes room by dropping its oldest queued QoS 0 messages first (*wait is set when
+ * that deletes rows an ack must wait for). */
+static bool queue_room(mql_broker *b, mql_session *s, uint32_t bytes, bool *wait)
 {
-    uint32_t max_msgs = b->cfg.max_queued_messages;
-    uint64_t max_bytes = b->cfg.max_queued_bytes;
-    if (s->bridge != NULL) {
-        max_msgs = s->bridge->conf->queue_max_messages;
-        max_bytes = s->bridge->conf->queue_max_bytes;
-    }
+    uint32_t max_msgs = s->max_queued_messages;
+    uint64_t max_bytes = s->max_queued_bytes;
     for (;;) {
         bool full = (max_msgs != 0 && s->queue.count >= max_msgs) ||
                     (max_bytes != 0 && s->queued_bytes + bytes > max_bytes);
@@ -321,45 +395,42 @@ static bool queue_room(mql_broker *b, mql_session *s, uint32_t bytes)
         if (o == NULL)
             return false;
         queue_take(s, o);
-        mql_persist_out_del(b, s, o);
+        *wait = mirror_out_del(b, s, o) || *wait;
         out_free(o);
         b->stats.msgs_dropped++;
     }
 }
 
-void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos, bool retain,
-                         const uint32_t *ids, uint8_t n_ids, mql_share *share)
+mql_delivery mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos,
+                                 bool retain, const uint32_t *ids, uint8_t n_ids, mql_share *share,
+                                 bool *wait)
 {
     if (b->acl != NULL && !mql_acl_can_read(b->acl, s->username, s->client_id, msg->topic))
-        return; /* the ACL may have changed since the subscription was made */
+        return MQL_DELIVERY_DROPPED; /* the ACL may have changed since the subscription was made */
     /* a bridge queues QoS 0 too while its uplink is down or draining (in order) */
     bool bridge_queues = s->bridge != NULL && (!connected(s) || s->queue.count > 0);
     if (qos == 0 && !bridge_queues) {
         if (!connected(s)) {
-            return; /* QoS 0 is not queued for offline sessions */
+            return MQL_DELIVERY_DROPPED; /* QoS 0 is not queued for offline sessions */
         }
-        if (mql_link_backlog(s->conn->link) > MQL_QOS0_BACKLOG_MAX) {
+        if (s->sink->backlog(s->sink_ctx) > MQL_QOS0_BACKLOG_MAX) {
             b->stats.msgs_dropped++;
-            return;
+            return MQL_DELIVERY_DROPPED;
         }
-        (void)mql_conn_send_publish(s->conn, msg, 0, retain, false, 0, ids, n_ids);
-        return;
+        (void)s->sink->publish(s->sink_ctx, msg, 0, retain, false, 0, ids, n_ids);
+        return MQL_DELIVERY_SENT;
     }
     if (s->stored && b->store_full) {
         /* store_max_bytes, or a store that cannot commit: no new QoS 1/2 message for a
          * persistent session (it could not be kept, and would only pile up in memory) */
-        b->route_quota = true;
-        mql_broker_store_refused(b, s->client_id);
-        return;
+        return MQL_DELIVERY_NO_STORE;
     }
-    bool direct =
-        qos > 0 && connected(s) && s->queue.count == 0 && s->inflight.count < window(b, s);
-    if (!direct && !queue_room(b, s, msg->payload.len)) {
+    bool direct = qos > 0 && connected(s) && s->queue.count == 0 && s->inflight.count < window(s);
+    if (!direct && !queue_room(b, s, msg->payload.len, wait)) {
         b->stats.msgs_dropped++;
         /* a session that outlives its connection, or a bridge, refuses QoS 1/2 it cannot
          * keep: MQTT 5 publishers hear it as 0x97 Quota exceeded */
-        if (qos > 0 && (s->expiry != 0 || s->bridge != NULL))
-            b->route_quota = true;
+        bool refuse = qos > 0 && (s->expiry != 0 || s->bridge != NULL);
         if (!s->queue_full_logged) {
             s->queue_full_logged = true;
             if (s->bridge != NULL)
@@ -367,8 +438,7 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
                             "bridge \"%s\": queue full (%u messages, %llu bytes; "
                             "bridge_queue_max_messages / bridge_queue_max_bytes), refusing new "
                             "messages until it drains",
-                            s->bridge->conf->name, s->queue.count,
-                            (unsigned long long)s->queued_bytes);
+                            s->bridge_name, s->queue.count, (unsigned long long)s->queued_bytes);
             else
                 mql_warning("session.queue_full",
                             "client \"%s\": queue full (%u messages, %llu bytes; "
@@ -376,12 +446,12 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
                             "until it drains",
                             s->client_id, s->queue.count, (unsigned long long)s->queued_bytes);
         }
-        return;
+        return refuse ? MQL_DELIVERY_REFUSED : MQL_DELIVERY_DROPPED;
     }
     out_msg *o = malloc(sizeof(*o) + (size_t)n_ids * sizeof(uint32_t));
     if (o == NULL) {
         b->stats.msgs_dropped++;
-        return;
+        return MQL_DELIVERY_DROPPED;
     }
     o->msg = mql_msg_ref(msg);
     o->share = share;
@@ -399,14 +469,15 @@ void mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qo
         memcpy(o->ids, ids, (size_t)n_ids * sizeof(uint32_t));
     if (direct) {
         if (!send_first(b, s, o))
-            return;
+            return MQL_DELIVERY_SENT;
     } else {
         out_append(&s->queue, o);
         s->queued_bytes += msg->payload.len;
         if (qos == 0)
             s->queued_qos0++;
     }
-    mql_persist_out(b, s, o);
+    *wait = mirror_out(b, s, o) || *wait;
+    return direct ? MQL_DELIVERY_SENT : MQL_DELIVERY_QUEUED;
 }
 
 void mql_session_resume(mql_broker *b, mql_session *s)
@@ -415,10 +486,10 @@ void mql_session_resume(mql_broker *b, mql_session *s)
      * [MQTT-4.4.0-1] [v3.1.1 MQTT-4.4.0-1]. */
     for (out_msg *o = s->inflight.head; o != NULL; o = o->next) {
         if (o->state == OUT_PUBREL_SENT)
-            mql_conn_send_ack(s->conn, MQL_PUBREL, o->packet_id, 0);
+            s->sink->ack(s->sink_ctx, MQL_PUBREL, o->packet_id, 0);
         else
-            (void)mql_conn_send_publish(s->conn, o->msg, o->qos, o->retain, true, o->packet_id,
-                                        o->ids, o->n_ids);
+            (void)s->sink->publish(s->sink_ctx, o->msg, o->qos, o->retain, true, o->packet_id,
+                                   o->ids, o->n_ids);
     }
     mql_session_pump(b, s);
 }
@@ -434,7 +505,7 @@ out_msg *mql_session_inflight_find(mql_session *s, uint16_t pid)
 void mql_session_inflight_done(mql_broker *b, mql_session *s, out_msg *o)
 {
     out_unlink(&s->inflight, o);
-    mql_persist_out_del(b, s, o);
+    (void)mirror_out_del(b, s, o);
     out_free(o);
     mql_session_pump(b, s);
 }
@@ -510,9 +581,7 @@ void mql_session_qos2_each(const mql_session *s, void (*fn)(void *arg, uint16_t 
             fn(arg, (uint16_t)(w * 64u + (uint32_t)__builtin_ctzll(bits)));
 }
 
-/* Drop queued messages whose Message Expiry Interval has passed while nobody could take
- * them [MQTT-3.3.2-5]; at most *budget messages are looked at. */
-static void purge_expired(mql_broker *b, mql_session *s, uint64_t now, uint32_t *budget)
+void mql_session_purge_expired(mql_broker *b, mql_session *s, uint64_t now, uint32_t *budget)
 {
     out_msg *o = s->queue.head;
     while (o != NULL && *budget > 0) {
@@ -520,34 +589,9 @@ static void purge_expired(mql_broker *b, mql_session *s, uint64_t now, uint32_t 
         (*budget)--;
         if (mql_msg_expired(o->msg, now)) {
             queue_take(s, o);
-            mql_persist_out_del(b, s, o);
+            (void)mirror_out_del(b, s, o);
             out_free(o);
         }
         o = next;
-    }
-}
-
-void mql_session_expire_scan(mql_broker *b, uint64_t now)
-{
-    uint32_t budget = 4096; /* incremental: bounded work per tick */
-    mql_session *s = b->sessions;
-    while (s != NULL) {
-        mql_session *next = s->next;
-        if (s->conn == NULL) {
-            purge_expired(b, s, now, &budget);
-            if (s->will != NULL && now >= s->will_at) {
-                mql_msg *will = s->will;
-                s->will = NULL;
-                mql_broker_publish_will(b, will); /* Will Delay Interval passed */
-                mql_msg_unref(will);
-            }
-            if (s->expiry != MQL_SESSION_NEVER &&
-                now >= s->disconnected_at + (uint64_t)s->expiry * 1000u) {
-                mql_info("session.expired", "client \"%s\": session expired after %u s",
-                         s->client_id, s->expiry);
-                mql_session_end(b, s);
-            }
-        }
-        s = next;
     }
 }

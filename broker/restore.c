@@ -1,241 +1,28 @@
 /*
- * persist.c - mirroring persistent sessions and retained messages into the store.
+ * restore.c - the load side of persistence: at start, before any thread runs, the store's
+ * rows become sessions, subscriptions, queued and in-flight messages, inbound QoS 2 ids and
+ * retained messages.
  *
- * The broker keeps all state in memory and the store is a write-behind mirror of what must
- * survive a restart: sessions that outlive their connection (MQTT 5 Session Expiry > 0, or
- * MQTT 3.1.1 clean session 0), their subscriptions, queued and in-flight QoS 1/2 messages
- * and inbound QoS 2 packet ids, and every retained message. Clean sessions cause no store
- * writes at all.
+ * Sessions whose expiry ran out while the broker was down are deleted instead
+ * [MQTT-3.1.2-23]; rows that refer to missing sessions or messages are skipped and counted.
+ * From here on the store is only written (mirror.c).
  *
- * Every change is queued with the store (no disk I/O here) and b->store_ops counts them, so
- * a PUBLISH handler can tell whether it made anything that must be durable before it
- * acknowledges (conn.c waits for a store barrier then).
- *
- * Time: the store keeps wall-clock seconds (they must mean something after a reboot), the
- * broker monotonic milliseconds; conversions happen here, at the boundary.
- *
- * Locking: every function runs under broker->lock, except mql_persist_open (before the
- * broker starts) and mql_persist_close (after every connection has gone).
+ * Locking: runs once from mql_broker_start before listeners, bridges or the ticker start,
+ * so nothing else runs; it takes no lock. Performance assumption: message bodies are
+ * shared by the rows that refer to them through an open-addressing map by id, so a start
+ * with many queued copies of one message loads it once.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "restore.h"
+
 #include "internal.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 #include "storage/store.h"
-
-static void op_result(mql_broker *b, mql_err err, const char *what)
-{
-    b->store_ops++;
-    if (err != MQL_OK)
-        mql_error("store.queue", "cannot queue %s for the store: %s", what, mql_err_str(err));
-}
-
-static int64_t wall_of(uint64_t mono_ms, uint64_t now_mono, int64_t now_wall)
-{
-    if (mono_ms == 0)
-        return 0;
-    int64_t delta = (int64_t)mono_ms - (int64_t)now_mono;
-    return now_wall + delta / 1000;
-}
-
-static uint64_t mono_of(int64_t wall, uint64_t now_mono, int64_t now_wall)
-{
-    if (wall == 0)
-        return 0;
-    int64_t delta_ms = (wall - now_wall) * 1000;
-    if (delta_ms <= -(int64_t)now_mono)
-        return 1; /* long past: still "expired", never 0 (which means "no expiry") */
-    return (uint64_t)((int64_t)now_mono + delta_ms);
-}
-
-static void put_msg_body(mql_broker *b, mql_msg *m)
-{
-    if (m->store_id != 0)
-        return;
-    m->store_id = ++b->next_msg_id;
-    uint8_t stack[256];
-    size_t plen = mql_props_encode(NULL, 0, &m->props);
-    uint8_t *props = plen <= sizeof(stack) ? stack : malloc(plen);
-    if (props == NULL) {
-        op_result(b, MQL_E_NOMEM, "a message");
-        return;
-    }
-    if (plen)
-        (void)mql_props_encode(props, plen, &m->props);
-    mql_store_msg sm = {
-        .msg_id = m->store_id,
-        .topic = (const char *)m->topic.p,
-        .topic_len = m->topic.len,
-        .payload = m->payload.p,
-        .payload_len = m->payload.len,
-        .props = props,
-        .props_len = (uint32_t)plen,
-        .qos = m->qos,
-        .retain = m->retain,
-        .expiry_wall = wall_of(m->expiry_at, mql_now_ms(), mql_wall_s()),
-    };
-    op_result(b, mql_store_msg_put(b->store, &sm), "a message");
-    if (props != stack)
-        free(props);
-}
-
-static void put_session_row(mql_broker *b, mql_session *s)
-{
-    mql_store_session ss = {
-        .client_id = s->client_id,
-        .version = s->version,
-        .expiry = s->expiry,
-        .disconnected_at =
-            s->conn != NULL ? 0 : wall_of(s->disconnected_at, mql_now_ms(), mql_wall_s()),
-    };
-    if (s->conn == NULL && ss.disconnected_at == 0)
-        ss.disconnected_at = mql_wall_s();
-    op_result(b, mql_store_session_put(b->store, &ss), "a session");
-}
-
-static uint8_t sub_options(const mql_sub *sub)
-{
-    return (uint8_t)((sub->no_local ? 1 : 0) | (sub->retain_as_published ? 2 : 0) |
-                     (sub->retain_handling << 2));
-}
-
-void mql_persist_sub(mql_broker *b, mql_session *s, const mql_sub *sub)
-{
-    if (b->store == NULL || !s->stored)
-        return;
-    mql_store_sub ss = {
-        .client_id = s->client_id,
-        .filter = sub->filter,
-        .qos = sub->qos,
-        .options = sub_options(sub),
-        .sub_id = sub->sub_id,
-    };
-    op_result(b, mql_store_sub_put(b->store, &ss), "a subscription");
-}
-
-void mql_persist_sub_del(mql_broker *b, mql_session *s, const char *filter)
-{
-    if (b->store == NULL || !s->stored)
-        return;
-    op_result(b, mql_store_sub_del(b->store, s->client_id, filter), "a subscription removal");
-}
-
-static void put_out_row(mql_broker *b, mql_session *s, out_msg *o)
-{
-    put_msg_body(b, o->msg);
-    mql_store_out so = {
-        .client_id = s->client_id,
-        .seq = o->seq,
-        .msg_id = o->msg->store_id,
-        .qos = o->qos,
-        .retain = o->retain,
-        .state = o->state,
-        .packet_id = o->packet_id,
-        .sub_id = o->n_ids ? o->ids[0] : 0,
-    };
-    op_result(b, mql_store_out_put(b->store, &so), "a queued message");
-    o->stored = true;
-}
-
-struct qos2_put_ctx {
-    mql_broker *b;
-    mql_session *s;
-};
-
-static void qos2_put_cb(void *arg, uint16_t pid)
-{
-    struct qos2_put_ctx *qc = arg;
-    mql_persist_qos2(qc->b, qc->s, pid, true);
-}
-
-void mql_persist_session(mql_broker *b, mql_session *s)
-{
-    if (b->store == NULL)
-        return;
-    if (s->expiry == 0) {
-        if (s->stored)
-            mql_persist_session_del(b, s); /* no longer outlives its connection */
-        return;
-    }
-    put_session_row(b, s);
-    if (s->stored)
-        return;
-    /* First time in the store: write everything the session already holds. */
-    s->stored = true;
-    for (mql_sub *sub = s->subs; sub != NULL; sub = sub->snext)
-        mql_persist_sub(b, s, sub);
-    for (out_msg *o = s->inflight.head; o != NULL; o = o->next)
-        put_out_row(b, s, o);
-    for (out_msg *o = s->queue.head; o != NULL; o = o->next)
-        put_out_row(b, s, o);
-    struct qos2_put_ctx qc = {.b = b, .s = s};
-    mql_session_qos2_each(s, qos2_put_cb, &qc);
-}
-
-void mql_persist_session_del(mql_broker *b, mql_session *s)
-{
-    if (b->store == NULL || !s->stored)
-        return;
-    s->stored = false;
-    for (out_msg *o = s->inflight.head; o != NULL; o = o->next)
-        o->stored = false;
-    for (out_msg *o = s->queue.head; o != NULL; o = o->next)
-        o->stored = false;
-    op_result(b, mql_store_session_del(b->store, s->client_id), "a session removal");
-}
-
-void mql_persist_out(mql_broker *b, mql_session *s, out_msg *o)
-{
-    if (b->store == NULL || !s->stored)
-        return;
-    put_out_row(b, s, o);
-}
-
-void mql_persist_out_state(mql_broker *b, mql_session *s, out_msg *o)
-{
-    if (b->store == NULL || !o->stored)
-        return;
-    op_result(b, mql_store_out_update(b->store, s->client_id, o->seq, o->state, o->packet_id),
-              "a message state");
-}
-
-void mql_persist_out_del(mql_broker *b, mql_session *s, out_msg *o)
-{
-    if (b->store == NULL || !o->stored)
-        return;
-    o->stored = false;
-    op_result(b, mql_store_out_del(b->store, s->client_id, o->seq), "a delivered message");
-}
-
-void mql_persist_qos2(mql_broker *b, mql_session *s, uint16_t pid, bool add)
-{
-    if (b->store == NULL || !s->stored)
-        return;
-    op_result(b,
-              add ? mql_store_qos2_put(b->store, s->client_id, pid)
-                  : mql_store_qos2_del(b->store, s->client_id, pid),
-              "a QoS 2 packet id");
-}
-
-void mql_persist_retain(mql_broker *b, mql_bytes topic, mql_msg *msg)
-{
-    if (b->store == NULL)
-        return;
-    if (msg == NULL || msg->payload.len == 0) {
-        op_result(b, mql_store_retain_del(b->store, (const char *)topic.p, topic.len),
-                  "a retained message removal");
-        return;
-    }
-    put_msg_body(b, msg);
-    op_result(b, mql_store_retain_put(b->store, (const char *)topic.p, topic.len, msg->store_id),
-              "a retained message");
-}
-
-/* ---- loading ---- */
 
 /* Message bodies by id while loading: open addressing, ids are never 0. */
 struct load_ctx {
@@ -310,7 +97,7 @@ static mql_err load_msg(void *arg, const mql_store_msg *sm)
     if (m == NULL)
         return MQL_E_NOMEM;
     m->store_id = sm->msg_id;
-    m->expiry_at = mono_of(sm->expiry_wall, lc->now_mono, lc->now_wall);
+    m->expiry_at = mql_mirror_mono_of(sm->expiry_wall, lc->now_mono, lc->now_wall);
     if (!map_put(lc, m)) {
         mql_msg_unref(m);
         return MQL_E_NOMEM;
@@ -329,14 +116,14 @@ static mql_err load_session(void *arg, const mql_store_session *ss)
         lc->expired++;
         return mql_store_session_del(b->store, ss->client_id);
     }
-    mql_session *s = mql_session_new(b, (const uint8_t *)ss->client_id, len);
+    mql_session *s = mql_clients_new(b, (const uint8_t *)ss->client_id, len);
     if (s == NULL)
         return MQL_E_NOMEM;
     s->version = ss->version;
     s->expiry = ss->expiry;
     s->stored = true;
     s->was_online = ss->disconnected_at == 0;
-    s->disconnected_at = mono_of(gone, lc->now_mono, lc->now_wall);
+    s->disconnected_at = mql_mirror_mono_of(gone, lc->now_mono, lc->now_wall);
     if (s->disconnected_at == 0)
         s->disconnected_at = 1;
     lc->sessions++;
@@ -345,7 +132,7 @@ static mql_err load_session(void *arg, const mql_store_session *ss)
 
 static mql_session *find(struct load_ctx *lc, const char *client_id)
 {
-    return mql_session_find(lc->b, (const uint8_t *)client_id, (uint32_t)strlen(client_id));
+    return mql_clients_find(lc->b, (const uint8_t *)client_id, (uint32_t)strlen(client_id));
 }
 
 static mql_err load_sub(void *arg, const mql_store_sub *ss)
@@ -475,7 +262,7 @@ static void mark_maybe_sent(mql_broker *b)
     }
 }
 
-mql_err mql_persist_open(mql_broker *b, char *errbuf, size_t errlen)
+mql_err mql_restore_open(mql_broker *b, char *errbuf, size_t errlen)
 {
     if (!b->cfg.persistence)
         return MQL_OK;
@@ -521,15 +308,4 @@ mql_err mql_persist_open(mql_broker *b, char *errbuf, size_t errlen)
                     "and were skipped",
                     lc.skipped);
     return MQL_OK;
-}
-
-void mql_persist_close(mql_broker *b)
-{
-    if (b->store == NULL)
-        return;
-    pthread_mutex_lock(&b->lock);
-    mql_store *st = b->store;
-    b->store = NULL; /* from now on nothing is mirrored (sessions freed at exit stay stored) */
-    pthread_mutex_unlock(&b->lock);
-    mql_store_close(st); /* commits what is queued; pending ack callbacks run */
 }
