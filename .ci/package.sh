@@ -9,8 +9,10 @@
 #      user mqlite and owns /run/mqlite), a QoS 1 round trip with mosquitto_sub and
 #      mosquitto_pub on 127.0.0.1:1883, status, stop (process gone, port 1883 free);
 #   4. reinstalls the package over itself (an upgrade): local changes in /etc/mqlite stay;
-#   5. starts the broker again and purges: prerm stopped it, the user and group, the store,
-#      the logs, /run/mqlite and the conffiles are gone.
+#   5. starts the broker again and removes the package: prerm stopped it, the service is
+#      unregistered, the configuration, the user and the store stay; then purges: the user
+#      and group, the store, the logs, /run/mqlite, the conffiles and every systemd or rc
+#      link are gone.
 # The machine is left as it was found: the package is purged, also after a failure or an
 # interrupt (what apt-get -f or the tool check installed stays installed).
 #
@@ -173,6 +175,11 @@ elif command -v update-rc.d >/dev/null; then
     eval 'ls /etc/rc2.d/S??mqlite /etc/rc0.d/K??mqlite >/dev/null 2>&1'
 fi
 
+if command -v deb-systemd-helper >/dev/null; then
+  check systemd-enabled "deb-systemd-helper enabled mqlite.service (multi-user.target.wants link)" \
+    test -L /etc/systemd/system/multi-user.target.wants/mqlite.service
+fi
+
 if command -v systemd-analyze >/dev/null; then
   verify=$(timeout 60 systemd-analyze verify /lib/systemd/system/mqlite.service 2>&1) || true
   if [ -z "$verify" ]; then
@@ -185,16 +192,24 @@ else
   note "systemd-analyze not found: the unit is not verified"
 fi
 
-# The postinst started the broker unless policy-rc.d forbids it (as in containers).
+# The postinst started the broker unless policy-rc.d forbids it or there is no runlevel (as
+# in containers: invoke-rc.d starts nothing then).
 policy_forbids_start() { # policy-rc.d exits 101: action forbidden
   [ -x /usr/sbin/policy-rc.d ] || return 1
   local rc=0
   /usr/sbin/policy-rc.d mqlite start >/dev/null 2>&1 || rc=$?
   [ $rc = 101 ]
 }
-if policy_forbids_start; then
-  note "policy-rc.d forbids starting services here: the postinst did not start mqlite"
-  check postinst-left-stopped "the postinst honours policy-rc.d (no broker running)" \
+no_runlevel() { # sysvinit's runlevel unknown (no init running, as in containers)
+  [ ! -d /run/systemd/system ] && ! runlevel >/dev/null 2>&1
+}
+if policy_forbids_start || no_runlevel; then
+  if policy_forbids_start; then
+    note "policy-rc.d forbids starting services here: the postinst did not start mqlite"
+  else
+    note "no runlevel here (no init running): invoke-rc.d starts no service"
+  fi
+  check postinst-left-stopped "the postinst honours policy-rc.d and runlevels (no broker running)" \
     eval '! /etc/init.d/mqlite status >/dev/null 2>&1'
 elif [ -d /run/systemd/system ]; then
   check postinst-started "the postinst started mqlite.service" wait_for 10 systemctl --quiet is-active mqlite.service
@@ -290,30 +305,48 @@ check upgrade-keeps-conf "dpkg -i over the installed package keeps /etc/mqlite/m
 # conf.d/ is the administrator's: dpkg leaves files there on purge, so remove ours now.
 rm -f /etc/mqlite/conf.d/ci-package.conf
 
-# ---- 5. purge (with a running broker: prerm stops it) -----------------------------------
+# ---- 5. remove, then purge (with a running broker: prerm stops it) ----------------------
 timeout 40 /etc/init.d/mqlite stop >/dev/null 2>&1 || true
 pid2=
 if timeout 30 /etc/init.d/mqlite start >/dev/null 2>&1; then
   pid2=$(broker_pid)
   [ -n "$pid2" ] && pids+=("$pid2")
 fi
+remove_ok() {
+  timeout 120 dpkg --remove mqlite </dev/null >"$work/remove.log" 2>&1 || { cat "$work/remove.log"; return 1; }
+  [ "$(pkg_status)" = "deinstall ok config-files" ] || { echo "dpkg status after remove: $(pkg_status)"; return 1; }
+}
+check remove "dpkg --remove mqlite (status: config-files)" remove_ok
+if [ -n "$pid2" ]; then
+  check remove-stopped-broker "the prerm stopped the running broker (pid $pid2)" wait_for 5 gone "$pid2"
+else
+  fail remove-stopped-broker "the broker did not start again before the remove"
+fi
+check remove-keeps "after remove: /etc/mqlite/mqlite.conf, /etc/init.d/mqlite, the user and /var/lib/mqlite stay" \
+  eval '[ -f /etc/mqlite/mqlite.conf ] && [ -f /etc/init.d/mqlite ] && getent passwd mqlite >/dev/null && [ -d /var/lib/mqlite ]'
+check remove-unregistered "after remove: no /etc/rc?.d/*mqlite links" eval '! ls /etc/rc?.d/*mqlite >/dev/null 2>&1'
+if command -v deb-systemd-helper >/dev/null; then
+  check remove-masked "after remove: mqlite.service masked (systemd makes no unit of the init script)" \
+    eval '[ "$(readlink /etc/systemd/system/mqlite.service)" = /dev/null ]'
+fi
+
 purge_ok() {
   timeout 120 dpkg --purge mqlite </dev/null >"$work/purge.log" 2>&1 || { cat "$work/purge.log"; return 1; }
-  [ -z "$(pkg_status)" ] || [ "$(pkg_status)" = "unknown ok not-installed" ]
+  [ -z "$(pkg_status)" ] || [ "$(pkg_status)" = "unknown ok not-installed" ] || { echo "dpkg status after purge: $(pkg_status)"; return 1; }
 }
 check purge "dpkg --purge mqlite" purge_ok
-if [ -n "$pid2" ]; then
-  check purge-stopped-broker "the prerm stopped the running broker (pid $pid2)" wait_for 5 gone "$pid2"
-else
-  fail purge-stopped-broker "the broker did not start again before the purge"
-fi
 check purge-user-gone "user and group mqlite removed" \
   eval '! getent passwd mqlite >/dev/null && ! getent group mqlite >/dev/null'
 check purge-data-gone "/var/lib/mqlite, /var/log/mqlite and /run/mqlite removed" \
   eval '[ ! -e /var/lib/mqlite ] && [ ! -e /var/log/mqlite ] && [ ! -e /run/mqlite ]'
 check purge-conffiles-gone "/etc/mqlite (mqlite.conf, conf.d) and /etc/init.d/mqlite removed" \
   eval '[ ! -e /etc/mqlite ] && [ ! -e /etc/init.d/mqlite ]'
-check purge-unregistered "no /etc/rc?.d/*mqlite links left" eval '! ls /etc/rc?.d/*mqlite >/dev/null 2>&1'
+leftovers() { # systemd links, masks and deb-systemd-helper state; rc links
+  find /etc/systemd/system /var/lib/systemd/deb-systemd-helper-enabled \
+    /var/lib/systemd/deb-systemd-helper-masked /etc/rc?.d -name '*mqlite*' 2>/dev/null
+}
+check purge-unregistered "no mqlite links or state left in /etc/systemd/system, /var/lib/systemd, /etc/rc?.d: $(leftovers | tr '\n' ' ')" \
+  eval '[ -z "$(leftovers)" ]'
 check purge-port-free "nothing listening on port $port after the purge" port_free
 installed_by_us=false
 

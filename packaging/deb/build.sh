@@ -14,7 +14,7 @@
 #
 # - amd64: a native, dynamically linked release build in build-deb-amd64/build
 #   (meson setup --prefix=/usr --sysconfdir=/etc --localstatedir=/var -Dtests=disabled
-#   -Dbuildtype=release -Dstrip=true), staged with `DESTDIR=... meson install`. Depends is
+#   -Dbuildtype=release -Dstrip=true, with dpkg-buildflags' hardening flags), staged with `DESTDIR=... meson install`. Depends is
 #   computed by dpkg-shlibdeps, run with a three-line stub debian/control beside the staging
 #   tree (build-deb-amd64/debian/control): it needs no real debian/ source tree.
 # - armhf, arm64: `bash .ci/cross.sh ARCH --build-only` builds (or reuses) the static,
@@ -35,8 +35,9 @@
 #
 # What the package holds besides `meson install`'s files: /etc/init.d/S50mqlite installed
 # as /etc/init.d/mqlite (its Debian name, for update-rc.d), man pages gzipped,
-# /usr/share/doc/mqlite/copyright (LICENSE in Debian's machine-readable copyright format)
-# and changelog.gz (NEWS.md), and the maintainer scripts of packaging/deb/.
+# /usr/share/doc/mqlite/copyright (LICENSE in Debian's machine-readable copyright format),
+# changelog.gz (a one-entry Debian changelog naming the commit) and NEWS.md.gz, and the
+# maintainer scripts of packaging/deb/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -79,13 +80,20 @@ else
   version=$upstream
 fi
 echo "== mqlite $version ($arch)" >&2
+maintainer="mqlite maintainers <mqlite-maintainers@example.org>" # a placeholder team address
 
 # ---- native build and staging -------------------------------------------------------
 # The native build dir: the amd64 package's binaries, and every package's file layout.
 native=build-deb-amd64/build
 setup_opts=(--prefix=/usr --sysconfdir=/etc --localstatedir=/var -Dtests=disabled
   -Dbuildtype=release -Dstrip=true -Dsystemdunitdir=/lib/systemd/system)
-key="${setup_opts[*]}"
+# Debian's hardening flags (stack protector, _FORTIFY_SOURCE, relro, bindnow, PIE), as a
+# Debian package build gets them; meson reads CFLAGS/CPPFLAGS/LDFLAGS at setup.
+export DEB_BUILD_MAINT_OPTIONS=hardening=+all
+CFLAGS=$(dpkg-buildflags --get CFLAGS) CPPFLAGS=$(dpkg-buildflags --get CPPFLAGS)
+LDFLAGS=$(dpkg-buildflags --get LDFLAGS)
+export CFLAGS CPPFLAGS LDFLAGS
+key="${setup_opts[*]} CFLAGS=$CFLAGS CPPFLAGS=$CPPFLAGS LDFLAGS=$LDFLAGS"
 if [ ! -f "$native/build.ninja" ] || [ "$(cat "$native/.deb-setup-key" 2>/dev/null)" != "$key" ]; then
   rm -rf "$native"
   mkdir -p build-deb-amd64
@@ -95,6 +103,7 @@ if [ ! -f "$native/build.ninja" ] || [ "$(cat "$native/.deb-setup-key" 2>/dev/nu
   }
   echo "$key" >"$native/.deb-setup-key"
 fi
+unset CFLAGS CPPFLAGS LDFLAGS DEB_BUILD_MAINT_OPTIONS
 ninja -C "$native" >build-deb-amd64/ninja.log 2>&1 || {
   tail -30 build-deb-amd64/ninja.log >&2
   die "ninja -C $native failed (log: build-deb-amd64/ninja.log)"
@@ -142,7 +151,25 @@ done
 find "$stage/usr/share/man" -type f ! -name '*.gz' -exec gzip -9n {} +
 doc=$stage/usr/share/doc/mqlite
 mkdir -p "$doc"
-gzip -9nc NEWS.md >"$doc/changelog.gz"
+# The version has no Debian revision (a native package): changelog.gz is in Debian's
+# changelog format (one entry for this build, dated by the commit), NEWS.md beside it.
+gzip -9nc NEWS.md >"$doc/NEWS.md.gz"
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  when=$(git log -1 --format=%cD HEAD)
+  what="built from git commit $(git rev-parse --short=12 HEAD)"
+else
+  when=$(date -R -r meson.build)
+  what="built from a source tree without git"
+fi
+cat >"$work/changelog" <<EOF
+mqlite ($version) unstable; urgency=medium
+
+  * mqlite $upstream, $what. The changes that a user
+    notices are in /usr/share/doc/mqlite/NEWS.md.gz.
+
+ -- $maintainer  $when
+EOF
+gzip -9nc "$work/changelog" >"$doc/changelog.gz"
 # LICENSE (MIT) in Debian's copyright format: its copyright line, its text as the licence.
 holder=$(sed -n 's/^Copyright (c) //p' LICENSE | head -n 1)
 [ -n "$holder" ] || die "no 'Copyright (c) ...' line in LICENSE"
@@ -195,7 +222,7 @@ cat >"$stage/DEBIAN/control" <<EOF
 Package: mqlite
 Version: $version
 Architecture: $arch
-Maintainer: mqlite maintainers <mqlite-maintainers@example.org>
+Maintainer: $maintainer
 Installed-Size: $installed_size
 Depends: $depends
 Section: net
