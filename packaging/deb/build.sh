@@ -141,6 +141,11 @@ if [ "$arch" != amd64 ]; then
   install -m 755 "$cross/dist/mqlite-passwd" "$stage/usr/bin/mqlite-passwd"
 fi
 
+# The .comment section (compiler versions) goes, as dh_strip removes it.
+if [ "$arch" = amd64 ]; then strip_tool="strip"; else strip_tool="$triplet-strip"; fi
+"$strip_tool" --remove-section=.comment --remove-section=.note \
+  "$stage/usr/sbin/mqlite" "$stage/usr/bin/mqlite-passwd" || die "$strip_tool --remove-section=.comment"
+
 # ---- the Debian layout --------------------------------------------------------------
 [ -f "$stage/etc/init.d/S50mqlite" ] || die "meson install put no etc/init.d/S50mqlite into $stage"
 mv "$stage/etc/init.d/S50mqlite" "$stage/etc/init.d/mqlite"
