@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages mqlite needs, only when something is missing.
 #   bash .ci/deps.sh build   compiler, meson, libraries (enough to build and run mqlite)
+#   bash .ci/deps.sh package also dpkg-dev (packaging/deb/build.sh)
 #   bash .ci/deps.sh test    also criterion, clang (fuzzing), mosquitto and its clients,
 #                            python3-paho-mqtt (the test suite's real clients), openssl (test
 #                            certificates), chromium and node/npm (the browser test: MQTT.js
 #                            from the npm registry)
 set -euo pipefail
 want=(gcc libc6-dev meson ninja-build pkg-config libnng-dev libsqlite3-dev libmbedtls-dev)
+if [ "${1:-build}" = package ]; then
+  want+=(dpkg-dev)
+fi
 if [ "${1:-build}" = test ]; then
-  want+=(libcriterion-dev clang clang-format git mosquitto mosquitto-clients python3 python3-paho-mqtt
+  want+=(libcriterion-dev clang clang-format git mosquitto mosquitto-clients python3 python3-paho-mqtt dpkg-dev
          openssl chromium groff-base)
   # A Node.js from elsewhere (e.g. NodeSource's nodejs, which bundles npm and conflicts with
   # Debian's npm package) is fine: Debian's nodejs and npm only when npm is not there.

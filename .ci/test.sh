@@ -17,6 +17,8 @@
 #      FUZZ_SECONDS (default 60), in parallel
 #   0. (after the format check) a build with the tests disabled, as a machine without Criterion
 #      gets it, started and given one round trip (.ci/notests.sh)
+#   1b. (after step 1) the amd64 Debian package built, installed, started through its init
+#      script, given a QoS 1 round trip, stopped and purged (.ci/package.sh)
 # Ends with one line "N passed, M failed" counting every test case of every run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +68,9 @@ if setup build-ci; then
 else
   echo "build: build-ci FAIL" >>"$extra"; status=1
 fi
+
+stage "Debian package (amd64): build, dpkg -i, init script start, QoS 1 round trip, stop, purge"
+bash .ci/package.sh >>"$extra" || status=1
 
 stage "cross builds (armhf, arm64): static broker, integration suite under qemu-user"
 # The builds one after the other (apt and dpkg take one caller at a time), then both

@@ -432,7 +432,27 @@ static int user_groups(const char *name, gid_t primary, gid_t *list, int cap)
  * are open: to the `user` of the configuration, else to its own user `mqlite` when that
  * exists, else to `nobody` (mosquitto 2.0 drops to `mosquitto` the same way). `user root`
  * keeps root. Not started as root: nothing changes. */
-static mql_err drop_privileges(const char *configured, char *err, size_t errlen)
+/* The store's files (DIR/mqlite.db and its -wal and -shm) become the run user's, as the log
+ * files do: the broker keeps writing through the descriptors it opened as root either way,
+ * but the next start as that user (a systemd unit with User=, say) must be able to open
+ * them. A file that is not there is skipped. */
+static mql_err chown_store(const char *dir, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+    static const char *const names[] = {"mqlite.db", "mqlite.db-wal", "mqlite.db-shm"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", dir[0] ? dir : ".", names[i]);
+        if (chown(path, uid, gid) != 0 && errno != ENOENT) {
+            snprintf(err, errlen, "cannot give the store file %.300s to uid %ld: %s", path,
+                     (long)uid, strerror(errno));
+            return MQL_E_IO;
+        }
+    }
+    return MQL_OK;
+}
+
+static mql_err drop_privileges(const char *configured, const char *store_dir, char *err,
+                               size_t errlen)
 {
     const char *name = configured;
     if (geteuid() != 0) {
@@ -466,6 +486,8 @@ static mql_err drop_privileges(const char *configured, char *err, size_t errlen)
     int ngroups = user_groups(name, gid, groups, MAX_GROUPS);
     /* Log files we created become the user's, so SIGHUP can still reopen them. */
     if (mql_log_chown(uid, gid, err, errlen) != MQL_OK)
+        return MQL_E_IO;
+    if (store_dir != NULL && chown_store(store_dir, uid, gid, err, errlen) != MQL_OK)
         return MQL_E_IO;
     if (setgroups((size_t)ngroups, groups) != 0) {
         snprintf(err, errlen, "user %s: setgroups: %s", name, strerror(errno));
@@ -624,7 +646,8 @@ static bool start(mql_broker *b, const mql_config *cfg, bool *pid_written)
         }
         *pid_written = true;
     }
-    if (drop_privileges(cfg->user, err, sizeof(err)) != MQL_OK) {
+    if (drop_privileges(cfg->user, cfg->persistence ? cfg->persistence_location : NULL, err,
+                        sizeof(err)) != MQL_OK) {
         startup_error("broker.user", "%s: refusing to run as root", err);
         return false;
     }

@@ -59,6 +59,7 @@ esac
 if [ "$arch" = amd64 ] && [ "$(dpkg --print-architecture)" != amd64 ]; then
   die "the amd64 package is a native build: run it on an amd64 machine"
 fi
+bash .ci/deps.sh package # the build packages and dpkg-dev, when missing
 for tool in dpkg-deb dpkg-shlibdeps meson ninja gzip; do
   command -v "$tool" >/dev/null || die "$tool not found (dpkg-dev, meson, ninja-build, gzip)"
 done

@@ -531,6 +531,10 @@ Test(process, user_drops_root_to_nobody)
      * rotation nobody creates the new one. */
     struct stat st;
     cr_assert(stat(logf, &st) == 0 && (long)st.st_uid == uid, "%s not given to nobody", logf);
+    /* So is the store it opened as root: a later start as nobody can open it. */
+    char dbf[PATH_MAX + 32];
+    snprintf(dbf, sizeof dbf, "%s/mqlite.db", tb_dir(b));
+    cr_assert(stat(dbf, &st) == 0 && (long)st.st_uid == uid, "%s not given to nobody", dbf);
     cr_assert_eq(kill((pid_t)pid, SIGHUP), 0);
     cr_assert(tb_log_contains(b, "SIGHUP: log files reopened", TB_WAIT_MS), "reopen as nobody");
     cr_assert_eq(rename(logf, rotated), 0);
