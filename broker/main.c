@@ -43,6 +43,7 @@
 
 #include "broker.h"
 #include "config.h"
+#include "startup.h"
 #include "platform/log.h"
 #include "platform/notify.h"
 #include "version.h"
@@ -570,6 +571,11 @@ static int load_config(const struct cmdline *cl, mql_config *cfg)
         return 1;
     }
     if (cl->check) {
+        /* what start-up reads, checked without starting; relative paths as without -d */
+        if (mql_startup_check(cfg, err, sizeof(err)) != MQL_OK) {
+            fprintf(stderr, "mqlite: %s\n", err);
+            return 1;
+        }
         printf("%s: configuration is valid\n", cl->conf_path ? cl->conf_path : "(defaults)");
         return 0;
     }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "net_int.h"
+#include "tls_engine.h"
 
 struct mql_dialer {
     mql_net *net;
@@ -118,4 +119,18 @@ void mql_dialer_free(mql_dialer *d)
     if (d->tls)
         nng_tls_config_free(d->tls);
     free(d);
+}
+
+mql_err mql_net_check_dial(const mql_dial_opts *o, char *errbuf, size_t errlen)
+{
+    if (strncmp(o->url, "tls+", 4) != 0)
+        return MQL_OK;
+    mql_err err = mql_tls_engine_init(errbuf, errlen);
+    if (err != MQL_OK)
+        return err;
+    nng_tls_config *cfg = NULL;
+    err = mql_tls_conf_client(&cfg, o, errbuf, errlen);
+    if (err == MQL_OK)
+        nng_tls_config_free(cfg);
+    return err;
 }

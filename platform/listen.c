@@ -300,3 +300,34 @@ void mql_net_close_listeners(mql_net *net)
         ln = next;
     }
 }
+
+mql_err mql_net_check_listen(const mql_listen_opts *o, char *errbuf, size_t errlen)
+{
+    nng_url *u = NULL;
+    int rv = nng_url_parse(&u, o->url);
+    if (rv != 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", o->url, nng_strerror(rv));
+        return MQL_E_CONFIG;
+    }
+    nng_url_free(u);
+    bool tls = strncmp(o->url, "tls+", 4) == 0 || strncmp(o->url, "wss://", 6) == 0;
+    if (!tls)
+        return MQL_OK;
+    mql_err err = mql_tls_engine_init(errbuf, errlen);
+    if (err != MQL_OK)
+        return err;
+    /* The same reading and checks as mql_net_listen, on borrowed strings. */
+    mql_tls_files f = {
+        .certfile = (char *)o->certfile,
+        .keyfile = (char *)o->keyfile,
+        .keypass = (char *)o->keypass,
+        .cafile = (char *)o->cafile,
+        .require_certificate = o->require_certificate,
+        .identity = o->identity_username,
+    };
+    nng_tls_config *cfg = NULL;
+    err = mql_tls_conf_server(&cfg, o->url, &f, errbuf, errlen);
+    if (err == MQL_OK)
+        nng_tls_config_free(cfg);
+    return err;
+}

@@ -64,6 +64,13 @@ typedef struct mql_listen_opts {
 MQL_MUST_CHECK mql_err mql_net_listen(mql_net *net, const mql_listen_opts *opts, char *errbuf,
                                       size_t errlen);
 
+/* mql_net_check_listen checks, without listening, what mql_net_listen would read for opts:
+ * the URL, and for TLS the certificate, key (and its password) and CA files, loaded and
+ * the key matched to the certificate (`mqlite --check`). No mql_net is needed. Returns
+ * MQL_OK, or an error with errbuf naming the file and what is wrong. */
+MQL_MUST_CHECK mql_err mql_net_check_listen(const mql_listen_opts *opts, char *errbuf,
+                                            size_t errlen);
+
 /* An outgoing connection (a bridge's uplink). */
 typedef struct mql_dial_opts {
     const char *url;      /* "tcp://HOST:PORT" or "tls+tcp://HOST:PORT" */
@@ -77,6 +84,11 @@ typedef struct mql_dial_opts {
 } mql_dial_opts;
 
 typedef struct mql_dialer mql_dialer;
+
+/* mql_net_check_dial checks, without dialing, the TLS files a dialer for o would read (CA
+ * file or directory, client certificate and key): the same reading as mql_dialer_alloc.
+ * Plain TCP needs no files: MQL_OK. Returns an error with errbuf naming the file otherwise. */
+MQL_MUST_CHECK mql_err mql_net_check_dial(const mql_dial_opts *o, char *errbuf, size_t errlen);
 
 /*
  * mql_dialer_alloc makes a dialer for one address. Each mql_dialer_dial resolves the host name

@@ -791,3 +791,73 @@ Test(process, systemd_notify_protocol)
     close(fd);
     done_work_dir();
 }
+
+/* ---- --check ------------------------------------------------------------------------ */
+
+/* Run `mqlite --check -c WORK/c.conf` on text (with %s standing for WORK); returns its exit
+ * status, its output in WORK/check.txt. */
+static int check_config(const char *text)
+{
+    char conf[PATH_MAX + 32], out[PATH_MAX + 32], body[2048];
+    snprintf(conf, sizeof conf, "%s/c.conf", work_dir);
+    snprintf(out, sizeof out, "%s/check.txt", work_dir);
+    snprintf(body, sizeof body, text, work_dir, work_dir, work_dir);
+    write_text(conf, body);
+    return run_broker(work_dir, out, START_MS, "--check", "-c", conf);
+}
+
+static bool check_says(const char *needle)
+{
+    char out[PATH_MAX + 32];
+    snprintf(out, sizeof out, "%s/check.txt", work_dir);
+    return file_contains(out, needle);
+}
+
+/* --check reads what start-up reads: a file named by the configuration that is missing or
+ * does not load, a store directory that is not there, a log or pid file that cannot be
+ * created are each reported with what is wrong, and exit 1; a configuration that passes
+ * starts. */
+Test(process, check_reads_what_startup_reads)
+{
+    make_work_dir();
+    char store[PATH_MAX + 32];
+    snprintf(store, sizeof store, "%s/store", work_dir);
+    cr_assert_eq(mkdir(store, 0755), 0);
+    const char *good = "listener 1 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n"
+                       "persistence_location %s/store\npid_file %s/m.pid\n"
+                       "log_dest file %s/m.log\n";
+    cr_assert_eq(check_config(good), 0);
+    cr_assert(check_says("configuration is valid"));
+
+    cr_assert_eq(check_config("listener 1 127.0.0.1\ncertfile %s/none.pem\nkeyfile %s/none.key\n"),
+                 1);
+    cr_assert(check_says("none.pem"), "the missing certificate is not named");
+
+    char pw[PATH_MAX + 32];
+    snprintf(pw, sizeof pw, "%s/passwd", work_dir);
+    write_text(pw, "alice-without-a-hash\n");
+    cr_assert_eq(check_config("listener 1 127.0.0.1\npassword_file %s/passwd\n"), 1);
+    cr_assert(check_says("passwd:1"), "the bad password file line is not named");
+
+    cr_assert_eq(check_config("listener 1 127.0.0.1\npersistence true\n"
+                              "persistence_location %s/nowhere\n"),
+                 1);
+    cr_assert(check_says("persistence_location") && check_says("nowhere"));
+
+    cr_assert_eq(check_config("listener 1 127.0.0.1\nlog_dest file %s/no/dir/m.log\n"), 1);
+    cr_assert(check_says("log_dest file") && check_says("does not exist"));
+
+    cr_assert_eq(check_config("listener 1 127.0.0.1\npid_file %s/no/dir/m.pid\n"), 1);
+    cr_assert(check_says("pid_file"));
+
+    /* what passed starts (the port of the good configuration is a free one now) */
+    char text[1024];
+    snprintf(text, sizeof text,
+             "listener %u 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n"
+             "persistence_location %%s/store\npid_file %%s\n",
+             free_port());
+    char conf_text[1024]; /* the store directory now; start_daemon fills in the pid file */
+    snprintf(conf_text, sizeof conf_text, text, work_dir, "%s");
+    start_daemon(conf_text, NULL, NULL);
+    stop_daemon();
+}
