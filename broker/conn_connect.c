@@ -120,6 +120,7 @@ static void refuse(mql_conn *c, mql_err err, const char *why)
     }
     c->state = CS_CLOSING;
     (void)mql_proto_send_connack(c, false, mql_err_reason_v3(err), NULL);
+    mql_link_last_words(c->link);
     mql_link_close(c->link, true);
 }
 
@@ -308,8 +309,10 @@ static void take_over(mql_conn *c, mql_session *s, mql_conn *old, bool clean_sta
         mql_conn_release_will(b, old, s, goes_on);
     }
     snprintf(old->why, sizeof(old->why), "session taken over by %s", c->peer);
-    if (old->version == MQL_V5 && old->state == CS_ACTIVE)
+    if (old->version == MQL_V5 && old->state == CS_ACTIVE) {
         mql_proto_send_disconnect(old, mql_err_reason(MQL_E_TAKEN_OVER), "session taken over");
+        mql_link_last_words(old->link);
+    }
     old->state = CS_CLOSING;
     old->closing_since = now;
     /* flush: what it was already sent (its CONNACK, say) still reaches it; a draining

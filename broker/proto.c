@@ -181,6 +181,7 @@ void mql_proto_close(mql_conn *c, enum mql_close_how how, mql_err err, const cha
         else if (c->role->server) /* a bridge's uplink is the client side */
             (void)mql_proto_send_connack(c, false, mql_err_reason(err), NULL); /* [MQTT-4.13.1-1] */
         flush = true;
+        mql_link_last_words(c->link); /* the reason code must reach the peer */
     }
     c->state = CS_CLOSING;
     c->closing_since = mql_now_ms();
@@ -441,6 +442,7 @@ static void decode_failed(mql_conn *c, uint8_t type, const mql_packet *p, mql_er
                        why ? why : "unsupported protocol version");
             c->state = CS_CLOSING;
             (void)mql_proto_send_connack(c, false, 0x01, NULL);
+            mql_link_last_words(c->link);
             mql_link_close(c->link, true);
             return;
         }

@@ -61,12 +61,13 @@ struct mql_link {
     uint8_t *snd; /* output being written */
     size_t slen, soff, scap;
     bool tx_busy;
-    bool closing; /* no more input is delivered, no more output accepted */
-    bool flush;   /* close once the output is written */
-    bool shut;    /* nng_stream_close was called: never start another receive */
-    bool tls;     /* a TLS stream, accepted or dialed (for handshake failure messages) */
-    bool layered; /* TLS or WebSocket: nng's stream may lose the close (mql_net_reap_lost) */
-    bool grace;   /* flush_done started (or finished) the linger before the close */
+    bool closing;    /* no more input is delivered, no more output accepted */
+    bool flush;      /* close once the output is written */
+    bool shut;       /* nng_stream_close was called: never start another receive */
+    bool tls;        /* a TLS stream, accepted or dialed (for handshake failure messages) */
+    bool layered;    /* TLS or WebSocket: nng's stream may lose the close (mql_net_reap_lost) */
+    bool last_words; /* mql_link_last_words: the close must not lose the last packet */
+    bool grace;      /* flush_done started (or finished) the linger before the close */
     uint64_t linger_until; /* mql_now_ms() when the linger ends whatever the peer does */
     uint64_t last_input;   /* mql_now_ms() of the last bytes received while closing */
     bool got_data; /* a receive completed (a dial's link: from the start, see mql_link_alloc) */
@@ -373,7 +374,8 @@ static void start_tx(mql_link *link)
  *   publishing when it is disconnected, e.g. for exceeding Receive Maximum).
  * - nng 1.5.2's TLS stream completes a send once the data is encrypted into its own
  *   buffer, and its close aborts the TCP write of that buffer still in progress.
- * So the link lingers: it keeps reading and discarding (rx_cb) until the peer closes (then
+ * So a link whose last packet matters (mql_link_last_words) or that runs TLS lingers: it
+ * keeps reading and discarding (rx_cb) until the peer closes (then
  * rx_cb ends the link), or until nothing arrived for CLOSE_QUIET_MS, and for at most
  * CLOSE_LINGER_MS in all. nng 1.5.2 has no half-close (shutdown SHUT_WR) for its streams,
  * so waiting for the peer's input to stop is the way to make the close a FIN. The send
@@ -382,7 +384,7 @@ static void start_tx(mql_link *link)
  */
 static bool flush_done(mql_link *link)
 {
-    if (!link->grace) {
+    if ((link->last_words || link->tls) && !link->grace) {
         link->grace = true;
         link->last_input = mql_now_ms();
         link->linger_until = link->last_input + CLOSE_LINGER_MS;
@@ -550,6 +552,13 @@ size_t mql_link_backlog(mql_link *link)
     size_t n = link->olen + (link->slen - link->soff);
     pthread_mutex_unlock(&link->mtx);
     return n;
+}
+
+void mql_link_last_words(mql_link *link)
+{
+    pthread_mutex_lock(&link->mtx);
+    link->last_words = true;
+    pthread_mutex_unlock(&link->mtx);
 }
 
 void mql_link_close(mql_link *link, bool flush)

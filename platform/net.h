@@ -162,4 +162,12 @@ size_t mql_link_backlog(mql_link *link);
  * Safe to call more than once and from any thread. */
 void mql_link_close(mql_link *link, bool flush);
 
+/* mql_link_last_words marks the output queued so far as the peer's last packet (a
+ * DISCONNECT with its reason code, a refusing CONNACK). A flushing mql_link_close then
+ * lingers once the output is written: it reads and discards what the peer still sends until
+ * the peer closes or is quiet for 100 ms (at most 1 s), so that the close is a FIN, not a
+ * reset that fails the peer's sends and can discard the packet before it is read. Other
+ * flushing closes (nothing the peer must read) close as soon as the output is written. */
+void mql_link_last_words(mql_link *link);
+
 #endif
