@@ -267,7 +267,7 @@ static void send_connect(mql_bridge *br, mql_conn *c)
         return;
     }
     if (mql_link_send(c->link, buf, n) == MQL_OK)
-        b->stats.bytes_sent += n;
+        b->core.stats.bytes_sent += n;
 }
 
 static void *bridge_open(void *arg, mql_link *link, const char *peer, int listener_id)
@@ -433,7 +433,7 @@ static void handle_connack(mql_bridge *br, mql_conn *c, const mql_connack *ack)
     if (notify_remote(br))
         notify_remote_send(br, c, "1");
     publish_state(br, "connected");
-    mql_session_resume(b, br->s); /* in-flight again with DUP, then the queue in order */
+    mql_session_resume(&b->core, br->s); /* in-flight again with DUP, then the queue in order */
 }
 
 static void handle_suback(mql_bridge *br, const mql_suback *sa)
@@ -579,7 +579,7 @@ static void retained_cb(void *arg, mql_msg *msg)
         return;
     uint8_t qos = msg->qos < rc->qos ? msg->qos : rc->qos;
     bool wait = false; /* nothing to acknowledge */
-    (void)mql_router_deliver(rc->b, rc->s, msg, qos, rc->retain, NULL, 0, NULL, &wait);
+    (void)mql_router_deliver(&rc->b->core, rc->s, msg, qos, rc->retain, NULL, 0, NULL, &wait);
 }
 
 /* Make the session's subscriptions exactly the out rules' local filters (a restored session
@@ -601,9 +601,9 @@ static mql_err local_subscriptions(mql_bridge *br)
                      memcmp(rf.p, sub->filter, rf.len) == 0;
         }
         if (!wanted) {
-            (void)mql_session_mirror_sub_del(b, br->s, sub->filter);
+            (void)mql_session_mirror_sub_del(&b->core, br->s, sub->filter);
             mql_session_unlink_sub(br->s, sub);
-            mql_topics_remove(b->topics, sub);
+            mql_topics_remove(b->core.topics, sub);
         }
         sub = next;
     }
@@ -627,15 +627,15 @@ static mql_err local_subscriptions(mql_bridge *br)
         tmpl.no_local = true; /* what came in through this bridge does not go back out */
         tmpl.retain_as_published = bc->outgoing_retain;
         bool existed;
-        mql_sub *ns = mql_topics_subscribe(b->topics, rf, &tmpl, &existed);
+        mql_sub *ns = mql_topics_subscribe(b->core.topics, rf, &tmpl, &existed);
         if (ns == NULL)
             return MQL_E_NOMEM;
         if (!existed) {
             mql_session_link_sub(br->s, ns);
             struct retained_ctx rc = {b, br->s, qos, bc->outgoing_retain};
-            mql_topics_retained(b->topics, rf, retained_cb, &rc);
+            mql_topics_retained(b->core.topics, rf, retained_cb, &rc);
         }
-        (void)mql_session_mirror_sub(b, br->s, ns);
+        (void)mql_session_mirror_sub(&b->core, br->s, ns);
     }
     return MQL_OK;
 }
@@ -692,13 +692,14 @@ static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf 
         snprintf(idbuf, sizeof(idbuf), "$bridge/%s", bc->name);
         lid = idbuf;
     }
-    mql_session *s = mql_clients_find(b, (const uint8_t *)lid, (uint32_t)strlen(lid));
+    mql_session *s = mql_clients_find(&b->core, (const uint8_t *)lid, (uint32_t)strlen(lid));
     if (s != NULL && s->bridge != NULL) {
         snprintf(errbuf, errlen, "bridge %s (line %d): local_clientid '%s' is bridge %s's already",
                  bc->name, bc->line, lid, s->bridge->conf->name);
         return MQL_E_CONFIG;
     }
-    if (s == NULL && (s = mql_clients_new(b, (const uint8_t *)lid, (uint32_t)strlen(lid))) == NULL)
+    if (s == NULL &&
+        (s = mql_clients_new(&b->core, (const uint8_t *)lid, (uint32_t)strlen(lid))) == NULL)
         return MQL_E_NOMEM;
     br->s = s;
     s->bridge = br;
@@ -709,7 +710,7 @@ static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf 
     s->version = bc->protocol_version;
     s->expiry = MQL_SESSION_NEVER; /* its queue is the store-and-forward buffer */
     s->disconnected_at = mql_now_ms();
-    (void)mql_session_mirror(b, s);
+    (void)mql_session_mirror(&b->core, s);
     mql_err err = local_subscriptions(br);
     if (err != MQL_OK) {
         snprintf(errbuf, errlen, "bridge %s: out of memory", bc->name);
@@ -779,7 +780,7 @@ void mql_bridges_tick(mql_broker *b, uint64_t now)
                 (void)mql_proto_send_packet(c, &p);
                 br->last_ping = now;
             }
-            mql_session_pump(b, br->s); /* queued QoS 0 waits for socket room */
+            mql_session_pump(&b->core, br->s); /* queued QoS 0 waits for socket room */
             break;
         }
         if (c != NULL && c->state == CS_CLOSING && now - c->closing_since > MQL_CLOSE_FLUSH_MS)

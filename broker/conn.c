@@ -149,7 +149,7 @@ static void retained_cb(void *arg, mql_msg *msg)
         return;
     /* retained messages sent because of a subscribe keep retain=1 [MQTT-3.3.1-9] */
     bool wait = false; /* sent after the SUBACK: no ack waits for it */
-    (void)mql_router_deliver(rc->c->b, rc->c->session, msg, qos, true, &id, id ? 1 : 0, NULL,
+    (void)mql_router_deliver(&rc->c->b->core, rc->c->session, msg, qos, true, &id, id ? 1 : 0, NULL,
                              &wait);
 }
 
@@ -178,7 +178,8 @@ static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_i
     if (!b->cfg.wildcard_subscriptions &&
         (memchr(e->filter.p, '+', e->filter.len) || memchr(e->filter.p, '#', e->filter.len)))
         return v5 ? mql_err_reason(MQL_E_WILDCARD_UNSUPPORTED) : 0x80; /* 0xA2 */
-    if (b->acl != NULL && !mql_acl_can_subscribe(b->acl, c->username, s->client_id, e->filter)) {
+    if (b->core.acl != NULL &&
+        !mql_acl_can_subscribe(b->core.acl, c->username, s->client_id, e->filter)) {
         mql_notice("client.acl",
                    "client \"%s\" (%s) user \"%s\": SUBSCRIBE to \"%.*s\" denied "
                    "by the ACL",
@@ -202,12 +203,12 @@ static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_i
         tmpl.no_local = true;
         tmpl.retain_as_published = true;
     }
-    mql_sub *sub = mql_topics_subscribe(b->topics, e->filter, &tmpl, existed);
+    mql_sub *sub = mql_topics_subscribe(b->core.topics, e->filter, &tmpl, existed);
     if (sub == NULL)
         return 0x80;
     if (!*existed)
         mql_session_link_sub(s, sub);
-    *wait = mql_session_mirror_sub(b, s, sub) || *wait;
+    *wait = mql_session_mirror_sub(&b->core, s, sub) || *wait;
     *out_sub = sub;
     return qos;
 }
@@ -274,7 +275,7 @@ static void handle_subscribe(mql_conn *c, const mql_subscribe *sub)
             continue; /* no retained messages for shared subscriptions [MQTT-4.8.2-?] */
         struct retained_ctx rc = {.c = c, .sub = subs[i]};
         mql_bytes f = {.p = (const uint8_t *)subs[i]->filter, .len = subs[i]->filter_len};
-        mql_topics_retained(b->topics, f, retained_cb, &rc);
+        mql_topics_retained(b->core.topics, f, retained_cb, &rc);
     }
 done:
     if (codes != codes_stack)
@@ -299,14 +300,14 @@ static void handle_unsubscribe(mql_conn *c, const mql_unsubscribe *un)
     uint32_t pos = 0;
     mql_bytes f;
     for (uint32_t i = 0; i < un->count && mql_unsubscribe_next(un, &pos, &f); i++) {
-        mql_sub *sub = mql_topics_find(b->topics, f, s);
+        mql_sub *sub = mql_topics_find(b->core.topics, f, s);
         if (sub == NULL) {
             codes[i] = 0x11; /* No subscription existed */
             continue;
         }
         mql_session_unlink_sub(s, sub);
-        wait = mql_session_mirror_sub_del(b, s, sub->filter) || wait;
-        mql_topics_remove(b->topics, sub); /* [MQTT-3.10.4-1] */
+        wait = mql_session_mirror_sub_del(&b->core, s, sub->filter) || wait;
+        mql_topics_remove(b->core.topics, sub); /* [MQTT-3.10.4-1] */
         codes[i] = 0;
     }
     mql_packet p;
@@ -573,7 +574,7 @@ static void conn_closed(void *ctx)
     pthread_mutex_lock(&b->lock);
     mql_session *s = c->session;
     if (s != NULL && s->sink_ctx == c) {
-        b->stats.clients_connected--;
+        b->core.stats.clients_connected--;
         mql_session_detach(s);
         s->disconnected_at = mql_now_ms();
         bool ends = s->expiry == 0;
@@ -582,9 +583,9 @@ static void conn_closed(void *ctx)
                    c->peer, c->why[0] ? c->why : "connection closed by peer",
                    ends ? "" : "; session kept");
         if (ends)
-            mql_clients_end(b, s); /* [MQTT-3.1.2-23] [v3.1.1 MQTT-3.1.2-6] */
+            mql_clients_end(&b->core, s); /* [MQTT-3.1.2-23] [v3.1.1 MQTT-3.1.2-6] */
         else
-            (void)mql_session_mirror(b, s); /* disconnect time, expiry from DISCONNECT */
+            (void)mql_session_mirror(&b->core, s); /* disconnect time, expiry from DISCONNECT */
     } else if (c->state == CS_NEW) {
         mql_debug("conn.close", "connection from %s closed before CONNECT", c->peer);
     } else if (c->will_deferred) {

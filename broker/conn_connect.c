@@ -80,7 +80,7 @@ void mql_conn_release_will(mql_broker *b, mql_conn *c, mql_session *s, bool sess
         s->will_at = mql_now_ms() + (uint64_t)c->will_delay * 1000u;
         return;
     }
-    mql_router_publish_will(b, will); /* [MQTT-3.1.2-8] */
+    mql_router_publish_will(&b->core, will); /* [MQTT-3.1.2-8] */
     mql_msg_unref(will);
 }
 
@@ -88,7 +88,7 @@ static void takeover_diagnostics(mql_broker *b, mql_session *s, const mql_conn *
                                  const mql_conn *c)
 {
     uint64_t now = mql_now_ms();
-    b->stats.takeovers++;
+    b->core.stats.takeovers++;
     if (now - s->takeover_window > 10000) {
         s->takeover_window = now;
         s->takeovers = 0;
@@ -286,7 +286,7 @@ static void take_over(mql_conn *c, mql_session *s, mql_conn *old, bool clean_sta
 {
     mql_broker *b = c->b;
     takeover_diagnostics(b, s, old, c);
-    b->stats.clients_connected--; /* the old connection no longer counts */
+    b->core.stats.clients_connected--; /* the old connection no longer counts */
     mql_session_detach(s);
     old->session = NULL;
     s->disconnected_at = now;
@@ -324,7 +324,7 @@ static mql_session *find_session(mql_conn *c, const mql_connect *cn, mql_bytes i
                                  bool *present)
 {
     mql_broker *b = c->b;
-    mql_session *s = mql_clients_find(b, id.p, id.len);
+    mql_session *s = mql_clients_find(&b->core, id.p, id.len);
     *present = false;
     if (s != NULL && s->bridge != NULL) {
         mql_warning("client.refused",
@@ -348,11 +348,11 @@ static mql_session *find_session(mql_conn *c, const mql_connect *cn, mql_bytes i
     }
     if (s != NULL && !mql_session_attached(s) && s->expiry == 0) {
         /* taken over: a session with expiry 0 ended with its connection [MQTT-3.1.2-23] */
-        mql_clients_end(b, s);
+        mql_clients_end(&b->core, s);
         s = NULL;
     }
     if (s != NULL && cn->clean_start) {
-        mql_clients_end(b, s); /* [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-6] */
+        mql_clients_end(&b->core, s); /* [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-6] */
         s = NULL;
     }
     if (s != NULL) {
@@ -363,7 +363,7 @@ static mql_session *find_session(mql_conn *c, const mql_connect *cn, mql_bytes i
         }
         return s;
     }
-    if ((s = mql_clients_new(b, id.p, id.len)) == NULL)
+    if ((s = mql_clients_new(&b->core, id.p, id.len)) == NULL)
         mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "out of memory");
     return s;
 }
@@ -395,11 +395,11 @@ static bool attach_session(mql_conn *c, mql_session *s, const mql_connect *cn, u
     c->state = CS_ACTIVE;
     free(s->username);
     s->username = c->username ? strdup(c->username) : NULL;
-    (void)mql_session_mirror(b, s);
-    b->stats.connects_total++;
-    b->stats.clients_connected++;
-    if (b->stats.clients_connected > b->stats.clients_max)
-        b->stats.clients_max = b->stats.clients_connected;
+    (void)mql_session_mirror(&b->core, s);
+    b->core.stats.connects_total++;
+    b->core.stats.clients_connected++;
+    if (b->core.stats.clients_connected > b->core.stats.clients_max)
+        b->core.stats.clients_max = b->core.stats.clients_connected;
     return true;
 }
 
@@ -534,5 +534,5 @@ void mql_conn_connect(mql_conn *c, const mql_connect *cn)
                   "size %u, topic alias maximum %u, problem info %d",
                   s->client_id, s->expiry, c->client_receive_max, c->client_max_packet,
                   c->alias_max, c->request_problem_info);
-    mql_session_resume(b, s);
+    mql_session_resume(&b->core, s);
 }

@@ -64,7 +64,7 @@ static void route_and_ack(mql_conn *c, mql_publish *pub)
         return;
     }
     /* retained set/clear [MQTT-3.3.1-5] [MQTT-3.3.1-6] [MQTT-3.3.1-7], then the subscribers */
-    mql_route_result routed = mql_router_publish(b, msg, s, mql_proto_client_id(c));
+    mql_route_result routed = mql_router_publish(&b->core, msg, s, mql_proto_client_id(c));
     mql_msg_unref(msg);
     /* v5: tell the publisher when a persistent subscriber's quota refused it, or in a
      * PUBACK that nobody subscribed (0x10, which the Server MAY use instead of 0x00,
@@ -80,7 +80,7 @@ static void route_and_ack(mql_conn *c, mql_publish *pub)
             mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "out of memory");
             return;
         }
-        routed.wait = mql_session_mirror_qos2(b, s, pub->packet_id, true) || routed.wait;
+        routed.wait = mql_session_mirror_qos2(&b->core, s, pub->packet_id, true) || routed.wait;
     }
     bool durable = routed.wait;
     if (pub->qos == 1)
@@ -95,10 +95,10 @@ void mql_flow_publish_in(mql_conn *c, mql_publish *pub)
     mql_session *s = c->session;
     if (!publish_valid(c, pub))
         return;
-    b->stats.msgs_received++;
+    b->core.stats.msgs_received++;
     /* a bridge's inbound messages are the operator's own configuration, not a client's */
-    if (b->acl != NULL && c->role->server &&
-        !mql_acl_can_write(b->acl, c->username, s->client_id, pub->topic)) {
+    if (b->core.acl != NULL && c->role->server &&
+        !mql_acl_can_write(b->core.acl, c->username, s->client_id, pub->topic)) {
         /* not routed, not retained; QoS 0 is dropped silently as the spec allows */
         mql_notice("client.acl",
                    "client \"%s\" (%s) user \"%s\": PUBLISH to \"%.*s\" denied "
@@ -122,7 +122,7 @@ void mql_flow_publish_in(mql_conn *c, mql_publish *pub)
          * Its first PUBREC may have been withheld because the store failed: this one, too,
          * waits until everything the first one needed is on disk. */
         mql_proto_queue_ack(c, MQL_PUBREC, pub->packet_id, 0,
-                            s->stored && b->store != NULL &&
+                            s->stored && b->core.store != NULL &&
                                 b->cfg.store_sync != MQL_STORE_SYNC_OFF);
         return;
     }
@@ -157,7 +157,7 @@ void mql_flow_ack_in(mql_conn *c, uint8_t type, const mql_ack *ack)
     if (type == MQL_PUBREL) {
         bool found = mql_session_qos2_remove(s, ack->packet_id);
         if (found)
-            (void)mql_session_mirror_qos2(b, s, ack->packet_id, false);
+            (void)mql_session_mirror_qos2(&b->core, s, ack->packet_id, false);
         /* [MQTT-4.3.3-11] */
         mql_proto_send_ack(
             c, MQL_PUBCOMP, ack->packet_id,
@@ -196,19 +196,19 @@ void mql_flow_ack_in(mql_conn *c, uint8_t type, const mql_ack *ack)
     switch (type) {
     case MQL_PUBACK:
         if (o->state == OUT_PUBLISH_SENT)
-            mql_session_inflight_done(b, s, o); /* [MQTT-4.3.2-*] */
+            mql_session_inflight_done(&b->core, s, o); /* [MQTT-4.3.2-*] */
         break;
     case MQL_PUBREC:
         if (c->version == MQL_V5 && ack->reason >= 0x80) {
-            mql_session_inflight_done(b, s, o); /* the flow ends [MQTT-4.3.3-?] */
+            mql_session_inflight_done(&b->core, s, o); /* the flow ends [MQTT-4.3.3-?] */
             break;
         }
         o->state = OUT_PUBREL_SENT; /* [MQTT-4.3.3-3] */
-        (void)mql_session_mirror_out_state(b, s, o);
+        (void)mql_session_mirror_out_state(&b->core, s, o);
         mql_proto_send_ack(c, MQL_PUBREL, o->packet_id, 0);
         break;
     case MQL_PUBCOMP:
-        mql_session_inflight_done(b, s, o);
+        mql_session_inflight_done(&b->core, s, o);
         break;
     }
 }

@@ -30,6 +30,7 @@
 #include "session.h"
 #include "router.h"
 #include "clients.h"
+#include "core.h"
 #include "mirror.h"
 #include "restore.h"
 #include "proto.h"
@@ -45,41 +46,27 @@ struct mql_listener_state {
 };
 
 struct mql_broker {
+    mql_core core; /* what session, router, clients and mirror use (core.h) */
     mql_config cfg;
     struct mql_listener_state listeners[MQL_MAX_LISTENERS];
     bool conns_full_logged; /* the broker-wide max_connections episode was logged */
     pthread_mutex_t lock;
     mql_net *net;
-    mql_topics *topics;
-    mql_session **slots; /* ClientID table */
-    uint32_t nslots;
-    uint32_t nsessions;
-    mql_session *sessions;
     mql_conn *conns;
     uint32_t nconns;
-    uint64_t route_seq;
-    struct route_entry *route;
-    uint32_t route_cap;
     uint32_t id_counter;
     pthread_t ticker;
     bool ticker_started;
     bool stopping;
     pthread_cond_t tick_cv;
-    mql_stats stats;
-    struct mql_store *store; /* NULL without persistence (or after it closed) */
-    uint64_t next_msg_id;
-    bool store_full;         /* store_max_bytes reached, or the store overloaded (each tick) */
-    bool store_overloaded;   /* it cannot commit and holds too much in memory (store.h) */
     uint64_t started_at;     /* mql_now_ms() at start, for $SYS uptime */
     uint64_t sys_next;       /* when $SYS is published next */
     uint64_t reap_lost_next; /* when mql_net_reap_lost runs next */
-    /* authentication: passwd/acl are replaced on SIGHUP under lock + auth_lock (write);
+    /* authentication: passwd/acl (core.acl) are replaced on SIGHUP under lock + auth_lock (write);
      * password checks run outside lock with auth_lock (read) */
     pthread_rwlock_t auth_lock;
     mql_passwd *passwd;
-    mql_acl *acl;
     mql_ratelimit *ratelimit;
-    bool store_full_logged;
     bool store_refusing; /* acks were refused because a commit failed (episode, logged once) */
     struct mql_bridge *bridges; /* [cfg.n_bridges] */
 };

@@ -48,7 +48,7 @@ enum mql_send_result mql_proto_send_packet(mql_conn *c, const mql_packet *pkt)
     }
     bool ok = mql_link_send(c->link, buf, n) == MQL_OK;
     if (ok)
-        c->b->stats.bytes_sent += n;
+        c->b->core.stats.bytes_sent += n;
     if (buf != stack)
         free(buf);
     return ok ? MQL_SEND_OK : MQL_SEND_FAILED;
@@ -125,9 +125,9 @@ bool mql_proto_send_publish(mql_conn *c, mql_msg *msg, mql_bytes topic, uint8_t 
         }
     }
     if (r == MQL_SEND_OK) {
-        c->b->stats.msgs_sent++;
+        c->b->core.stats.msgs_sent++;
     } else if (r == MQL_SEND_TOO_LARGE) {
-        c->b->stats.msgs_dropped++;
+        c->b->core.stats.msgs_dropped++;
         mql_info("client.too_large",
                  "client \"%s\" (%s): message on \"%.*s\" (%u byte payload) exceeds the "
                  "client's Maximum Packet Size %u; discarded [MQTT-3.1.2-25]",
@@ -273,7 +273,7 @@ static uint8_t *refuse_acks(mql_conn *c, const ack_batch *ab, mql_err err, size_
             memset(&p.u.ack.props, 0, sizeof(p.u.ack.props));
             if (p.type == MQL_PUBREC && c->session != NULL &&
                 mql_session_qos2_remove(c->session, p.u.ack.packet_id))
-                (void)mql_session_mirror_qos2(c->b, c->session, p.u.ack.packet_id, false);
+                (void)mql_session_mirror_qos2(&c->b->core, c->session, p.u.ack.packet_id, false);
             size_t w = mql_encode(out + n, cap - n, &p, c->version);
             if (w == 0 || w > cap - n)
                 goto fail;
@@ -321,13 +321,13 @@ static void ack_commit_failed(mql_conn *c, ack_batch *ab, mql_err err)
                   mql_proto_client_id(c), c->peer, ab->n,
                   closing ? "withheld, closing" : "sent as refusals");
     }
-    b->stats.store_refused += closing ? ab->n : refused;
+    b->core.stats.store_refused += closing ? ab->n : refused;
     if (closing) {
         mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_STORE, "store commit failed");
         return;
     }
     if (mql_link_send(c->link, out, len) == MQL_OK)
-        b->stats.bytes_sent += len;
+        b->core.stats.bytes_sent += len;
     free(out);
 }
 
@@ -347,7 +347,7 @@ static void acks_done(void *arg, mql_err err)
     if (!c->link_gone && c->state != CS_CLOSING) {
         if (err == MQL_OK) {
             if (mql_link_send(c->link, ab->bytes, ab->len) == MQL_OK)
-                b->stats.bytes_sent += ab->len;
+                b->core.stats.bytes_sent += ab->len;
         } else {
             ack_commit_failed(c, ab, err);
         }
@@ -365,15 +365,15 @@ static void flush_acks(mql_conn *c)
     if (ab == NULL)
         return;
     c->batch = NULL;
-    if (c->b->store == NULL) {
+    if (c->b->core.store == NULL) {
         if (mql_link_send(c->link, ab->bytes, ab->len) == MQL_OK)
-            c->b->stats.bytes_sent += ab->len;
+            c->b->core.stats.bytes_sent += ab->len;
         free(ab);
         return;
     }
     c->refs++;
     c->acks_waiting++;
-    if (mql_store_barrier(c->b->store, acks_done, ab) != MQL_OK) {
+    if (mql_store_barrier(c->b->core.store, acks_done, ab) != MQL_OK) {
         c->refs--;
         c->acks_waiting--;
         free(ab);
@@ -494,7 +494,7 @@ size_t mql_proto_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
     mql_net_defer_begin(); /* the writes start after the broker lock is released */
     pthread_mutex_lock(&b->lock);
     c->last_rx = mql_now_ms();
-    b->stats.bytes_received += len;
+    b->core.stats.bytes_received += len;
     if (c->role->intercept != NULL && c->role->intercept(c, buf, len, &used)) {
         pthread_mutex_unlock(&b->lock);
         mql_net_defer_end();

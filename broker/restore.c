@@ -114,9 +114,9 @@ static mql_err load_session(void *arg, const mql_store_session *ss)
     if (ss->expiry != MQL_SESSION_NEVER && lc->now_wall - gone >= (int64_t)ss->expiry) {
         /* expired while the broker was down [MQTT-3.1.2-23] */
         lc->expired++;
-        return mql_store_session_del(b->store, ss->client_id);
+        return mql_store_session_del(b->core.store, ss->client_id);
     }
-    mql_session *s = mql_clients_new(b, (const uint8_t *)ss->client_id, len);
+    mql_session *s = mql_clients_new(&b->core, (const uint8_t *)ss->client_id, len);
     if (s == NULL)
         return MQL_E_NOMEM;
     s->version = ss->version;
@@ -132,7 +132,7 @@ static mql_err load_session(void *arg, const mql_store_session *ss)
 
 static mql_session *find(struct load_ctx *lc, const char *client_id)
 {
-    return mql_clients_find(lc->b, (const uint8_t *)client_id, (uint32_t)strlen(client_id));
+    return mql_clients_find(&lc->b->core, (const uint8_t *)client_id, (uint32_t)strlen(client_id));
 }
 
 static mql_err load_sub(void *arg, const mql_store_sub *ss)
@@ -157,7 +157,7 @@ static mql_err load_sub(void *arg, const mql_store_sub *ss)
         lc->skipped++;
         return MQL_OK;
     }
-    mql_sub *sub = mql_topics_subscribe(lc->b->topics, f, &tmpl, &existed);
+    mql_sub *sub = mql_topics_subscribe(lc->b->core.topics, f, &tmpl, &existed);
     if (sub == NULL)
         return MQL_E_NOMEM;
     if (!existed)
@@ -232,7 +232,7 @@ static mql_err load_retained(void *arg, const char *topic, uint64_t msg_id)
     }
     m->retain = true;
     lc->retained++;
-    return mql_topics_retain(lc->b->topics,
+    return mql_topics_retain(lc->b->core.topics,
                              (mql_bytes){(const uint8_t *)topic, (uint32_t)strlen(topic)}, m);
 }
 
@@ -248,7 +248,7 @@ static mql_err load_retained(void *arg, const char *topic, uint64_t msg_id)
 static void mark_maybe_sent(mql_broker *b)
 {
     uint32_t window = b->cfg.max_inflight_messages ? b->cfg.max_inflight_messages : 65535u;
-    for (mql_session *s = b->sessions; s != NULL; s = s->next) {
+    for (mql_session *s = b->core.sessions; s != NULL; s = s->next) {
         if (!s->was_online)
             continue;
         s->was_online = false;
@@ -272,7 +272,7 @@ mql_err mql_restore_open(mql_broker *b, char *errbuf, size_t errlen)
         .sync_full = b->cfg.store_sync == MQL_STORE_SYNC_FULL,
         .max_bytes = b->cfg.store_max_bytes,
     };
-    mql_err err = mql_store_open(&b->store, &opts, errbuf, errlen);
+    mql_err err = mql_store_open(&b->core.store, &opts, errbuf, errlen);
     if (err != MQL_OK)
         return err;
     struct load_ctx lc = {.b = b, .now_mono = mql_now_ms(), .now_wall = mql_wall_s()};
@@ -286,17 +286,17 @@ mql_err mql_restore_open(mql_broker *b, char *errbuf, size_t errlen)
         .retained = load_retained,
     };
     uint64_t max_id = 0;
-    err = mql_store_load(b->store, &ld, &max_id);
+    err = mql_store_load(b->core.store, &ld, &max_id);
     for (uint32_t i = 0; i < lc.cap; i++)
         mql_msg_unref(lc.slots[i]); /* holders took their own references */
     free(lc.slots);
     if (err != MQL_OK) {
         snprintf(errbuf, errlen, "cannot load the store in %s: %s", opts.dir, mql_err_str(err));
-        mql_store_close(b->store);
-        b->store = NULL;
+        mql_store_close(b->core.store);
+        b->core.store = NULL;
         return err;
     }
-    b->next_msg_id = max_id;
+    b->core.next_msg_id = max_id;
     mark_maybe_sent(b);
     mql_notice("store.loaded",
                "store %s/mqlite.db: %u sessions (%u expired while down), %u subscriptions, "

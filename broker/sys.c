@@ -27,8 +27,8 @@ void mql_sys_set(mql_broker *b, const char *topic, const char *value)
     mql_msg *m = mql_msg_new(t, v, 0, true, NULL, mql_now_ms());
     if (m == NULL)
         return;
-    if (mql_topics_retain(b->topics, t, m) == MQL_OK)
-        (void)mql_router_route(b, m, NULL);
+    if (mql_topics_retain(b->core.topics, t, m) == MQL_OK)
+        (void)mql_router_route(&b->core, m, NULL);
     mql_msg_unref(m);
 }
 
@@ -66,8 +66,8 @@ static uint64_t rss_kib(void)
 /* The mosquitto-compatible $SYS/broker/... tree, plus mqlite's own counters. */
 void mql_sys_publish(mql_broker *b, uint64_t now)
 {
-    const mql_stats *st = &b->stats;
-    uint32_t total = b->nsessions;
+    const mql_stats *st = &b->core.stats;
+    uint32_t total = b->core.nsessions;
     sys_put(b, "$SYS/broker/version", "mqlite %s", MQL_VERSION);
     sys_put(b, "$SYS/broker/uptime", "%llu seconds",
             (unsigned long long)((now - b->started_at) / 1000u));
@@ -84,8 +84,9 @@ void mql_sys_publish(mql_broker *b, uint64_t now)
             (unsigned long long)st->msgs_dropped);
     sys_put(b, "$SYS/broker/bytes/received", "%llu", (unsigned long long)st->bytes_received);
     sys_put(b, "$SYS/broker/bytes/sent", "%llu", (unsigned long long)st->bytes_sent);
-    sys_put(b, "$SYS/broker/subscriptions/count", "%zu", mql_topics_sub_count(b->topics));
-    sys_put(b, "$SYS/broker/retained messages/count", "%zu", mql_topics_retained_count(b->topics));
+    sys_put(b, "$SYS/broker/subscriptions/count", "%zu", mql_topics_sub_count(b->core.topics));
+    sys_put(b, "$SYS/broker/retained messages/count", "%zu",
+            mql_topics_retained_count(b->core.topics));
     sys_put(b, "$SYS/broker/heap/current", "%llu", (unsigned long long)rss_kib() * 1024u);
     for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++) {
         const mql_bridge *br = &b->bridges[i];
@@ -93,8 +94,8 @@ void mql_sys_publish(mql_broker *b, uint64_t now)
         snprintf(t, sizeof(t), "$SYS/broker/bridge/%s/queued", br->conf->name);
         sys_put(b, t, "%u", br->s->queue.count + br->s->inflight.count);
     }
-    if (b->store != NULL) {
-        mql_store_stats ss = mql_store_get_stats(b->store);
+    if (b->core.store != NULL) {
+        mql_store_stats ss = mql_store_get_stats(b->core.store);
         sys_put(b, "$SYS/broker/store/bytes", "%llu", (unsigned long long)ss.file_bytes);
         sys_put(b, "$SYS/broker/store/transactions", "%llu", (unsigned long long)ss.transactions);
         sys_put(b, "$SYS/broker/store/fsyncs", "%llu", (unsigned long long)ss.fsyncs);
