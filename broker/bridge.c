@@ -49,37 +49,6 @@ static const char *bname(const mql_bridge *br)
 
 /* ---- topic mapping ---- */
 
-/* Does filter f (with + and #) match topic t? Both without any prefix. */
-static bool filter_match(const char *f, size_t fl, const uint8_t *t, size_t tl)
-{
-    size_t i = 0, j = 0;
-    while (i < fl) {
-        if (f[i] == '#')
-            return true; /* the rest, including the parent level [MQTT-4.7.1-2] */
-        if (f[i] == '+') {
-            while (j < tl && t[j] != '/')
-                j++;
-            i++;
-        } else {
-            while (i < fl && f[i] != '/') {
-                if (j >= tl || t[j] != (uint8_t)f[i])
-                    return false;
-                i++;
-                j++;
-            }
-            if (j < tl && t[j] != '/')
-                return false;
-        }
-        if (i == fl)
-            return j == tl;
-        if (j == tl) /* the topic ended: only "/#" may follow */
-            return i + 2 == fl && f[i + 1] == '#';
-        i++;
-        j++;
-    }
-    return j == tl;
-}
-
 /* Map topic through rule r: from its `from` prefix to its `to` prefix. */
 static bool map_rule(const mql_bridge_topic *r, const char *from, const char *to, mql_bytes topic,
                      char *buf, size_t cap, char **heap, mql_bytes *out)
@@ -89,7 +58,11 @@ static bool map_rule(const mql_bridge_topic *r, const char *from, const char *to
         return false;
     const uint8_t *rest = topic.p + fl;
     size_t rl = topic.len - fl;
-    if (r->pattern[0] == '\0' ? rl != 0 : !filter_match(r->pattern, strlen(r->pattern), rest, rl))
+    /* the pattern against what follows the prefix; topic.c's matcher, without the '$' rule
+     * (rest is not the start of a topic name) */
+    mql_bytes pat = {(const uint8_t *)r->pattern, (uint32_t)strlen(r->pattern)};
+    if (r->pattern[0] == '\0' ? rl != 0
+                              : !mql_topic_matches_levels(pat, (mql_bytes){rest, (uint32_t)rl}))
         return false;
     size_t tl = strlen(to);
     char *dst = buf;
