@@ -38,6 +38,35 @@
 #include "platform/clock.h"
 #include "platform/log.h"
 
+/* A bridge: the local session that collects what goes out, the uplink
+ * connection to the remote broker (we are its client), reconnect state. */
+enum bridge_state {
+    BR_IDLE = 0,   /* waiting for next_attempt */
+    BR_DIALING,    /* TCP/TLS connect in progress */
+    BR_CONNECTING, /* CONNECT sent, waiting for CONNACK */
+    BR_UP,         /* CONNACK 0 received */
+};
+
+typedef struct mql_bridge {
+    mql_broker *b;
+    const mql_bridge_conf *conf; /* in b->cfg */
+    mql_session *s;
+    mql_conn *c; /* the uplink while dialed, else NULL */
+    mql_dialer *dialers[MQL_MAX_BRIDGE_ADDRS];
+    int addr; /* the address of the current or next attempt */
+    enum bridge_state state;
+    uint64_t next_attempt; /* mql_now_ms() of the next dial (BR_IDLE) */
+    uint32_t failures;     /* attempts since the link was last up, for the backoff */
+    uint64_t last_ping;
+    uint16_t sub_pid;       /* packet id of our SUBSCRIBE */
+    uint8_t remote_max_qos; /* from a v5 CONNACK, default 2 */
+    bool warned;            /* the current outage was logged at warning level */
+    bool stopped;
+    char state_topic[128]; /* $SYS/broker/bridge/NAME/state */
+    char remote_id[200];   /* remote_clientid, or mosquitto's default HOSTNAME.NAME */
+    char note_topic[300];  /* notifications: "1"/"0" (mosquitto's), empty when off */
+} mql_bridge;
+
 #define CONNACK_TIMEOUT_MS 10000
 
 static const mql_proto_role uplink_role;
@@ -114,9 +143,9 @@ static mql_bytes rule_filter(const mql_bridge_topic *r, const char *prefix, char
  * ("1" connected, "0" not) when notifications are on. */
 static void publish_state(mql_bridge *br, const char *state)
 {
-    mql_sys_set(br->b, br->state_topic, state);
+    mql_sys_set(&br->b->core, br->state_topic, state);
     if (br->note_topic[0] != '\0')
-        mql_sys_set(br->b, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
+        mql_sys_set(&br->b->core, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
 }
 
 /* Whether the remote broker gets the notifications too (a will of "0" in CONNECT, "1" once
@@ -717,6 +746,17 @@ mql_err mql_bridges_start(mql_broker *b, char *errbuf, size_t errlen)
         err = bridge_init(b, &b->bridges[i], &b->cfg.bridges[i], errbuf, errlen);
     pthread_mutex_unlock(&b->lock);
     return err;
+}
+
+void mql_bridges_sys_publish(mql_broker *b)
+{
+    for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++) {
+        const mql_bridge *br = &b->bridges[i];
+        char t[160], v[16];
+        snprintf(t, sizeof(t), "$SYS/broker/bridge/%s/queued", br->conf->name);
+        snprintf(v, sizeof(v), "%u", br->s->queue.count + br->s->inflight.count);
+        mql_sys_set(&b->core, t, v);
+    }
 }
 
 void mql_bridges_tick(mql_broker *b, uint64_t now)

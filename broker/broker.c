@@ -88,7 +88,9 @@ void mql_broker_tick(mql_broker *b, uint64_t now)
     mql_bridges_tick(b, now);
     mql_clients_expire_scan(&b->core, now);
     if (b->cfg.sys_interval != 0 && now >= b->sys_next) {
-        mql_sys_publish(b, now);
+        mql_sys_publish(&b->core, now, b->started_at);
+        mql_bridges_sys_publish(b);
+        mql_sys_publish_store(&b->core);
         b->sys_next = now + (uint64_t)b->cfg.sys_interval * 1000u;
     }
     if (b->core.store != NULL) {

@@ -1,5 +1,5 @@
 /*
- * internal.h - the broker struct and the bridge struct, still shared by the core's files
+ * internal.h - the broker struct, still shared by the core's files
  * (each module's own declarations are in its header: session.h, router.h, clients.h,
  * mirror.h, restore.h, proto.h, flow.h).
  *
@@ -36,6 +36,7 @@
 #include "proto.h"
 #include "flow.h"
 #include "sys.h"
+#include "bridge.h"
 #include "platform/net.h"
 
 /* Per listener (same index as cfg.listeners), under broker->lock. */
@@ -71,56 +72,12 @@ struct mql_broker {
     struct mql_bridge *bridges; /* [cfg.n_bridges] */
 };
 
-/* A bridge (bridge.c): the local session that collects what goes out, the uplink
- * connection to the remote broker (we are its client), reconnect state. */
-enum bridge_state {
-    BR_IDLE = 0,   /* waiting for next_attempt */
-    BR_DIALING,    /* TCP/TLS connect in progress */
-    BR_CONNECTING, /* CONNECT sent, waiting for CONNACK */
-    BR_UP,         /* CONNACK 0 received */
-};
-
-typedef struct mql_bridge {
-    mql_broker *b;
-    const mql_bridge_conf *conf; /* in b->cfg */
-    mql_session *s;
-    mql_conn *c; /* the uplink while dialed, else NULL */
-    mql_dialer *dialers[MQL_MAX_BRIDGE_ADDRS];
-    int addr; /* the address of the current or next attempt */
-    enum bridge_state state;
-    uint64_t next_attempt; /* mql_now_ms() of the next dial (BR_IDLE) */
-    uint32_t failures;     /* attempts since the link was last up, for the backoff */
-    uint64_t last_ping;
-    uint16_t sub_pid;       /* packet id of our SUBSCRIBE */
-    uint8_t remote_max_qos; /* from a v5 CONNACK, default 2 */
-    bool warned;            /* the current outage was logged at warning level */
-    bool stopped;
-    char state_topic[128]; /* $SYS/broker/bridge/NAME/state */
-    char remote_id[200];   /* remote_clientid, or mosquitto's default HOSTNAME.NAME */
-    char note_topic[300];  /* notifications: "1"/"0" (mosquitto's), empty when off */
-} mql_bridge;
-
 /* conn.c */
 /* mql_conn_tick: keepalive and CONNECT timeouts, ends of closing flushes and takeover
  * drains of client connections at monotonic time `now` (ms). Under broker->lock. */
 void mql_conn_tick(mql_broker *b, uint64_t now);
 /* mql_conn_link_ops: the link callbacks of client connections (for mql_net_alloc). */
 extern const mql_link_ops mql_conn_link_ops;
-
-/* bridge.c */
-/* mql_bridges_start: set up every configured bridge (after the store is loaded: their
- * local sessions may be in it) and schedule the first dial. Takes broker->lock itself.
- * Returns MQL_OK, or an error with a message in errbuf (errlen bytes). */
-MQL_MUST_CHECK mql_err mql_bridges_start(mql_broker *b, char *errbuf, size_t errlen);
-/* mql_bridges_tick: reconnects, CONNACK timeouts, keep alive and the queue pump of every
- * bridge at monotonic time `now` (ms). Under broker->lock. */
-void mql_bridges_tick(mql_broker *b, uint64_t now);
-/* mql_bridges_stop: disconnect every uplink (at shutdown: DISCONNECT, then close with
- * flush). Under broker->lock. */
-void mql_bridges_stop(mql_broker *b);
-/* mql_bridges_free: free the bridges' dialers; not under broker->lock (waits for dial
- * callbacks). */
-void mql_bridges_free(mql_broker *b);
 
 /* broker.c */
 /* mql_broker_tick: one round of housekeeping at monotonic time `now` (ms): keepalive and
