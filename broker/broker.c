@@ -149,7 +149,7 @@ static void *ticker_main(void *arg)
 
 mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
 {
-    mql_err perr = mql_restore_open(b, errbuf, errlen);
+    mql_err perr = mql_restore_open(&b->core, &b->cfg, errbuf, errlen);
     if (perr != MQL_OK)
         return perr;
     perr = mql_broker_load_auth(b, b->cfg.password_file, b->cfg.acl_file, errbuf, errlen);
