@@ -287,6 +287,9 @@ static void *bridge_open(void *arg, mql_link *link, const char *peer, int listen
         return NULL;
     }
     c->b = b;
+    c->core = &b->core;
+    c->cfg = &b->cfg;
+    c->lock = &b->lock;
     c->link = link;
     c->listener = -1;
     c->role = &uplink_role;

@@ -103,6 +103,9 @@ static void *conn_open(void *arg, mql_link *link, const char *peer, int listener
     if (c == NULL)
         return NULL;
     c->b = b;
+    c->core = &b->core;
+    c->cfg = &b->cfg;
+    c->lock = &b->lock;
     c->role = &server_role;
     c->link = link;
     c->listener = listener_id;

@@ -34,6 +34,8 @@ typedef struct mql_core {
     bool store_full;        /* store_max_bytes reached, or the store overloaded (each tick) */
     bool store_overloaded;  /* it cannot commit and holds too much in memory (store.h) */
     bool store_full_logged; /* the current store-full episode was logged */
+    bool store_refusing;    /* acks were refused because a commit failed (episode, logged once;
+                               proto.c) */
     /* limits of new sessions (max_inflight_messages, max_queued_messages / _bytes) */
     uint32_t max_inflight; /* 0: no limit (65535) */
     uint32_t max_queued_messages;

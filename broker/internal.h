@@ -68,7 +68,6 @@ struct mql_broker {
     pthread_rwlock_t auth_lock;
     mql_passwd *passwd;
     mql_ratelimit *ratelimit;
-    bool store_refusing; /* acks were refused because a commit failed (episode, logged once) */
     struct mql_bridge *bridges; /* [cfg.n_bridges] */
 };
 

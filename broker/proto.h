@@ -15,6 +15,7 @@
 #ifndef MQL_PROTO_H
 #define MQL_PROTO_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +27,8 @@
 #include "platform/net.h"
 
 struct mql_broker;
+struct mql_core;
+struct mql_config;
 
 #define MQL_CLOSE_FLUSH_MS 3000
 #define MQL_PRECONNECT_MAX (256u * 1024u) /* largest frame accepted before CONNACK */
@@ -78,7 +81,10 @@ typedef struct ack_batch {
 } ack_batch;
 
 typedef struct mql_conn {
-    struct mql_broker *b;
+    struct mql_broker *b;         /* the role's broker (conn.c, bridge.c); proto and flow use: */
+    struct mql_core *core;        /* the core state (core.h) */
+    const struct mql_config *cfg; /* the broker's configuration */
+    pthread_mutex_t *lock;        /* the core lock (broker.c), taken where a thread enters */
     const mql_proto_role *role;
     void *owner; /* the role's own object (a bridge), or NULL */
     mql_link *link;
