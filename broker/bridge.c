@@ -34,7 +34,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "broker_int.h"
+#include "clients.h"
+#include "flow.h"
+#include "router.h"
+#include "sys.h"
+#include "bridge.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 

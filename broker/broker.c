@@ -21,7 +21,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include "broker_int.h"
+#include "bridge.h"
+#include "clients.h"
+#include "mirror.h"
+#include "restore.h"
+#include "sys.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 #include "storage/store.h"
@@ -160,7 +165,7 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
         return perr;
     for (int i = 0; i < b->cfg.n_listeners; i++) {
         const mql_listener_conf *l = &b->cfg.listeners[i];
-        char url[sizeof(b->listeners[i].url)];
+        char url[sizeof(((struct mql_listener_state *)0)->url)];
         const char *addr = l->address[0] ? l->address : "0.0.0.0";
         bool tls = l->certfile[0] != '\0';
         bool ws = l->protocol == MQL_LISTENER_WEBSOCKETS;
@@ -170,7 +175,7 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
             snprintf(url, sizeof(url), "%s://[%s]:%u%s", scheme, addr, l->port, path);
         else
             snprintf(url, sizeof(url), "%s://%s:%u%s", scheme, addr, l->port, path);
-        snprintf(b->listeners[i].url, sizeof(b->listeners[i].url), "%s", url);
+        mql_conn_listener_started(b, i, url);
         mql_listen_opts lo = {
             .id = i,
             .url = url,
@@ -223,9 +228,7 @@ void mql_broker_shutdown(mql_broker *b)
     pthread_mutex_lock(&b->lock);
     b->stopping = true;
     pthread_cond_broadcast(&b->tick_cv);
-    for (mql_conn *c = b->conns; c != NULL; c = c->next)
-        mql_proto_close(c, MQL_CLOSE_ABORT, c->state == CS_ACTIVE ? MQL_E_SHUTDOWN : MQL_OK,
-                        "server shutting down");
+    mql_conn_shutdown_all(b);
     mql_bridges_stop(b);
     pthread_mutex_unlock(&b->lock);
     if (b->ticker_started) {

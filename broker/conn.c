@@ -10,7 +10,7 @@
  * will and the session are made in exactly one place: conn_closed, or the takeover in
  * conn_connect.c.
  *
- * Locking: see internal.h. conn_data checks a first CONNECT's password before taking
+ * Locking: see broker_int.h. conn_data checks a first CONNECT's password before taking
  * broker->lock (PBKDF2 is slow); mql_proto_data then takes it once per batch of frames,
  * which are decoded and handled under it.
  * Performance assumption: connections are few enough (max_connections) that the ticker
@@ -21,7 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "conn.h"
+
+#include "broker_int.h"
+#include "clients.h"
+#include "flow.h"
+#include "router.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 #include "storage/store.h"
@@ -607,6 +612,18 @@ static void conn_closed(void *ctx)
     mql_proto_link_closed(c);
     pthread_cond_broadcast(&b->tick_cv);
     pthread_mutex_unlock(&b->lock);
+}
+
+void mql_conn_listener_started(mql_broker *b, int i, const char *url)
+{
+    snprintf(b->listeners[i].url, sizeof(b->listeners[i].url), "%s", url);
+}
+
+void mql_conn_shutdown_all(mql_broker *b)
+{
+    for (mql_conn *c = b->conns; c != NULL; c = c->next)
+        mql_proto_close(c, MQL_CLOSE_ABORT, c->state == CS_ACTIVE ? MQL_E_SHUTDOWN : MQL_OK,
+                        "server shutting down");
 }
 
 void mql_conn_tick(mql_broker *b, uint64_t now)

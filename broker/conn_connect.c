@@ -16,7 +16,9 @@
 
 #include "conn_connect.h"
 
-#include "internal.h"
+#include "broker_int.h"
+#include "clients.h"
+#include "router.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 

@@ -1,7 +1,11 @@
 /*
- * internal.h - the broker struct, still shared by the core's files
- * (each module's own declarations are in its header: session.h, router.h, clients.h,
- * mirror.h, restore.h, proto.h, flow.h).
+ * broker_int.h - broker.c's own header: the broker struct, for the modules that keep
+ * per-broker state which is not the core's (core.h) and that enter the core from a thread:
+ * conn.c and conn_connect.c (the connection list, the listeners' counts, the password file,
+ * login back-off, generated ClientIDs), bridge.c (its bridges, the network to dial on, the
+ * core lock, shutdown) and the connection fuzzer (tests/fuzz/fuzz_conn.c: the network, the
+ * clock, mql_broker_tick). session, router, clients, mirror, restore, sys, proto and flow
+ * never see it: they get the core, the configuration or the lock.
  *
  * Locking (the order is fixed: broker->lock -> link mutex inside platform/net.c):
  * - broker->lock protects everything here: the ClientID table, sessions, connections'
@@ -14,38 +18,22 @@
  *   calls back, so delivering to another connection under broker->lock cannot deadlock.
  * - Nothing here blocks on I/O while holding the lock.
  */
-#ifndef MQL_INTERNAL_H
-#define MQL_INTERNAL_H
+#ifndef MQL_BROKER_INT_H
+#define MQL_BROKER_INT_H
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "broker.h"
-#include "codec.h"
-#include "config.h"
-#include "msg.h"
 #include "auth.h"
-#include "topic.h"
-#include "session.h"
-#include "router.h"
-#include "clients.h"
+#include "broker.h"
+#include "config.h"
+#include "conn.h"
 #include "core.h"
-#include "mirror.h"
-#include "restore.h"
 #include "proto.h"
-#include "flow.h"
-#include "sys.h"
-#include "bridge.h"
 #include "platform/net.h"
 
-/* Per listener (same index as cfg.listeners), under broker->lock. */
-struct mql_listener_state {
-    char url[256];    /* what it listens on, for messages */
-    uint32_t nconns;  /* its connections (counted in mql_broker.nconns too) */
-    bool full_logged; /* its max_connections episode was logged */
-};
-
+/* mql_broker: see above (broker.h has its opaque typedef). */
 struct mql_broker {
     mql_core core; /* what session, router, clients and mirror use (core.h) */
     mql_config cfg;
@@ -71,14 +59,6 @@ struct mql_broker {
     struct mql_bridge *bridges; /* [cfg.n_bridges] */
 };
 
-/* conn.c */
-/* mql_conn_tick: keepalive and CONNECT timeouts, ends of closing flushes and takeover
- * drains of client connections at monotonic time `now` (ms). Under broker->lock. */
-void mql_conn_tick(mql_broker *b, uint64_t now);
-/* mql_conn_link_ops: the link callbacks of client connections (for mql_net_alloc). */
-extern const mql_link_ops mql_conn_link_ops;
-
-/* broker.c */
 /* mql_broker_tick: one round of housekeeping at monotonic time `now` (ms): keepalive and
  * CONNECT timeouts, delayed wills, session expiry, $SYS, the store's fullness. Under
  * broker->lock. The ticker thread calls it every 250 ms; the connection fuzzer calls it
