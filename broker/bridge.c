@@ -296,7 +296,6 @@ static void *bridge_open(void *arg, mql_link *link, const char *peer, int listen
     c->cfg = &b->cfg;
     c->lock = &b->lock;
     c->link = link;
-    c->listener = -1;
     c->role = &uplink_role;
     c->owner = br;
     c->refs = 1;
@@ -305,7 +304,6 @@ static void *bridge_open(void *arg, mql_link *link, const char *peer, int listen
     c->session = br->s;
     c->state = CS_NEW;
     c->request_problem_info = true;
-    c->prechecked = true; /* no CONNECT comes in: nothing to check before the lock */
     c->client_receive_max = 65535;
     c->created_at = c->last_rx = mql_now_ms();
     snprintf(c->peer, sizeof(c->peer), "%s", peer);

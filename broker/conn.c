@@ -104,16 +104,17 @@ static void *conn_open(void *arg, mql_link *link, const char *peer, int listener
 {
     mql_broker *b = arg;
     assert(listener_id >= 0 && listener_id < b->cfg.n_listeners);
-    mql_conn *c = calloc(1, sizeof(*c));
-    if (c == NULL)
+    mql_client *cl = calloc(1, sizeof(*cl));
+    if (cl == NULL)
         return NULL;
+    mql_conn *c = &cl->ep;
     c->b = b;
     c->core = &b->core;
     c->cfg = &b->cfg;
     c->lock = &b->lock;
     c->role = &server_role;
     c->link = link;
-    c->listener = listener_id;
+    mql_client_of(c)->listener = listener_id;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     c->created_at = c->last_rx = mql_now_ms();
     c->client_receive_max = 65535;
@@ -205,7 +206,7 @@ static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_i
         tmpl.no_local = e->no_local;
         tmpl.retain_as_published = e->retain_as_published;
         tmpl.retain_handling = e->retain_handling;
-    } else if (c->peer_bridge) {
+    } else if (mql_client_of(c)->peer_bridge) {
         /* what mosquitto gives a bridge: its own messages are not echoed back to it (no
          * loop), retain flags arrive as published */
         tmpl.no_local = true;
@@ -342,9 +343,10 @@ static void handle_disconnect(mql_conn *c, const mql_disconnect *d)
             }
             s->expiry = d->props.session_expiry;
         }
-        c->will_suppressed = d->reason != 0x04; /* 0x04: disconnect with will message */
+        mql_client_of(c)->will_suppressed =
+            d->reason != 0x04; /* 0x04: disconnect with will message */
     } else {
-        c->will_suppressed = true; /* [v3.1.1 MQTT-3.1.2-10] */
+        mql_client_of(c)->will_suppressed = true; /* [v3.1.1 MQTT-3.1.2-10] */
     }
     mql_proto_close(c, MQL_CLOSE_ABORT, MQL_OK, "client sent DISCONNECT"); /* [MQTT-3.14.4-1] */
 }
@@ -417,7 +419,7 @@ static void peer_host(const char *peer, char *out, size_t cap)
  * Before the broker lock is taken for a connection's first packet: when it is a CONNECT
  * with a user name and a password file is configured, check the password here. PBKDF2 is
  * deliberately slow (tens of ms on a gateway), and holding the broker lock meanwhile would
- * stall every other client. The result waits in c->auth for handle_connect.
+ * stall every other client. The result waits in mql_client_of(c)->auth for handle_connect.
  */
 static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
 {
@@ -432,7 +434,8 @@ static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
     const char *why;
     if (mql_decode(buf, fr.total, 0, &p, &why) != MQL_OK || !p.u.connect.has_username)
         return;
-    if (c->listener >= 0 && b->cfg.listeners[c->listener].use_identity_as_username)
+    if (mql_client_of(c)->listener >= 0 &&
+        b->cfg.listeners[mql_client_of(c)->listener].use_identity_as_username)
         return; /* the certificate names the user; the password is not checked */
     const mql_connect *cn = &p.u.connect;
     pthread_rwlock_rdlock(&b->auth_lock);
@@ -443,7 +446,7 @@ static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
     char host[64], user[256];
     peer_host(c->peer, host, sizeof(host));
     if (cn->username.len >= sizeof(user)) {
-        c->auth = AUTH_BAD;
+        mql_client_of(c)->auth = AUTH_BAD;
         return;
     }
     memcpy(user, cn->username.p, cn->username.len);
@@ -452,20 +455,20 @@ static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
     bool allowed = mql_ratelimit_allow(b->ratelimit, host, mql_now_ms());
     pthread_mutex_unlock(&b->lock);
     if (!allowed) {
-        c->auth = AUTH_BLOCKED;
+        mql_client_of(c)->auth = AUTH_BLOCKED;
         return;
     }
     pthread_rwlock_rdlock(&b->auth_lock);
     if (b->passwd != NULL)
-        c->auth =
+        mql_client_of(c)->auth =
             cn->has_password && mql_passwd_check(b->passwd, user, cn->password.p, cn->password.len)
                 ? AUTH_OK
                 : AUTH_BAD;
     pthread_rwlock_unlock(&b->auth_lock);
     pthread_mutex_lock(&b->lock);
-    if (c->auth == AUTH_BAD)
+    if (mql_client_of(c)->auth == AUTH_BAD)
         mql_ratelimit_fail(b->ratelimit, host, mql_now_ms());
-    else if (c->auth == AUTH_OK)
+    else if (mql_client_of(c)->auth == AUTH_OK)
         mql_ratelimit_ok(b->ratelimit, host);
     pthread_mutex_unlock(&b->lock);
 }
@@ -524,7 +527,7 @@ static size_t drain_for_disconnect(mql_conn *c, const uint8_t *buf, size_t len)
         if (fr.type == MQL_DISCONNECT &&
             mql_decode(buf + off, fr.total, c->version, &p, NULL) == MQL_OK &&
             (c->version != MQL_V5 || p.u.disconnect.reason == 0x00)) {
-            c->will_suppressed = true;
+            mql_client_of(c)->will_suppressed = true;
             mql_debug("client.will",
                       "connection %s, taken over: its DISCONNECT arrived after the new "
                       "connection's CONNECT; no will",
@@ -543,7 +546,8 @@ static bool conn_intercept(mql_conn *c, const uint8_t *buf, size_t len, size_t *
         *used = len;
         return true;
     }
-    if (c->state == CS_CLOSING && c->will_deferred && c->drain_until != 0) {
+    if (c->state == CS_CLOSING && mql_client_of(c)->will_deferred &&
+        mql_client_of(c)->drain_until != 0) {
         *used = drain_for_disconnect(c, buf, len);
         return true;
     }
@@ -568,8 +572,9 @@ static const mql_proto_role server_role = {
 static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
 {
     mql_conn *c = ctx;
-    if (!c->prechecked) { /* only this (serialised) receive path touches prechecked */
-        c->prechecked = true;
+    if (!mql_client_of(c)
+             ->prechecked) { /* only this (serialised) receive path touches prechecked */
+        mql_client_of(c)->prechecked = true;
         precheck_password(c, buf, len);
     }
     return mql_proto_data(c, buf, len, want);
@@ -596,10 +601,10 @@ static void conn_closed(void *ctx)
             (void)mql_session_mirror(&b->core, s); /* disconnect time, expiry from DISCONNECT */
     } else if (c->state == CS_NEW) {
         mql_debug("conn.close", "connection from %s closed before CONNECT", c->peer);
-    } else if (c->will_deferred) {
+    } else if (mql_client_of(c)->will_deferred) {
         mql_conn_release_will(b, c, NULL, false); /* taken over: published unless DISCONNECT came */
     }
-    mql_msg_unref(c->will);
+    mql_msg_unref(mql_client_of(c)->will);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -607,8 +612,8 @@ static void conn_closed(void *ctx)
     if (c->next)
         c->next->prev = c->prev;
     b->nconns--;
-    b->listeners[c->listener].nconns--;
-    count_closed(b, c->listener);
+    b->listeners[mql_client_of(c)->listener].nconns--;
+    count_closed(b, mql_client_of(c)->listener);
     mql_proto_link_closed(c);
     pthread_cond_broadcast(&b->tick_cv);
     pthread_mutex_unlock(&b->lock);
@@ -653,8 +658,8 @@ void mql_conn_tick(mql_broker *b, uint64_t now)
             }
             break;
         case CS_CLOSING:
-            if (c->drain_until != 0 && now >= c->drain_until) {
-                c->drain_until = 0; /* taken over: the drain is over, close */
+            if (mql_client_of(c)->drain_until != 0 && now >= mql_client_of(c)->drain_until) {
+                mql_client_of(c)->drain_until = 0; /* taken over: the drain is over, close */
                 mql_link_close(c->link, true);
             }
             if (now - c->closing_since > MQL_CLOSE_FLUSH_MS)

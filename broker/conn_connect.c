@@ -68,18 +68,18 @@ static mql_msg *make_will(const mql_connect *cn, uint64_t now)
 
 void mql_conn_release_will(mql_broker *b, mql_conn *c, mql_session *s, bool session_goes_on)
 {
-    mql_msg *will = c->will;
-    c->will = NULL;
+    mql_msg *will = mql_client_of(c)->will;
+    mql_client_of(c)->will = NULL;
     if (will == NULL)
         return;
-    if (c->will_suppressed) {
+    if (mql_client_of(c)->will_suppressed) {
         mql_msg_unref(will); /* DISCONNECT 0x00 deletes the will [MQTT-3.1.2-10] */
         return;
     }
-    if (c->will_delay > 0 && session_goes_on && s != NULL) {
+    if (mql_client_of(c)->will_delay > 0 && session_goes_on && s != NULL) {
         mql_msg_unref(s->will);
         s->will = will; /* published when the delay passes, unless the client returns */
-        s->will_at = mql_now_ms() + (uint64_t)c->will_delay * 1000u;
+        s->will_at = mql_now_ms() + (uint64_t)mql_client_of(c)->will_delay * 1000u;
         return;
     }
     mql_router_publish_will(&b->core, will); /* [MQTT-3.1.2-8] */
@@ -131,7 +131,7 @@ static bool check_properties(mql_conn *c, const mql_connect *cn)
 {
     const mql_broker *b = c->b;
     c->version = cn->version;
-    c->peer_bridge = cn->bridge;
+    mql_client_of(c)->peer_bridge = cn->bridge;
     if (cn->version != MQL_V5)
         return true;
     c->request_problem_info = !(cn->props.present & MQL_PBIT(MQL_PROP_REQUEST_PROBLEM_INFO)) ||
@@ -199,26 +199,26 @@ static mql_err login_decision(mql_conn *c, const mql_connect *cn, char *identity
                               const char **why)
 {
     const mql_broker *b = c->b;
-    if (b->cfg.listeners[c->listener].use_identity_as_username) {
+    if (b->cfg.listeners[mql_client_of(c)->listener].use_identity_as_username) {
         mql_tls_peer tp = mql_link_peer_cn(c->link, identity, cap);
         *why = mql_tls_peer_str(tp);
         return tp == MQL_TLS_PEER_OK ? MQL_OK : MQL_E_NOT_AUTHORIZED;
     }
     if (cn->has_username && b->passwd != NULL) {
-        if (c->auth == AUTH_BLOCKED) {
+        if (mql_client_of(c)->auth == AUTH_BLOCKED) {
             *why = "too many failed logins from this address (rate limited)";
             return MQL_E_NOT_AUTHORIZED;
         }
         *why = "wrong user name or password";
-        return c->auth != AUTH_OK ? MQL_E_BAD_USER_PASS : MQL_OK;
+        return mql_client_of(c)->auth != AUTH_OK ? MQL_E_BAD_USER_PASS : MQL_OK;
     }
-    if (!cn->has_username && !mql_config_allow_anonymous(&b->cfg, c->listener)) {
-        *why = b->cfg.listeners[c->listener].allow_anonymous == 0
+    if (!cn->has_username && !mql_config_allow_anonymous(&b->cfg, mql_client_of(c)->listener)) {
+        *why = b->cfg.listeners[mql_client_of(c)->listener].allow_anonymous == 0
                    ? "no user name and this listener has allow_anonymous false"
                    : "no user name and allow_anonymous is false";
         return MQL_E_NOT_AUTHORIZED;
     }
-    if (cn->has_username && !mql_config_allow_anonymous(&b->cfg, c->listener)) {
+    if (cn->has_username && !mql_config_allow_anonymous(&b->cfg, mql_client_of(c)->listener)) {
         *why = "allow_anonymous is false and there is no password_file to check against";
         return MQL_E_BAD_USER_PASS;
     }
@@ -240,7 +240,7 @@ static bool authorize(mql_conn *c, const mql_connect *cn, mql_bytes id)
         refuse(c, err, why); /* CONNACK 0x86 / 0x87, or 0x04 / 0x05 */
         return false;
     }
-    if (b->cfg.listeners[c->listener].use_identity_as_username) {
+    if (b->cfg.listeners[mql_client_of(c)->listener].use_identity_as_username) {
         if ((c->username = strdup(identity)) == NULL)
             goto nomem;
         mql_info("client.identity", "client \"%.*s\" (%s): user name \"%s\" from its certificate",
@@ -303,9 +303,10 @@ static void take_over(mql_conn *c, mql_session *s, mql_conn *old, bool clean_sta
      * session goes on) is dropped now.
      */
     bool goes_on = !clean_start;
-    if (old->will != NULL && !old->will_suppressed && !(old->will_delay > 0 && goes_on)) {
-        old->will_deferred = true;
-        old->drain_until = now + TAKEOVER_DRAIN_MS;
+    if (mql_client_of(old)->will != NULL && !mql_client_of(old)->will_suppressed &&
+        !(mql_client_of(old)->will_delay > 0 && goes_on)) {
+        mql_client_of(old)->will_deferred = true;
+        mql_client_of(old)->drain_until = now + TAKEOVER_DRAIN_MS;
     } else {
         mql_conn_release_will(b, old, s, goes_on);
     }
@@ -316,7 +317,7 @@ static void take_over(mql_conn *c, mql_session *s, mql_conn *old, bool clean_sta
     old->closing_since = now;
     /* flush: what it was already sent (its CONNACK, say) still reaches it; a draining
      * connection is closed when its drain ends (mql_conn_tick) or by its peer */
-    if (!old->will_deferred)
+    if (!mql_client_of(old)->will_deferred)
         mql_link_close(old->link, true);
 }
 
@@ -384,13 +385,13 @@ static bool attach_session(mql_conn *c, mql_session *s, const mql_connect *cn, u
                                                 : MQL_SESSION_NEVER;
     }
     if (cn->will) {
-        c->will = make_will(cn, now);
-        if (c->will == NULL) {
+        mql_client_of(c)->will = make_will(cn, now);
+        if (mql_client_of(c)->will == NULL) {
             mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "out of memory");
             return false;
         }
         if (cn->version == MQL_V5 && (cn->will_props.present & MQL_PBIT(MQL_PROP_WILL_DELAY)))
-            c->will_delay = cn->will_props.will_delay;
+            mql_client_of(c)->will_delay = cn->will_props.will_delay;
     }
     mql_session_attach(s, &client_sink, c, c->client_receive_max, 2);
     c->session = s;
@@ -501,7 +502,7 @@ static bool send_connack(mql_conn *c, const mql_session *s, bool present, mql_pr
                "client \"%s\" (%s) refused: its Maximum Packet Size %u is smaller than the "
                "CONNACK; closing [MQTT-3.1.2-24]",
                s->client_id, c->peer, c->client_max_packet);
-    c->will_suppressed = true;
+    mql_client_of(c)->will_suppressed = true;
     mql_proto_close(c, MQL_CLOSE_ABORT, MQL_OK, "Maximum Packet Size too small for the CONNACK");
     return false;
 }

@@ -97,19 +97,11 @@ typedef struct mql_conn {
     uint8_t state;
     uint8_t version;
     mql_session *session;
-    int listener; /* index in cfg.listeners of the listener that accepted it; -1 for a
-                     bridge's uplink */
     uint16_t keepalive;
     uint64_t created_at;
     uint64_t last_rx;
     uint64_t closing_since;
-    mql_msg *will;
-    uint32_t will_delay;
-    bool will_suppressed;      /* DISCONNECT 0x00 received */
-    bool will_deferred;        /* taken over with its will pending: see handle_connect */
-    uint64_t drain_until;      /* while taken over: read (for a DISCONNECT) until then */
     bool request_problem_info; /* v5: reason strings / user properties allowed */
-    bool peer_bridge;          /* 3.1/3.1.1 CONNECT with the bridge bit (mosquitto's) */
     uint16_t client_receive_max;
     uint32_t client_max_packet; /* 0 = protocol maximum */
     uint16_t alias_max;         /* topic aliases the client may use towards us */
@@ -119,8 +111,6 @@ typedef struct mql_conn {
     mql_bytes *out_aliases; /* [out_alias_max + 1], heap copies */
     char why[160];          /* reason for closing, for the log */
     char *username;         /* the authenticated (or anonymous-but-given) user name, or NULL */
-    uint8_t auth;           /* AUTH_* result of the password check made before the lock */
-    bool prechecked;        /* precheck_password ran (first receive) */
 } mql_conn;
 
 enum mql_send_result { MQL_SEND_FAILED = 0, MQL_SEND_OK, MQL_SEND_TOO_LARGE };
