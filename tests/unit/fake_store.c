@@ -1,9 +1,12 @@
 /*
  * fake_store.c - the store's change operations as counters (contract in fake_store.h).
  *
- * Single-threaded: the unit tests call the core on one thread, as the broker does under
- * its core lock. Only the operations mirror.c queues are here; a test that needs loading,
- * barriers or statistics links the real store (storage/) instead.
+ * Only the operations mirror.c queues are here; a test that needs loading, barriers or
+ * statistics links the real store (storage/) instead.
+ *
+ * Locking: none; single-threaded, as the unit tests call the core on one thread (the broker
+ * does so under its core lock). Performance assumption: none needed, a call is a counter
+ * increment.
  */
 #include <string.h>
 
