@@ -61,7 +61,8 @@ Test(clients, find_and_new)
     cr_assert_eq(core.nsessions, 1);
 }
 
-/* One entry per ClientID, however many (the table grows), each found again. */
+/* One entry per ClientID, however many (the table grows), each found again: the ClientID
+ * identifies the session state [MQTT-3.1.3-2]. */
 Test(clients, one_entry_per_client_id)
 {
     char id[32];

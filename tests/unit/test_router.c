@@ -102,7 +102,8 @@ Test(router, retain_as_published)
     cr_assert_eq(rs[1].p[0].retain, false);
 }
 
-/* A shared group: each message to one member, in turn among the live ones [MQTT-4.8.2-2]. */
+/* A shared group: each message to one member, in turn among the live ones (MQTT 5 4.8.2:
+ * the Server picks one of the sessions in the group). */
 Test(router, shared_group_round_robin_among_live_members)
 {
     for (int i = 0; i < 3; i++)

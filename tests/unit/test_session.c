@@ -161,7 +161,9 @@ Test(session, packet_ids_skip_zero_and_ids_in_use)
     cr_assert_eq(r.p[2].pid, 2, "0 is never used and 1 is still in flight");
 }
 
-/* Inbound QoS 2 ids: a few inline, then a bitmap, back to inline when empty. */
+/* Inbound QoS 2 ids: a few inline, then a bitmap, back to inline when empty. An id stays
+ * until its PUBREL, so a repeated PUBLISH is not delivered again [MQTT-4.3.3-10]; once
+ * released it is new [MQTT-4.3.3-12]. */
 Test(session, qos2_ids_small_set_and_bitmap)
 {
     for (uint16_t pid = 1; pid <= MQL_QOS2_SMALL; pid++)
