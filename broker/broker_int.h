@@ -3,9 +3,8 @@
  * per-broker state which is not the core's (core.h) and that enter the core from a thread:
  * conn.c and conn_connect.c (the connection list, the listeners' counts, the password file,
  * login back-off, generated ClientIDs) and the connection fuzzer (tests/fuzz/fuzz_conn.c: the
- * network, the clock, mql_broker_tick). session, router, clients, mirror, restore, sys,
- * proto, flow and bridge never see it: they get the core, the configuration or the lock
- * (bridge.c all three and the network, in an mql_bridge_env).
+ * network, the clock, mql_broker_tick). session, router, clients, mirror, restore, sys, proto and
+ * flow never see it: they get the core, the configuration or the lock.
  *
  * Locking (the order is fixed: broker->lock -> link mutex inside platform/net.c):
  * - broker->lock protects everything here: the ClientID table, sessions, connections'
