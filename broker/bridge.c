@@ -34,14 +34,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bridge.h"
-
+#include "broker_int.h"
 #include "clients.h"
-#include "core.h"
-#include "proto.h"
 #include "flow.h"
 #include "router.h"
 #include "sys.h"
+#include "bridge.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 
@@ -55,8 +53,8 @@ enum bridge_state {
 };
 
 typedef struct mql_bridge {
-    const mql_bridge_env *env;   /* what it uses of the broker (its set's) */
-    const mql_bridge_conf *conf; /* in env->cfg */
+    mql_broker *b;
+    const mql_bridge_conf *conf; /* in b->cfg */
     mql_session *s;
     mql_conn *c; /* the uplink while dialed, else NULL */
     mql_dialer *dialers[MQL_MAX_BRIDGE_ADDRS];
@@ -73,13 +71,6 @@ typedef struct mql_bridge {
     char remote_id[200];   /* remote_clientid, or mosquitto's default HOSTNAME.NAME */
     char note_topic[300];  /* notifications: "1"/"0" (mosquitto's), empty when off */
 } mql_bridge;
-
-/* The bridges of a broker (mql_bridges_start): what they use of it, and each bridge. */
-struct mql_bridges {
-    mql_bridge_env env;
-    int n;
-    mql_bridge br[]; /* [n]: cfg.bridges, in order */
-};
 
 #define CONNACK_TIMEOUT_MS 10000
 
@@ -157,9 +148,9 @@ static mql_bytes rule_filter(const mql_bridge_topic *r, const char *prefix, char
  * ("1" connected, "0" not) when notifications are on. */
 static void publish_state(mql_bridge *br, const char *state)
 {
-    mql_sys_set(br->env->core, br->state_topic, state);
+    mql_sys_set(&br->b->core, br->state_topic, state);
     if (br->note_topic[0] != '\0')
-        mql_sys_set(br->env->core, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
+        mql_sys_set(&br->b->core, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
 }
 
 /* Whether the remote broker gets the notifications too (a will of "0" in CONNECT, "1" once
@@ -233,7 +224,7 @@ static void schedule_retry(mql_bridge *br, const char *why, bool was_up)
 static void send_connect(mql_bridge *br, mql_conn *c)
 {
     const mql_bridge_conf *bc = br->conf;
-    const mql_bridge_env *env = br->env;
+    mql_broker *b = br->b;
     const char *id = br->remote_id;
     mql_packet p;
     memset(&p, 0, sizeof(p));
@@ -267,13 +258,13 @@ static void send_connect(mql_bridge *br, mql_conn *c)
             cn->props.present |= MQL_PBIT(MQL_PROP_SESSION_EXPIRY);
             cn->props.session_expiry = bc->session_expiry;
         }
-        if (env->cfg->max_inflight_messages != 0) {
+        if (b->cfg.max_inflight_messages != 0) {
             cn->props.present |= MQL_PBIT(MQL_PROP_RECEIVE_MAXIMUM);
-            cn->props.receive_maximum = (uint16_t)env->cfg->max_inflight_messages;
+            cn->props.receive_maximum = (uint16_t)b->cfg.max_inflight_messages;
         }
-        if (env->cfg->max_packet_size != 0) {
+        if (b->cfg.max_packet_size != 0) {
             cn->props.present |= MQL_PBIT(MQL_PROP_MAXIMUM_PACKET_SIZE);
-            cn->props.maximum_packet_size = env->cfg->max_packet_size;
+            cn->props.maximum_packet_size = b->cfg.max_packet_size;
         }
     }
     uint8_t buf[1024];
@@ -283,26 +274,27 @@ static void send_connect(mql_bridge *br, mql_conn *c)
         return;
     }
     if (mql_link_send(c->link, buf, n) == MQL_OK)
-        env->core->stats.bytes_sent += n;
+        b->core.stats.bytes_sent += n;
 }
 
 static void *bridge_open(void *arg, mql_link *link, const char *peer, int listener_id)
 {
     (void)listener_id; /* -1: a dialed link */
     mql_bridge *br = arg;
-    const mql_bridge_env *env = br->env;
+    mql_broker *b = br->b;
     mql_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    pthread_mutex_lock(env->lock);
-    if (br->stopped || br->state != BR_DIALING) /* stopped: shutting down */ {
-        pthread_mutex_unlock(env->lock);
+    pthread_mutex_lock(&b->lock);
+    if (b->stopping || br->stopped || br->state != BR_DIALING) {
+        pthread_mutex_unlock(&b->lock);
         free(c);
         return NULL;
     }
-    c->core = env->core;
-    c->cfg = env->cfg;
-    c->lock = env->lock;
+    c->b = b;
+    c->core = &b->core;
+    c->cfg = &b->cfg;
+    c->lock = &b->lock;
     c->link = link;
     c->role = &uplink_role;
     c->owner = br;
@@ -319,7 +311,7 @@ static void *bridge_open(void *arg, mql_link *link, const char *peer, int listen
     br->state = BR_CONNECTING;
     br->remote_max_qos = 2;
     send_connect(br, c);
-    pthread_mutex_unlock(env->lock);
+    pthread_mutex_unlock(&b->lock);
     mql_debug("bridge.dialed", "bridge \"%s\": connected to %s (%s), CONNECT sent", bname(br),
               br->conf->addresses[br->addr], peer);
     return c;
@@ -328,11 +320,11 @@ static void *bridge_open(void *arg, mql_link *link, const char *peer, int listen
 static void dial_failed(void *arg, const char *why)
 {
     mql_bridge *br = arg;
-    const mql_bridge_env *env = br->env;
-    pthread_mutex_lock(env->lock);
+    mql_broker *b = br->b;
+    pthread_mutex_lock(&b->lock);
     if (!br->stopped && br->state == BR_DIALING)
         schedule_retry(br, why, false);
-    pthread_mutex_unlock(env->lock);
+    pthread_mutex_unlock(&b->lock);
 }
 
 /* SUBSCRIBE to the remote side of every in/both rule. */
@@ -409,7 +401,7 @@ static const mql_sink_ops bridge_sink = {
 
 static void handle_connack(mql_bridge *br, mql_conn *c, const mql_connack *ack)
 {
-    const mql_bridge_env *env = br->env;
+    mql_broker *b = br->b;
     if (ack->reason != 0) {
         char why[96];
         snprintf(why, sizeof(why), "the remote broker refused the connection: %s 0x%02x",
@@ -449,7 +441,7 @@ static void handle_connack(mql_bridge *br, mql_conn *c, const mql_connack *ack)
     if (notify_remote(br))
         notify_remote_send(br, c, "1");
     publish_state(br, "connected");
-    mql_session_resume(env->core, br->s); /* in-flight again with DUP, then the queue in order */
+    mql_session_resume(&b->core, br->s); /* in-flight again with DUP, then the queue in order */
 }
 
 static void handle_suback(mql_bridge *br, const mql_suback *sa)
@@ -545,8 +537,9 @@ static const mql_proto_role uplink_role = {
 static void bridge_closed(void *ctx)
 {
     mql_conn *c = ctx;
+    mql_broker *b = c->b;
     mql_bridge *br = c->owner;
-    pthread_mutex_lock(c->lock);
+    pthread_mutex_lock(&b->lock);
     bool was_up = br->state == BR_UP && br->c == c;
     if (br->s->sink_ctx == c) {
         mql_session_detach(br->s);
@@ -569,7 +562,7 @@ static void bridge_closed(void *ctx)
         }
     }
     mql_proto_link_closed(c);
-    pthread_mutex_unlock(c->lock);
+    pthread_mutex_unlock(&b->lock);
 }
 
 static const mql_link_ops bridge_ops = {
@@ -581,7 +574,7 @@ static const mql_link_ops bridge_ops = {
 /* ---- the local side ---- */
 
 struct retained_ctx {
-    mql_core *core;
+    mql_broker *b;
     mql_session *s;
     uint8_t qos;
     bool retain;
@@ -594,14 +587,14 @@ static void retained_cb(void *arg, mql_msg *msg)
         return;
     uint8_t qos = msg->qos < rc->qos ? msg->qos : rc->qos;
     bool wait = false; /* nothing to acknowledge */
-    (void)mql_router_deliver(rc->core, rc->s, msg, qos, rc->retain, NULL, 0, NULL, &wait);
+    (void)mql_router_deliver(&rc->b->core, rc->s, msg, qos, rc->retain, NULL, 0, NULL, &wait);
 }
 
 /* Make the session's subscriptions exactly the out rules' local filters (a restored session
  * may hold those of an older configuration). New ones get the retained messages. */
 static mql_err local_subscriptions(mql_bridge *br)
 {
-    const mql_bridge_env *env = br->env;
+    mql_broker *b = br->b;
     const mql_bridge_conf *bc = br->conf;
     char f[MQL_BRIDGE_PREFIX_MAX + MQL_BRIDGE_PATTERN_MAX];
     char g[MQL_BRIDGE_PREFIX_MAX + MQL_BRIDGE_PATTERN_MAX];
@@ -616,9 +609,9 @@ static mql_err local_subscriptions(mql_bridge *br)
                      memcmp(rf.p, sub->filter, rf.len) == 0;
         }
         if (!wanted) {
-            (void)mql_session_mirror_sub_del(env->core, br->s, sub->filter);
+            (void)mql_session_mirror_sub_del(&b->core, br->s, sub->filter);
             mql_session_unlink_sub(br->s, sub);
-            mql_topics_remove(env->core->topics, sub);
+            mql_topics_remove(b->core.topics, sub);
         }
         sub = next;
     }
@@ -642,23 +635,23 @@ static mql_err local_subscriptions(mql_bridge *br)
         tmpl.no_local = true; /* what came in through this bridge does not go back out */
         tmpl.retain_as_published = bc->outgoing_retain;
         bool existed;
-        mql_sub *ns = mql_topics_subscribe(env->core->topics, rf, &tmpl, &existed);
+        mql_sub *ns = mql_topics_subscribe(b->core.topics, rf, &tmpl, &existed);
         if (ns == NULL)
             return MQL_E_NOMEM;
         if (!existed) {
             mql_session_link_sub(br->s, ns);
-            struct retained_ctx rc = {env->core, br->s, qos, bc->outgoing_retain};
-            mql_topics_retained(env->core->topics, rf, retained_cb, &rc);
+            struct retained_ctx rc = {b, br->s, qos, bc->outgoing_retain};
+            mql_topics_retained(b->core.topics, rf, retained_cb, &rc);
         }
-        (void)mql_session_mirror_sub(env->core, br->s, ns);
+        (void)mql_session_mirror_sub(&b->core, br->s, ns);
     }
     return MQL_OK;
 }
 
-static mql_err bridge_init(const mql_bridge_env *env, mql_bridge *br, const mql_bridge_conf *bc,
-                           char *errbuf, size_t errlen)
+static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf *bc, char *errbuf,
+                           size_t errlen)
 {
-    br->env = env;
+    br->b = b;
     br->conf = bc;
     br->remote_max_qos = 2;
     snprintf(br->state_topic, sizeof(br->state_topic), "$SYS/broker/bridge/%s/state", bc->name);
@@ -693,7 +686,7 @@ static mql_err bridge_init(const mql_bridge_env *env, mql_bridge *br, const mql_
             .alpn = bc->alpn[0] ? bc->alpn : NULL,
         };
         char why[400];
-        mql_err err = mql_dialer_alloc(&br->dialers[i], env->net, &o, &bridge_ops, br, dial_failed,
+        mql_err err = mql_dialer_alloc(&br->dialers[i], b->net, &o, &bridge_ops, br, dial_failed,
                                        why, sizeof(why));
         if (err != MQL_OK) {
             snprintf(errbuf, errlen, "bridge %s (line %d): %s", bc->name, bc->line, why);
@@ -707,14 +700,14 @@ static mql_err bridge_init(const mql_bridge_env *env, mql_bridge *br, const mql_
         snprintf(idbuf, sizeof(idbuf), "$bridge/%s", bc->name);
         lid = idbuf;
     }
-    mql_session *s = mql_clients_find(env->core, (const uint8_t *)lid, (uint32_t)strlen(lid));
+    mql_session *s = mql_clients_find(&b->core, (const uint8_t *)lid, (uint32_t)strlen(lid));
     if (s != NULL && s->bridge != NULL) {
         snprintf(errbuf, errlen, "bridge %s (line %d): local_clientid '%s' is bridge %s's already",
                  bc->name, bc->line, lid, s->bridge->conf->name);
         return MQL_E_CONFIG;
     }
     if (s == NULL &&
-        (s = mql_clients_new(env->core, (const uint8_t *)lid, (uint32_t)strlen(lid))) == NULL)
+        (s = mql_clients_new(&b->core, (const uint8_t *)lid, (uint32_t)strlen(lid))) == NULL)
         return MQL_E_NOMEM;
     br->s = s;
     s->bridge = br;
@@ -725,7 +718,7 @@ static mql_err bridge_init(const mql_bridge_env *env, mql_bridge *br, const mql_
     s->version = bc->protocol_version;
     s->expiry = MQL_SESSION_NEVER; /* its queue is the store-and-forward buffer */
     s->disconnected_at = mql_now_ms();
-    (void)mql_session_mirror(env->core, s);
+    (void)mql_session_mirror(&b->core, s);
     mql_err err = local_subscriptions(br);
     if (err != MQL_OK) {
         snprintf(errbuf, errlen, "bridge %s: out of memory", bc->name);
@@ -745,42 +738,37 @@ static mql_err bridge_init(const mql_bridge_env *env, mql_bridge *br, const mql_
     return MQL_OK;
 }
 
-mql_err mql_bridges_start(mql_bridges **out, const mql_bridge_env *env, char *errbuf, size_t errlen)
+mql_err mql_bridges_start(mql_broker *b, char *errbuf, size_t errlen)
 {
-    *out = NULL;
-    int n = env->cfg->n_bridges;
-    if (n == 0)
+    if (b->cfg.n_bridges == 0)
         return MQL_OK;
-    mql_bridges *bs = calloc(1, sizeof(*bs) + (size_t)n * sizeof(mql_bridge));
-    if (bs == NULL)
+    b->bridges = calloc((size_t)b->cfg.n_bridges, sizeof(*b->bridges));
+    if (b->bridges == NULL)
         return MQL_E_NOMEM;
-    bs->env = *env;
-    bs->n = n;
-    *out = bs;
     srand((unsigned)mql_now_ms() ^ (unsigned)getpid());
-    pthread_mutex_lock(env->lock);
+    pthread_mutex_lock(&b->lock);
     mql_err err = MQL_OK;
-    for (int i = 0; i < n && err == MQL_OK; i++)
-        err = bridge_init(&bs->env, &bs->br[i], &env->cfg->bridges[i], errbuf, errlen);
-    pthread_mutex_unlock(env->lock);
+    for (int i = 0; i < b->cfg.n_bridges && err == MQL_OK; i++)
+        err = bridge_init(b, &b->bridges[i], &b->cfg.bridges[i], errbuf, errlen);
+    pthread_mutex_unlock(&b->lock);
     return err;
 }
 
-void mql_bridges_sys_publish(mql_bridges *bs)
+void mql_bridges_sys_publish(mql_broker *b)
 {
-    for (int i = 0; bs != NULL && i < bs->n; i++) {
-        const mql_bridge *br = &bs->br[i];
+    for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++) {
+        const mql_bridge *br = &b->bridges[i];
         char t[160], v[16];
         snprintf(t, sizeof(t), "$SYS/broker/bridge/%s/queued", br->conf->name);
         snprintf(v, sizeof(v), "%u", br->s->queue.count + br->s->inflight.count);
-        mql_sys_set(bs->env.core, t, v);
+        mql_sys_set(&b->core, t, v);
     }
 }
 
-void mql_bridges_tick(mql_bridges *bs, uint64_t now)
+void mql_bridges_tick(mql_broker *b, uint64_t now)
 {
-    for (int i = 0; bs != NULL && i < bs->n; i++) {
-        mql_bridge *br = &bs->br[i];
+    for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++) {
+        mql_bridge *br = &b->bridges[i];
         mql_conn *c = br->c;
         if (br->stopped)
             continue;
@@ -811,7 +799,7 @@ void mql_bridges_tick(mql_bridges *bs, uint64_t now)
                 (void)mql_proto_send_packet(c, &p);
                 br->last_ping = now;
             }
-            mql_session_pump(bs->env.core, br->s); /* queued QoS 0 waits for socket room */
+            mql_session_pump(&b->core, br->s); /* queued QoS 0 waits for socket room */
             break;
         }
         if (c != NULL && c->state == CS_CLOSING && now - c->closing_since > MQL_CLOSE_FLUSH_MS)
@@ -819,10 +807,10 @@ void mql_bridges_tick(mql_bridges *bs, uint64_t now)
     }
 }
 
-void mql_bridges_stop(mql_bridges *bs)
+void mql_bridges_stop(mql_broker *b)
 {
-    for (int i = 0; bs != NULL && i < bs->n; i++) {
-        mql_bridge *br = &bs->br[i];
+    for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++) {
+        mql_bridge *br = &b->bridges[i];
         br->stopped = true;
         mql_conn *c = br->c;
         if (c == NULL || c->state == CS_CLOSING)
@@ -839,16 +827,11 @@ void mql_bridges_stop(mql_bridges *bs)
     }
 }
 
-void mql_bridges_free_dialers(mql_bridges *bs)
+void mql_bridges_free(mql_broker *b)
 {
-    for (int i = 0; bs != NULL && i < bs->n; i++)
+    for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++)
         for (int j = 0; j < MQL_MAX_BRIDGE_ADDRS; j++) {
-            mql_dialer_free(bs->br[i].dialers[j]);
-            bs->br[i].dialers[j] = NULL;
+            mql_dialer_free(b->bridges[i].dialers[j]);
+            b->bridges[i].dialers[j] = NULL;
         }
-}
-
-void mql_bridges_free(mql_bridges *bs)
-{
-    free(bs);
 }

@@ -90,11 +90,11 @@ void mql_broker_tick(mql_broker *b, uint64_t now)
         b->reap_lost_next = now + REAP_LOST_MS;
     }
     mql_conn_tick(b, now);
-    mql_bridges_tick(b->bridges, now);
+    mql_bridges_tick(b, now);
     mql_clients_expire_scan(&b->core, now);
     if (b->cfg.sys_interval != 0 && now >= b->sys_next) {
         mql_sys_publish(&b->core, now, b->started_at);
-        mql_bridges_sys_publish(b->bridges);
+        mql_bridges_sys_publish(b);
         mql_sys_publish_store(&b->core);
         b->sys_next = now + (uint64_t)b->cfg.sys_interval * 1000u;
     }
@@ -160,8 +160,7 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
     perr = mql_broker_load_auth(b, b->cfg.password_file, b->cfg.acl_file, errbuf, errlen);
     if (perr != MQL_OK)
         return perr;
-    mql_bridge_env be = {.core = &b->core, .cfg = &b->cfg, .lock = &b->lock, .net = b->net};
-    perr = mql_bridges_start(&b->bridges, &be, errbuf, errlen); /* after the store: queues */
+    perr = mql_bridges_start(b, errbuf, errlen); /* after the store: their queues are in it */
     if (perr != MQL_OK)
         return perr;
     for (int i = 0; i < b->cfg.n_listeners; i++) {
@@ -230,7 +229,7 @@ void mql_broker_shutdown(mql_broker *b)
     b->stopping = true;
     pthread_cond_broadcast(&b->tick_cv);
     mql_conn_shutdown_all(b);
-    mql_bridges_stop(b->bridges);
+    mql_bridges_stop(b);
     pthread_mutex_unlock(&b->lock);
     if (b->ticker_started) {
         pthread_join(b->ticker, NULL);
@@ -250,8 +249,8 @@ void mql_broker_free(mql_broker *b)
 {
     if (b == NULL)
         return;
-    mql_bridges_free_dialers(b->bridges); /* no dial in progress from here on */
-    mql_net_free(b->net);                 /* aborts what is left; their closed callbacks run */
+    mql_bridges_free(b);  /* no dial in progress from here on */
+    mql_net_free(b->net); /* aborts what is left; their closed callbacks run */
     while (b->core.sessions != NULL) {
         mql_session *s = b->core.sessions;
         mql_msg_unref(mql_session_take_will(s));
@@ -264,7 +263,7 @@ void mql_broker_free(mql_broker *b)
     pthread_rwlock_destroy(&b->auth_lock);
     free(b->core.slots);
     free(b->core.route);
-    mql_bridges_free(b->bridges);
+    free(b->bridges);
     pthread_mutex_destroy(&b->lock);
     pthread_cond_destroy(&b->tick_cv);
     free(b);

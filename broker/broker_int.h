@@ -2,9 +2,10 @@
  * broker_int.h - broker.c's own header: the broker struct, for the modules that keep
  * per-broker state which is not the core's (core.h) and that enter the core from a thread:
  * conn.c and conn_connect.c (the connection list, the listeners' counts, the password file,
- * login back-off, generated ClientIDs) and the connection fuzzer (tests/fuzz/fuzz_conn.c: the
- * network, the clock, mql_broker_tick). session, router, clients, mirror, restore, sys, proto and
- * flow never see it: they get the core, the configuration or the lock.
+ * login back-off, generated ClientIDs), bridge.c (its bridges, the network to dial on, the
+ * core lock, shutdown) and the connection fuzzer (tests/fuzz/fuzz_conn.c: the network, the
+ * clock, mql_broker_tick). session, router, clients, mirror, restore, sys, proto and flow
+ * never see it: they get the core, the configuration or the lock.
  *
  * Locking (the order is fixed: broker->lock -> link mutex inside platform/net.c):
  * - broker->lock protects everything here: the ClientID table, sessions, connections'
@@ -55,7 +56,7 @@ struct mql_broker {
     pthread_rwlock_t auth_lock;
     mql_passwd *passwd;
     mql_ratelimit *ratelimit;
-    struct mql_bridges *bridges; /* bridge.c's, or NULL without bridges */
+    struct mql_bridge *bridges; /* [cfg.n_bridges] */
 };
 
 /* mql_broker_tick: one round of housekeeping at monotonic time `now` (ms): keepalive and
