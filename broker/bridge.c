@@ -34,9 +34,43 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "broker_int.h"
+#include "clients.h"
+#include "flow.h"
+#include "router.h"
+#include "sys.h"
+#include "bridge.h"
 #include "platform/clock.h"
 #include "platform/log.h"
+
+/* A bridge: the local session that collects what goes out, the uplink
+ * connection to the remote broker (we are its client), reconnect state. */
+enum bridge_state {
+    BR_IDLE = 0,   /* waiting for next_attempt */
+    BR_DIALING,    /* TCP/TLS connect in progress */
+    BR_CONNECTING, /* CONNECT sent, waiting for CONNACK */
+    BR_UP,         /* CONNACK 0 received */
+};
+
+typedef struct mql_bridge {
+    mql_broker *b;
+    const mql_bridge_conf *conf; /* in b->cfg */
+    mql_session *s;
+    mql_conn *c; /* the uplink while dialed, else NULL */
+    mql_dialer *dialers[MQL_MAX_BRIDGE_ADDRS];
+    int addr; /* the address of the current or next attempt */
+    enum bridge_state state;
+    uint64_t next_attempt; /* mql_now_ms() of the next dial (BR_IDLE) */
+    uint32_t failures;     /* attempts since the link was last up, for the backoff */
+    uint64_t last_ping;
+    uint16_t sub_pid;       /* packet id of our SUBSCRIBE */
+    uint8_t remote_max_qos; /* from a v5 CONNACK, default 2 */
+    bool warned;            /* the current outage was logged at warning level */
+    bool stopped;
+    char state_topic[128]; /* $SYS/broker/bridge/NAME/state */
+    char remote_id[200];   /* remote_clientid, or mosquitto's default HOSTNAME.NAME */
+    char note_topic[300];  /* notifications: "1"/"0" (mosquitto's), empty when off */
+} mql_bridge;
 
 #define CONNACK_TIMEOUT_MS 10000
 
@@ -49,37 +83,6 @@ static const char *bname(const mql_bridge *br)
 
 /* ---- topic mapping ---- */
 
-/* Does filter f (with + and #) match topic t? Both without any prefix. */
-static bool filter_match(const char *f, size_t fl, const uint8_t *t, size_t tl)
-{
-    size_t i = 0, j = 0;
-    while (i < fl) {
-        if (f[i] == '#')
-            return true; /* the rest, including the parent level [MQTT-4.7.1-2] */
-        if (f[i] == '+') {
-            while (j < tl && t[j] != '/')
-                j++;
-            i++;
-        } else {
-            while (i < fl && f[i] != '/') {
-                if (j >= tl || t[j] != (uint8_t)f[i])
-                    return false;
-                i++;
-                j++;
-            }
-            if (j < tl && t[j] != '/')
-                return false;
-        }
-        if (i == fl)
-            return j == tl;
-        if (j == tl) /* the topic ended: only "/#" may follow */
-            return i + 2 == fl && f[i + 1] == '#';
-        i++;
-        j++;
-    }
-    return j == tl;
-}
-
 /* Map topic through rule r: from its `from` prefix to its `to` prefix. */
 static bool map_rule(const mql_bridge_topic *r, const char *from, const char *to, mql_bytes topic,
                      char *buf, size_t cap, char **heap, mql_bytes *out)
@@ -89,7 +92,11 @@ static bool map_rule(const mql_bridge_topic *r, const char *from, const char *to
         return false;
     const uint8_t *rest = topic.p + fl;
     size_t rl = topic.len - fl;
-    if (r->pattern[0] == '\0' ? rl != 0 : !filter_match(r->pattern, strlen(r->pattern), rest, rl))
+    /* the pattern against what follows the prefix; topic.c's matcher, without the '$' rule
+     * (rest is not the start of a topic name) */
+    mql_bytes pat = {(const uint8_t *)r->pattern, (uint32_t)strlen(r->pattern)};
+    if (r->pattern[0] == '\0' ? rl != 0
+                              : !mql_topic_matches_levels(pat, (mql_bytes){rest, (uint32_t)rl}))
         return false;
     size_t tl = strlen(to);
     char *dst = buf;
@@ -141,9 +148,9 @@ static mql_bytes rule_filter(const mql_bridge_topic *r, const char *prefix, char
  * ("1" connected, "0" not) when notifications are on. */
 static void publish_state(mql_bridge *br, const char *state)
 {
-    mql_sys_set(br->b, br->state_topic, state);
+    mql_sys_set(&br->b->core, br->state_topic, state);
     if (br->note_topic[0] != '\0')
-        mql_sys_set(br->b, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
+        mql_sys_set(&br->b->core, br->note_topic, strcmp(state, "connected") == 0 ? "1" : "0");
 }
 
 /* Whether the remote broker gets the notifications too (a will of "0" in CONNECT, "1" once
@@ -267,7 +274,7 @@ static void send_connect(mql_bridge *br, mql_conn *c)
         return;
     }
     if (mql_link_send(c->link, buf, n) == MQL_OK)
-        b->stats.bytes_sent += n;
+        b->core.stats.bytes_sent += n;
 }
 
 static void *bridge_open(void *arg, mql_link *link, const char *peer, int listener_id)
@@ -285,8 +292,10 @@ static void *bridge_open(void *arg, mql_link *link, const char *peer, int listen
         return NULL;
     }
     c->b = b;
+    c->core = &b->core;
+    c->cfg = &b->cfg;
+    c->lock = &b->lock;
     c->link = link;
-    c->listener = -1;
     c->role = &uplink_role;
     c->owner = br;
     c->refs = 1;
@@ -295,7 +304,6 @@ static void *bridge_open(void *arg, mql_link *link, const char *peer, int listen
     c->session = br->s;
     c->state = CS_NEW;
     c->request_problem_info = true;
-    c->prechecked = true; /* no CONNECT comes in: nothing to check before the lock */
     c->client_receive_max = 65535;
     c->created_at = c->last_rx = mql_now_ms();
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
@@ -433,7 +441,7 @@ static void handle_connack(mql_bridge *br, mql_conn *c, const mql_connack *ack)
     if (notify_remote(br))
         notify_remote_send(br, c, "1");
     publish_state(br, "connected");
-    mql_session_resume(b, br->s); /* in-flight again with DUP, then the queue in order */
+    mql_session_resume(&b->core, br->s); /* in-flight again with DUP, then the queue in order */
 }
 
 static void handle_suback(mql_bridge *br, const mql_suback *sa)
@@ -579,7 +587,7 @@ static void retained_cb(void *arg, mql_msg *msg)
         return;
     uint8_t qos = msg->qos < rc->qos ? msg->qos : rc->qos;
     bool wait = false; /* nothing to acknowledge */
-    (void)mql_router_deliver(rc->b, rc->s, msg, qos, rc->retain, NULL, 0, NULL, &wait);
+    (void)mql_router_deliver(&rc->b->core, rc->s, msg, qos, rc->retain, NULL, 0, NULL, &wait);
 }
 
 /* Make the session's subscriptions exactly the out rules' local filters (a restored session
@@ -601,9 +609,9 @@ static mql_err local_subscriptions(mql_bridge *br)
                      memcmp(rf.p, sub->filter, rf.len) == 0;
         }
         if (!wanted) {
-            (void)mql_session_mirror_sub_del(b, br->s, sub->filter);
+            (void)mql_session_mirror_sub_del(&b->core, br->s, sub->filter);
             mql_session_unlink_sub(br->s, sub);
-            mql_topics_remove(b->topics, sub);
+            mql_topics_remove(b->core.topics, sub);
         }
         sub = next;
     }
@@ -627,15 +635,15 @@ static mql_err local_subscriptions(mql_bridge *br)
         tmpl.no_local = true; /* what came in through this bridge does not go back out */
         tmpl.retain_as_published = bc->outgoing_retain;
         bool existed;
-        mql_sub *ns = mql_topics_subscribe(b->topics, rf, &tmpl, &existed);
+        mql_sub *ns = mql_topics_subscribe(b->core.topics, rf, &tmpl, &existed);
         if (ns == NULL)
             return MQL_E_NOMEM;
         if (!existed) {
             mql_session_link_sub(br->s, ns);
             struct retained_ctx rc = {b, br->s, qos, bc->outgoing_retain};
-            mql_topics_retained(b->topics, rf, retained_cb, &rc);
+            mql_topics_retained(b->core.topics, rf, retained_cb, &rc);
         }
-        (void)mql_session_mirror_sub(b, br->s, ns);
+        (void)mql_session_mirror_sub(&b->core, br->s, ns);
     }
     return MQL_OK;
 }
@@ -692,13 +700,14 @@ static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf 
         snprintf(idbuf, sizeof(idbuf), "$bridge/%s", bc->name);
         lid = idbuf;
     }
-    mql_session *s = mql_clients_find(b, (const uint8_t *)lid, (uint32_t)strlen(lid));
+    mql_session *s = mql_clients_find(&b->core, (const uint8_t *)lid, (uint32_t)strlen(lid));
     if (s != NULL && s->bridge != NULL) {
         snprintf(errbuf, errlen, "bridge %s (line %d): local_clientid '%s' is bridge %s's already",
                  bc->name, bc->line, lid, s->bridge->conf->name);
         return MQL_E_CONFIG;
     }
-    if (s == NULL && (s = mql_clients_new(b, (const uint8_t *)lid, (uint32_t)strlen(lid))) == NULL)
+    if (s == NULL &&
+        (s = mql_clients_new(&b->core, (const uint8_t *)lid, (uint32_t)strlen(lid))) == NULL)
         return MQL_E_NOMEM;
     br->s = s;
     s->bridge = br;
@@ -709,7 +718,7 @@ static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf 
     s->version = bc->protocol_version;
     s->expiry = MQL_SESSION_NEVER; /* its queue is the store-and-forward buffer */
     s->disconnected_at = mql_now_ms();
-    (void)mql_session_mirror(b, s);
+    (void)mql_session_mirror(&b->core, s);
     mql_err err = local_subscriptions(br);
     if (err != MQL_OK) {
         snprintf(errbuf, errlen, "bridge %s: out of memory", bc->name);
@@ -743,6 +752,17 @@ mql_err mql_bridges_start(mql_broker *b, char *errbuf, size_t errlen)
         err = bridge_init(b, &b->bridges[i], &b->cfg.bridges[i], errbuf, errlen);
     pthread_mutex_unlock(&b->lock);
     return err;
+}
+
+void mql_bridges_sys_publish(mql_broker *b)
+{
+    for (int i = 0; b->bridges != NULL && i < b->cfg.n_bridges; i++) {
+        const mql_bridge *br = &b->bridges[i];
+        char t[160], v[16];
+        snprintf(t, sizeof(t), "$SYS/broker/bridge/%s/queued", br->conf->name);
+        snprintf(v, sizeof(v), "%u", br->s->queue.count + br->s->inflight.count);
+        mql_sys_set(&b->core, t, v);
+    }
 }
 
 void mql_bridges_tick(mql_broker *b, uint64_t now)
@@ -779,7 +799,7 @@ void mql_bridges_tick(mql_broker *b, uint64_t now)
                 (void)mql_proto_send_packet(c, &p);
                 br->last_ping = now;
             }
-            mql_session_pump(b, br->s); /* queued QoS 0 waits for socket room */
+            mql_session_pump(&b->core, br->s); /* queued QoS 0 waits for socket room */
             break;
         }
         if (c != NULL && c->state == CS_CLOSING && now - c->closing_since > MQL_CLOSE_FLUSH_MS)

@@ -21,7 +21,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include "broker_int.h"
+#include "bridge.h"
+#include "clients.h"
+#include "mirror.h"
+#include "restore.h"
+#include "sys.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 #include "storage/store.h"
@@ -53,12 +58,16 @@ mql_err mql_broker_alloc(mql_broker **out, const mql_config *cfg)
     if (b == NULL)
         return MQL_E_NOMEM;
     b->cfg = *cfg;
+    b->core.max_inflight = cfg->max_inflight_messages;
+    b->core.max_queued_messages = cfg->max_queued_messages;
+    b->core.max_queued_bytes = cfg->max_queued_bytes;
+    b->core.store_wait = cfg->store_sync != MQL_STORE_SYNC_OFF;
     pthread_mutex_init(&b->lock, NULL);
     pthread_cond_init(&b->tick_cv, NULL);
     pthread_rwlock_init(&b->auth_lock, NULL);
     if ((err = mql_ratelimit_alloc(&b->ratelimit, NULL)) != MQL_OK)
         goto fail;
-    if ((err = mql_topics_alloc(&b->topics)) != MQL_OK)
+    if ((err = mql_topics_alloc(&b->core.topics)) != MQL_OK)
         goto fail;
     if ((err = mql_net_alloc(&b->net, &mql_conn_link_ops, b)) != MQL_OK)
         goto fail;
@@ -67,7 +76,7 @@ mql_err mql_broker_alloc(mql_broker **out, const mql_config *cfg)
 fail:
     mql_ratelimit_free(b->ratelimit);
     pthread_rwlock_destroy(&b->auth_lock);
-    mql_topics_free(b->topics);
+    mql_topics_free(b->core.topics);
     pthread_mutex_destroy(&b->lock);
     pthread_cond_destroy(&b->tick_cv);
     free(b);
@@ -82,28 +91,30 @@ void mql_broker_tick(mql_broker *b, uint64_t now)
     }
     mql_conn_tick(b, now);
     mql_bridges_tick(b, now);
-    mql_clients_expire_scan(b, now);
+    mql_clients_expire_scan(&b->core, now);
     if (b->cfg.sys_interval != 0 && now >= b->sys_next) {
-        mql_sys_publish(b, now);
+        mql_sys_publish(&b->core, now, b->started_at);
+        mql_bridges_sys_publish(b);
+        mql_sys_publish_store(&b->core);
         b->sys_next = now + (uint64_t)b->cfg.sys_interval * 1000u;
     }
-    if (b->store != NULL) {
-        mql_store_stats ss = mql_store_get_stats(b->store);
-        if (ss.overloaded && !b->store_overloaded)
+    if (b->core.store != NULL) {
+        mql_store_stats ss = mql_store_get_stats(b->core.store);
+        if (ss.overloaded && !b->core.store_overloaded)
             mql_error("store.overload",
                       "the store cannot commit and holds %llu bytes of operations in memory, "
                       "its limit: refusing new QoS 1/2 messages for persistent sessions and "
                       "new retained messages until it commits again",
                       (unsigned long long)ss.held_bytes);
-        else if (!ss.overloaded && b->store_overloaded)
+        else if (!ss.overloaded && b->core.store_overloaded)
             mql_notice("store.overload", "the store's backlog is below its limit again");
         bool full = ss.full || ss.overloaded;
-        if (!full && b->store_full) {
+        if (!full && b->core.store_full) {
             mql_notice("store.full", "the store takes new messages again");
-            b->store_full_logged = false;
+            b->core.store_full_logged = false;
         }
-        b->store_full = full;
-        b->store_overloaded = ss.overloaded;
+        b->core.store_full = full;
+        b->core.store_overloaded = ss.overloaded;
     }
 }
 
@@ -143,7 +154,7 @@ static void *ticker_main(void *arg)
 
 mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
 {
-    mql_err perr = mql_restore_open(b, errbuf, errlen);
+    mql_err perr = mql_restore_open(&b->core, &b->cfg, errbuf, errlen);
     if (perr != MQL_OK)
         return perr;
     perr = mql_broker_load_auth(b, b->cfg.password_file, b->cfg.acl_file, errbuf, errlen);
@@ -154,7 +165,7 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
         return perr;
     for (int i = 0; i < b->cfg.n_listeners; i++) {
         const mql_listener_conf *l = &b->cfg.listeners[i];
-        char url[sizeof(b->listeners[i].url)];
+        char url[sizeof(((struct mql_listener_state *)0)->url)];
         const char *addr = l->address[0] ? l->address : "0.0.0.0";
         bool tls = l->certfile[0] != '\0';
         bool ws = l->protocol == MQL_LISTENER_WEBSOCKETS;
@@ -164,7 +175,7 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
             snprintf(url, sizeof(url), "%s://[%s]:%u%s", scheme, addr, l->port, path);
         else
             snprintf(url, sizeof(url), "%s://%s:%u%s", scheme, addr, l->port, path);
-        snprintf(b->listeners[i].url, sizeof(b->listeners[i].url), "%s", url);
+        mql_conn_listener_started(b, i, url);
         mql_listen_opts lo = {
             .id = i,
             .url = url,
@@ -217,9 +228,7 @@ void mql_broker_shutdown(mql_broker *b)
     pthread_mutex_lock(&b->lock);
     b->stopping = true;
     pthread_cond_broadcast(&b->tick_cv);
-    for (mql_conn *c = b->conns; c != NULL; c = c->next)
-        mql_proto_close(c, MQL_CLOSE_ABORT, c->state == CS_ACTIVE ? MQL_E_SHUTDOWN : MQL_OK,
-                        "server shutting down");
+    mql_conn_shutdown_all(b);
     mql_bridges_stop(b);
     pthread_mutex_unlock(&b->lock);
     if (b->ticker_started) {
@@ -228,7 +237,12 @@ void mql_broker_shutdown(mql_broker *b)
     }
     if (!mql_net_drain(b->net, MQL_CLOSE_FLUSH_MS))
         mql_warning("broker.shutdown", "some connections did not close in time; aborting them");
-    mql_mirror_close(b); /* after the last connection: its session state is queued */
+    /* after the last connection: its session state is queued; the store commits it */
+    pthread_mutex_lock(&b->lock);
+    mql_store *st = mql_mirror_detach(&b->core);
+    pthread_mutex_unlock(&b->lock);
+    if (st != NULL)
+        mql_store_close(st); /* commits what is queued; pending ack callbacks run */
 }
 
 void mql_broker_free(mql_broker *b)
@@ -237,18 +251,18 @@ void mql_broker_free(mql_broker *b)
         return;
     mql_bridges_free(b);  /* no dial in progress from here on */
     mql_net_free(b->net); /* aborts what is left; their closed callbacks run */
-    while (b->sessions != NULL) {
-        mql_session *s = b->sessions;
+    while (b->core.sessions != NULL) {
+        mql_session *s = b->core.sessions;
         mql_msg_unref(mql_session_take_will(s));
-        mql_clients_end(b, s);
+        mql_clients_end(&b->core, s);
     }
-    mql_topics_free(b->topics);
+    mql_topics_free(b->core.topics);
     mql_passwd_free(b->passwd);
-    mql_acl_free(b->acl);
+    mql_acl_free(b->core.acl);
     mql_ratelimit_free(b->ratelimit);
     pthread_rwlock_destroy(&b->auth_lock);
-    free(b->slots);
-    free(b->route);
+    free(b->core.slots);
+    free(b->core.route);
     free(b->bridges);
     pthread_mutex_destroy(&b->lock);
     pthread_cond_destroy(&b->tick_cv);
@@ -273,9 +287,9 @@ mql_err mql_broker_load_auth(mql_broker *b, const char *passwd_path, const char 
     pthread_mutex_lock(&b->lock);
     pthread_rwlock_wrlock(&b->auth_lock);
     mql_passwd *old_pw = b->passwd;
-    mql_acl *old_acl = b->acl;
+    mql_acl *old_acl = b->core.acl;
     b->passwd = pw;
-    b->acl = acl;
+    b->core.acl = acl;
     pthread_rwlock_unlock(&b->auth_lock);
     pthread_mutex_unlock(&b->lock);
     mql_passwd_free(old_pw);
@@ -295,7 +309,7 @@ int mql_broker_reload_tls(mql_broker *b)
 mql_stats mql_broker_stats(mql_broker *b)
 {
     pthread_mutex_lock(&b->lock);
-    mql_stats st = b->stats;
+    mql_stats st = b->core.stats;
     pthread_mutex_unlock(&b->lock);
     return st;
 }

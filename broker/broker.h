@@ -9,22 +9,9 @@
 
 #include "config.h"
 #include "err.h"
+#include "stats.h"
 
 typedef struct mql_broker mql_broker;
-
-/* Counters, read under the broker lock (see mql_broker_stats). */
-typedef struct mql_stats {
-    uint64_t connects_total;
-    uint64_t takeovers;
-    uint64_t msgs_received;
-    uint64_t msgs_sent;
-    uint64_t bytes_received;
-    uint64_t bytes_sent;
-    uint64_t msgs_dropped;
-    uint64_t store_refused; /* PUBACK/PUBREC refused or withheld: the store could not commit */
-    uint32_t clients_connected;
-    uint32_t clients_max;
-} mql_stats;
 
 /* Make a broker for cfg (copied). Nothing listens yet. */
 MQL_MUST_CHECK mql_err mql_broker_alloc(mql_broker **out, const mql_config *cfg);

@@ -10,7 +10,7 @@
  * will and the session are made in exactly one place: conn_closed, or the takeover in
  * conn_connect.c.
  *
- * Locking: see internal.h. conn_data checks a first CONNECT's password before taking
+ * Locking: see broker_int.h. conn_data checks a first CONNECT's password before taking
  * broker->lock (PBKDF2 is slow); mql_proto_data then takes it once per batch of frames,
  * which are decoded and handled under it.
  * Performance assumption: connections are few enough (max_connections) that the ticker
@@ -21,7 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "conn.h"
+
+#include "broker_int.h"
+#include "clients.h"
+#include "flow.h"
+#include "router.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 #include "storage/store.h"
@@ -99,13 +104,17 @@ static void *conn_open(void *arg, mql_link *link, const char *peer, int listener
 {
     mql_broker *b = arg;
     assert(listener_id >= 0 && listener_id < b->cfg.n_listeners);
-    mql_conn *c = calloc(1, sizeof(*c));
-    if (c == NULL)
+    mql_client *cl = calloc(1, sizeof(*cl));
+    if (cl == NULL)
         return NULL;
+    mql_conn *c = &cl->ep;
     c->b = b;
+    c->core = &b->core;
+    c->cfg = &b->cfg;
+    c->lock = &b->lock;
     c->role = &server_role;
     c->link = link;
-    c->listener = listener_id;
+    mql_client_of(c)->listener = listener_id;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     c->created_at = c->last_rx = mql_now_ms();
     c->client_receive_max = 65535;
@@ -149,7 +158,7 @@ static void retained_cb(void *arg, mql_msg *msg)
         return;
     /* retained messages sent because of a subscribe keep retain=1 [MQTT-3.3.1-9] */
     bool wait = false; /* sent after the SUBACK: no ack waits for it */
-    (void)mql_router_deliver(rc->c->b, rc->c->session, msg, qos, true, &id, id ? 1 : 0, NULL,
+    (void)mql_router_deliver(&rc->c->b->core, rc->c->session, msg, qos, true, &id, id ? 1 : 0, NULL,
                              &wait);
 }
 
@@ -178,7 +187,8 @@ static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_i
     if (!b->cfg.wildcard_subscriptions &&
         (memchr(e->filter.p, '+', e->filter.len) || memchr(e->filter.p, '#', e->filter.len)))
         return v5 ? mql_err_reason(MQL_E_WILDCARD_UNSUPPORTED) : 0x80; /* 0xA2 */
-    if (b->acl != NULL && !mql_acl_can_subscribe(b->acl, c->username, s->client_id, e->filter)) {
+    if (b->core.acl != NULL &&
+        !mql_acl_can_subscribe(b->core.acl, c->username, s->client_id, e->filter)) {
         mql_notice("client.acl",
                    "client \"%s\" (%s) user \"%s\": SUBSCRIBE to \"%.*s\" denied "
                    "by the ACL",
@@ -196,18 +206,18 @@ static uint8_t subscribe_one(mql_conn *c, const mql_sub_entry *e, uint32_t sub_i
         tmpl.no_local = e->no_local;
         tmpl.retain_as_published = e->retain_as_published;
         tmpl.retain_handling = e->retain_handling;
-    } else if (c->peer_bridge) {
+    } else if (mql_client_of(c)->peer_bridge) {
         /* what mosquitto gives a bridge: its own messages are not echoed back to it (no
          * loop), retain flags arrive as published */
         tmpl.no_local = true;
         tmpl.retain_as_published = true;
     }
-    mql_sub *sub = mql_topics_subscribe(b->topics, e->filter, &tmpl, existed);
+    mql_sub *sub = mql_topics_subscribe(b->core.topics, e->filter, &tmpl, existed);
     if (sub == NULL)
         return 0x80;
     if (!*existed)
         mql_session_link_sub(s, sub);
-    *wait = mql_session_mirror_sub(b, s, sub) || *wait;
+    *wait = mql_session_mirror_sub(&b->core, s, sub) || *wait;
     *out_sub = sub;
     return qos;
 }
@@ -274,7 +284,7 @@ static void handle_subscribe(mql_conn *c, const mql_subscribe *sub)
             continue; /* no retained messages for shared subscriptions [MQTT-4.8.2-?] */
         struct retained_ctx rc = {.c = c, .sub = subs[i]};
         mql_bytes f = {.p = (const uint8_t *)subs[i]->filter, .len = subs[i]->filter_len};
-        mql_topics_retained(b->topics, f, retained_cb, &rc);
+        mql_topics_retained(b->core.topics, f, retained_cb, &rc);
     }
 done:
     if (codes != codes_stack)
@@ -299,14 +309,14 @@ static void handle_unsubscribe(mql_conn *c, const mql_unsubscribe *un)
     uint32_t pos = 0;
     mql_bytes f;
     for (uint32_t i = 0; i < un->count && mql_unsubscribe_next(un, &pos, &f); i++) {
-        mql_sub *sub = mql_topics_find(b->topics, f, s);
+        mql_sub *sub = mql_topics_find(b->core.topics, f, s);
         if (sub == NULL) {
             codes[i] = 0x11; /* No subscription existed */
             continue;
         }
         mql_session_unlink_sub(s, sub);
-        wait = mql_session_mirror_sub_del(b, s, sub->filter) || wait;
-        mql_topics_remove(b->topics, sub); /* [MQTT-3.10.4-1] */
+        wait = mql_session_mirror_sub_del(&b->core, s, sub->filter) || wait;
+        mql_topics_remove(b->core.topics, sub); /* [MQTT-3.10.4-1] */
         codes[i] = 0;
     }
     mql_packet p;
@@ -333,9 +343,10 @@ static void handle_disconnect(mql_conn *c, const mql_disconnect *d)
             }
             s->expiry = d->props.session_expiry;
         }
-        c->will_suppressed = d->reason != 0x04; /* 0x04: disconnect with will message */
+        mql_client_of(c)->will_suppressed =
+            d->reason != 0x04; /* 0x04: disconnect with will message */
     } else {
-        c->will_suppressed = true; /* [v3.1.1 MQTT-3.1.2-10] */
+        mql_client_of(c)->will_suppressed = true; /* [v3.1.1 MQTT-3.1.2-10] */
     }
     mql_proto_close(c, MQL_CLOSE_ABORT, MQL_OK, "client sent DISCONNECT"); /* [MQTT-3.14.4-1] */
 }
@@ -408,7 +419,7 @@ static void peer_host(const char *peer, char *out, size_t cap)
  * Before the broker lock is taken for a connection's first packet: when it is a CONNECT
  * with a user name and a password file is configured, check the password here. PBKDF2 is
  * deliberately slow (tens of ms on a gateway), and holding the broker lock meanwhile would
- * stall every other client. The result waits in c->auth for handle_connect.
+ * stall every other client. The result waits in mql_client_of(c)->auth for handle_connect.
  */
 static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
 {
@@ -423,7 +434,8 @@ static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
     const char *why;
     if (mql_decode(buf, fr.total, 0, &p, &why) != MQL_OK || !p.u.connect.has_username)
         return;
-    if (c->listener >= 0 && b->cfg.listeners[c->listener].use_identity_as_username)
+    if (mql_client_of(c)->listener >= 0 &&
+        b->cfg.listeners[mql_client_of(c)->listener].use_identity_as_username)
         return; /* the certificate names the user; the password is not checked */
     const mql_connect *cn = &p.u.connect;
     pthread_rwlock_rdlock(&b->auth_lock);
@@ -434,7 +446,7 @@ static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
     char host[64], user[256];
     peer_host(c->peer, host, sizeof(host));
     if (cn->username.len >= sizeof(user)) {
-        c->auth = AUTH_BAD;
+        mql_client_of(c)->auth = AUTH_BAD;
         return;
     }
     memcpy(user, cn->username.p, cn->username.len);
@@ -443,20 +455,20 @@ static void precheck_password(mql_conn *c, const uint8_t *buf, size_t len)
     bool allowed = mql_ratelimit_allow(b->ratelimit, host, mql_now_ms());
     pthread_mutex_unlock(&b->lock);
     if (!allowed) {
-        c->auth = AUTH_BLOCKED;
+        mql_client_of(c)->auth = AUTH_BLOCKED;
         return;
     }
     pthread_rwlock_rdlock(&b->auth_lock);
     if (b->passwd != NULL)
-        c->auth =
+        mql_client_of(c)->auth =
             cn->has_password && mql_passwd_check(b->passwd, user, cn->password.p, cn->password.len)
                 ? AUTH_OK
                 : AUTH_BAD;
     pthread_rwlock_unlock(&b->auth_lock);
     pthread_mutex_lock(&b->lock);
-    if (c->auth == AUTH_BAD)
+    if (mql_client_of(c)->auth == AUTH_BAD)
         mql_ratelimit_fail(b->ratelimit, host, mql_now_ms());
-    else if (c->auth == AUTH_OK)
+    else if (mql_client_of(c)->auth == AUTH_OK)
         mql_ratelimit_ok(b->ratelimit, host);
     pthread_mutex_unlock(&b->lock);
 }
@@ -515,7 +527,7 @@ static size_t drain_for_disconnect(mql_conn *c, const uint8_t *buf, size_t len)
         if (fr.type == MQL_DISCONNECT &&
             mql_decode(buf + off, fr.total, c->version, &p, NULL) == MQL_OK &&
             (c->version != MQL_V5 || p.u.disconnect.reason == 0x00)) {
-            c->will_suppressed = true;
+            mql_client_of(c)->will_suppressed = true;
             mql_debug("client.will",
                       "connection %s, taken over: its DISCONNECT arrived after the new "
                       "connection's CONNECT; no will",
@@ -534,7 +546,8 @@ static bool conn_intercept(mql_conn *c, const uint8_t *buf, size_t len, size_t *
         *used = len;
         return true;
     }
-    if (c->state == CS_CLOSING && c->will_deferred && c->drain_until != 0) {
+    if (c->state == CS_CLOSING && mql_client_of(c)->will_deferred &&
+        mql_client_of(c)->drain_until != 0) {
         *used = drain_for_disconnect(c, buf, len);
         return true;
     }
@@ -559,8 +572,9 @@ static const mql_proto_role server_role = {
 static size_t conn_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
 {
     mql_conn *c = ctx;
-    if (!c->prechecked) { /* only this (serialised) receive path touches prechecked */
-        c->prechecked = true;
+    if (!mql_client_of(c)
+             ->prechecked) { /* only this (serialised) receive path touches prechecked */
+        mql_client_of(c)->prechecked = true;
         precheck_password(c, buf, len);
     }
     return mql_proto_data(c, buf, len, want);
@@ -573,7 +587,7 @@ static void conn_closed(void *ctx)
     pthread_mutex_lock(&b->lock);
     mql_session *s = c->session;
     if (s != NULL && s->sink_ctx == c) {
-        b->stats.clients_connected--;
+        b->core.stats.clients_connected--;
         mql_session_detach(s);
         s->disconnected_at = mql_now_ms();
         bool ends = s->expiry == 0;
@@ -582,15 +596,15 @@ static void conn_closed(void *ctx)
                    c->peer, c->why[0] ? c->why : "connection closed by peer",
                    ends ? "" : "; session kept");
         if (ends)
-            mql_clients_end(b, s); /* [MQTT-3.1.2-23] [v3.1.1 MQTT-3.1.2-6] */
+            mql_clients_end(&b->core, s); /* [MQTT-3.1.2-23] [v3.1.1 MQTT-3.1.2-6] */
         else
-            (void)mql_session_mirror(b, s); /* disconnect time, expiry from DISCONNECT */
+            (void)mql_session_mirror(&b->core, s); /* disconnect time, expiry from DISCONNECT */
     } else if (c->state == CS_NEW) {
         mql_debug("conn.close", "connection from %s closed before CONNECT", c->peer);
-    } else if (c->will_deferred) {
+    } else if (mql_client_of(c)->will_deferred) {
         mql_conn_release_will(b, c, NULL, false); /* taken over: published unless DISCONNECT came */
     }
-    mql_msg_unref(c->will);
+    mql_msg_unref(mql_client_of(c)->will);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -598,11 +612,23 @@ static void conn_closed(void *ctx)
     if (c->next)
         c->next->prev = c->prev;
     b->nconns--;
-    b->listeners[c->listener].nconns--;
-    count_closed(b, c->listener);
+    b->listeners[mql_client_of(c)->listener].nconns--;
+    count_closed(b, mql_client_of(c)->listener);
     mql_proto_link_closed(c);
     pthread_cond_broadcast(&b->tick_cv);
     pthread_mutex_unlock(&b->lock);
+}
+
+void mql_conn_listener_started(mql_broker *b, int i, const char *url)
+{
+    snprintf(b->listeners[i].url, sizeof(b->listeners[i].url), "%s", url);
+}
+
+void mql_conn_shutdown_all(mql_broker *b)
+{
+    for (mql_conn *c = b->conns; c != NULL; c = c->next)
+        mql_proto_close(c, MQL_CLOSE_ABORT, c->state == CS_ACTIVE ? MQL_E_SHUTDOWN : MQL_OK,
+                        "server shutting down");
 }
 
 void mql_conn_tick(mql_broker *b, uint64_t now)
@@ -632,8 +658,8 @@ void mql_conn_tick(mql_broker *b, uint64_t now)
             }
             break;
         case CS_CLOSING:
-            if (c->drain_until != 0 && now >= c->drain_until) {
-                c->drain_until = 0; /* taken over: the drain is over, close */
+            if (mql_client_of(c)->drain_until != 0 && now >= mql_client_of(c)->drain_until) {
+                mql_client_of(c)->drain_until = 0; /* taken over: the drain is over, close */
                 mql_link_close(c->link, true);
             }
             if (now - c->closing_since > MQL_CLOSE_FLUSH_MS)

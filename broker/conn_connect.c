@@ -16,7 +16,9 @@
 
 #include "conn_connect.h"
 
-#include "internal.h"
+#include "broker_int.h"
+#include "clients.h"
+#include "router.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 
@@ -66,21 +68,21 @@ static mql_msg *make_will(const mql_connect *cn, uint64_t now)
 
 void mql_conn_release_will(mql_broker *b, mql_conn *c, mql_session *s, bool session_goes_on)
 {
-    mql_msg *will = c->will;
-    c->will = NULL;
+    mql_msg *will = mql_client_of(c)->will;
+    mql_client_of(c)->will = NULL;
     if (will == NULL)
         return;
-    if (c->will_suppressed) {
+    if (mql_client_of(c)->will_suppressed) {
         mql_msg_unref(will); /* DISCONNECT 0x00 deletes the will [MQTT-3.1.2-10] */
         return;
     }
-    if (c->will_delay > 0 && session_goes_on && s != NULL) {
+    if (mql_client_of(c)->will_delay > 0 && session_goes_on && s != NULL) {
         mql_msg_unref(s->will);
         s->will = will; /* published when the delay passes, unless the client returns */
-        s->will_at = mql_now_ms() + (uint64_t)c->will_delay * 1000u;
+        s->will_at = mql_now_ms() + (uint64_t)mql_client_of(c)->will_delay * 1000u;
         return;
     }
-    mql_router_publish_will(b, will); /* [MQTT-3.1.2-8] */
+    mql_router_publish_will(&b->core, will); /* [MQTT-3.1.2-8] */
     mql_msg_unref(will);
 }
 
@@ -88,7 +90,7 @@ static void takeover_diagnostics(mql_broker *b, mql_session *s, const mql_conn *
                                  const mql_conn *c)
 {
     uint64_t now = mql_now_ms();
-    b->stats.takeovers++;
+    b->core.stats.takeovers++;
     if (now - s->takeover_window > 10000) {
         s->takeover_window = now;
         s->takeovers = 0;
@@ -130,7 +132,7 @@ static bool check_properties(mql_conn *c, const mql_connect *cn)
 {
     const mql_broker *b = c->b;
     c->version = cn->version;
-    c->peer_bridge = cn->bridge;
+    mql_client_of(c)->peer_bridge = cn->bridge;
     if (cn->version != MQL_V5)
         return true;
     c->request_problem_info = !(cn->props.present & MQL_PBIT(MQL_PROP_REQUEST_PROBLEM_INFO)) ||
@@ -198,26 +200,26 @@ static mql_err login_decision(mql_conn *c, const mql_connect *cn, char *identity
                               const char **why)
 {
     const mql_broker *b = c->b;
-    if (b->cfg.listeners[c->listener].use_identity_as_username) {
+    if (b->cfg.listeners[mql_client_of(c)->listener].use_identity_as_username) {
         mql_tls_peer tp = mql_link_peer_cn(c->link, identity, cap);
         *why = mql_tls_peer_str(tp);
         return tp == MQL_TLS_PEER_OK ? MQL_OK : MQL_E_NOT_AUTHORIZED;
     }
     if (cn->has_username && b->passwd != NULL) {
-        if (c->auth == AUTH_BLOCKED) {
+        if (mql_client_of(c)->auth == AUTH_BLOCKED) {
             *why = "too many failed logins from this address (rate limited)";
             return MQL_E_NOT_AUTHORIZED;
         }
         *why = "wrong user name or password";
-        return c->auth != AUTH_OK ? MQL_E_BAD_USER_PASS : MQL_OK;
+        return mql_client_of(c)->auth != AUTH_OK ? MQL_E_BAD_USER_PASS : MQL_OK;
     }
-    if (!cn->has_username && !mql_config_allow_anonymous(&b->cfg, c->listener)) {
-        *why = b->cfg.listeners[c->listener].allow_anonymous == 0
+    if (!cn->has_username && !mql_config_allow_anonymous(&b->cfg, mql_client_of(c)->listener)) {
+        *why = b->cfg.listeners[mql_client_of(c)->listener].allow_anonymous == 0
                    ? "no user name and this listener has allow_anonymous false"
                    : "no user name and allow_anonymous is false";
         return MQL_E_NOT_AUTHORIZED;
     }
-    if (cn->has_username && !mql_config_allow_anonymous(&b->cfg, c->listener)) {
+    if (cn->has_username && !mql_config_allow_anonymous(&b->cfg, mql_client_of(c)->listener)) {
         *why = "allow_anonymous is false and there is no password_file to check against";
         return MQL_E_BAD_USER_PASS;
     }
@@ -239,7 +241,7 @@ static bool authorize(mql_conn *c, const mql_connect *cn, mql_bytes id)
         refuse(c, err, why); /* CONNACK 0x86 / 0x87, or 0x04 / 0x05 */
         return false;
     }
-    if (b->cfg.listeners[c->listener].use_identity_as_username) {
+    if (b->cfg.listeners[mql_client_of(c)->listener].use_identity_as_username) {
         if ((c->username = strdup(identity)) == NULL)
             goto nomem;
         mql_info("client.identity", "client \"%.*s\" (%s): user name \"%s\" from its certificate",
@@ -287,7 +289,7 @@ static void take_over(mql_conn *c, mql_session *s, mql_conn *old, bool clean_sta
 {
     mql_broker *b = c->b;
     takeover_diagnostics(b, s, old, c);
-    b->stats.clients_connected--; /* the old connection no longer counts */
+    b->core.stats.clients_connected--; /* the old connection no longer counts */
     mql_session_detach(s);
     old->session = NULL;
     s->disconnected_at = now;
@@ -302,9 +304,10 @@ static void take_over(mql_conn *c, mql_session *s, mql_conn *old, bool clean_sta
      * session goes on) is dropped now.
      */
     bool goes_on = !clean_start;
-    if (old->will != NULL && !old->will_suppressed && !(old->will_delay > 0 && goes_on)) {
-        old->will_deferred = true;
-        old->drain_until = now + TAKEOVER_DRAIN_MS;
+    if (mql_client_of(old)->will != NULL && !mql_client_of(old)->will_suppressed &&
+        !(mql_client_of(old)->will_delay > 0 && goes_on)) {
+        mql_client_of(old)->will_deferred = true;
+        mql_client_of(old)->drain_until = now + TAKEOVER_DRAIN_MS;
     } else {
         mql_conn_release_will(b, old, s, goes_on);
     }
@@ -317,7 +320,7 @@ static void take_over(mql_conn *c, mql_session *s, mql_conn *old, bool clean_sta
     old->closing_since = now;
     /* flush: what it was already sent (its CONNACK, say) still reaches it; a draining
      * connection is closed when its drain ends (mql_conn_tick) or by its peer */
-    if (!old->will_deferred)
+    if (!mql_client_of(old)->will_deferred)
         mql_link_close(old->link, true);
 }
 
@@ -327,7 +330,7 @@ static mql_session *find_session(mql_conn *c, const mql_connect *cn, mql_bytes i
                                  bool *present)
 {
     mql_broker *b = c->b;
-    mql_session *s = mql_clients_find(b, id.p, id.len);
+    mql_session *s = mql_clients_find(&b->core, id.p, id.len);
     *present = false;
     if (s != NULL && s->bridge != NULL) {
         mql_warning("client.refused",
@@ -351,11 +354,11 @@ static mql_session *find_session(mql_conn *c, const mql_connect *cn, mql_bytes i
     }
     if (s != NULL && !mql_session_attached(s) && s->expiry == 0) {
         /* taken over: a session with expiry 0 ended with its connection [MQTT-3.1.2-23] */
-        mql_clients_end(b, s);
+        mql_clients_end(&b->core, s);
         s = NULL;
     }
     if (s != NULL && cn->clean_start) {
-        mql_clients_end(b, s); /* [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-6] */
+        mql_clients_end(&b->core, s); /* [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-6] */
         s = NULL;
     }
     if (s != NULL) {
@@ -366,7 +369,7 @@ static mql_session *find_session(mql_conn *c, const mql_connect *cn, mql_bytes i
         }
         return s;
     }
-    if ((s = mql_clients_new(b, id.p, id.len)) == NULL)
+    if ((s = mql_clients_new(&b->core, id.p, id.len)) == NULL)
         mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "out of memory");
     return s;
 }
@@ -385,24 +388,24 @@ static bool attach_session(mql_conn *c, mql_session *s, const mql_connect *cn, u
                                                 : MQL_SESSION_NEVER;
     }
     if (cn->will) {
-        c->will = make_will(cn, now);
-        if (c->will == NULL) {
+        mql_client_of(c)->will = make_will(cn, now);
+        if (mql_client_of(c)->will == NULL) {
             mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "out of memory");
             return false;
         }
         if (cn->version == MQL_V5 && (cn->will_props.present & MQL_PBIT(MQL_PROP_WILL_DELAY)))
-            c->will_delay = cn->will_props.will_delay;
+            mql_client_of(c)->will_delay = cn->will_props.will_delay;
     }
     mql_session_attach(s, &client_sink, c, c->client_receive_max, 2);
     c->session = s;
     c->state = CS_ACTIVE;
     free(s->username);
     s->username = c->username ? strdup(c->username) : NULL;
-    (void)mql_session_mirror(b, s);
-    b->stats.connects_total++;
-    b->stats.clients_connected++;
-    if (b->stats.clients_connected > b->stats.clients_max)
-        b->stats.clients_max = b->stats.clients_connected;
+    (void)mql_session_mirror(&b->core, s);
+    b->core.stats.connects_total++;
+    b->core.stats.clients_connected++;
+    if (b->core.stats.clients_connected > b->core.stats.clients_max)
+        b->core.stats.clients_max = b->core.stats.clients_connected;
     return true;
 }
 
@@ -502,7 +505,7 @@ static bool send_connack(mql_conn *c, const mql_session *s, bool present, mql_pr
                "client \"%s\" (%s) refused: its Maximum Packet Size %u is smaller than the "
                "CONNACK; closing [MQTT-3.1.2-24]",
                s->client_id, c->peer, c->client_max_packet);
-    c->will_suppressed = true;
+    mql_client_of(c)->will_suppressed = true;
     mql_proto_close(c, MQL_CLOSE_ABORT, MQL_OK, "Maximum Packet Size too small for the CONNACK");
     return false;
 }
@@ -537,5 +540,5 @@ void mql_conn_connect(mql_conn *c, const mql_connect *cn)
                   "size %u, topic alias maximum %u, problem info %d",
                   s->client_id, s->expiry, c->client_receive_max, c->client_max_packet,
                   c->alias_max, c->request_problem_info);
-    mql_session_resume(b, s);
+    mql_session_resume(&b->core, s);
 }

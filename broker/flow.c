@@ -12,7 +12,10 @@
 
 #include "flow.h"
 
-#include "internal.h"
+#include "config.h"
+#include "core.h"
+#include "router.h"
+#include "session.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 
@@ -23,7 +26,6 @@
  * False when it did: c is closing. */
 static bool publish_valid(mql_conn *c, mql_publish *pub)
 {
-    const mql_broker *b = c->b;
     const char *why = NULL;
     mql_err err = MQL_OK;
     if (c->version == MQL_V5 && (pub->props.present & MQL_PBIT(MQL_PROP_SUBSCRIPTION_ID))) {
@@ -36,13 +38,13 @@ static bool publish_valid(mql_conn *c, mql_publish *pub)
         mql_proto_violation(c, err, why);
         return false;
     }
-    if (pub->qos > b->cfg.max_qos) {
+    if (pub->qos > c->cfg->max_qos) {
         mql_proto_violation(c, MQL_E_QOS_UNSUPPORTED,
                             "PUBLISH QoS above the server's Maximum QoS "
                             "[MQTT-3.2.2-11]");
         return false;
     }
-    if (pub->retain && !b->cfg.retain_available) {
+    if (pub->retain && !c->cfg->retain_available) {
         mql_proto_violation(c, MQL_E_RETAIN_UNSUPPORTED,
                             "retained PUBLISH while Retain Available is 0 "
                             "[MQTT-3.2.2-14]");
@@ -55,7 +57,6 @@ static bool publish_valid(mql_conn *c, mql_publish *pub)
  * commit when what it caused must be durable). */
 static void route_and_ack(mql_conn *c, mql_publish *pub)
 {
-    mql_broker *b = c->b;
     mql_session *s = c->session;
     mql_msg *msg = mql_msg_new(pub->topic, pub->payload, pub->qos, pub->retain,
                                c->version == MQL_V5 ? &pub->props : NULL, mql_now_ms());
@@ -64,7 +65,7 @@ static void route_and_ack(mql_conn *c, mql_publish *pub)
         return;
     }
     /* retained set/clear [MQTT-3.3.1-5] [MQTT-3.3.1-6] [MQTT-3.3.1-7], then the subscribers */
-    mql_route_result routed = mql_router_publish(b, msg, s, mql_proto_client_id(c));
+    mql_route_result routed = mql_router_publish(c->core, msg, s, mql_proto_client_id(c));
     mql_msg_unref(msg);
     /* v5: tell the publisher when a persistent subscriber's quota refused it, or in a
      * PUBACK that nobody subscribed (0x10, which the Server MAY use instead of 0x00,
@@ -80,7 +81,7 @@ static void route_and_ack(mql_conn *c, mql_publish *pub)
             mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_NOMEM, "out of memory");
             return;
         }
-        routed.wait = mql_session_mirror_qos2(b, s, pub->packet_id, true) || routed.wait;
+        routed.wait = mql_session_mirror_qos2(c->core, s, pub->packet_id, true) || routed.wait;
     }
     bool durable = routed.wait;
     if (pub->qos == 1)
@@ -91,14 +92,13 @@ static void route_and_ack(mql_conn *c, mql_publish *pub)
 
 void mql_flow_publish_in(mql_conn *c, mql_publish *pub)
 {
-    mql_broker *b = c->b;
     mql_session *s = c->session;
     if (!publish_valid(c, pub))
         return;
-    b->stats.msgs_received++;
+    c->core->stats.msgs_received++;
     /* a bridge's inbound messages are the operator's own configuration, not a client's */
-    if (b->acl != NULL && c->role->server &&
-        !mql_acl_can_write(b->acl, c->username, s->client_id, pub->topic)) {
+    if (c->core->acl != NULL && c->role->server &&
+        !mql_acl_can_write(c->core->acl, c->username, s->client_id, pub->topic)) {
         /* not routed, not retained; QoS 0 is dropped silently as the spec allows */
         mql_notice("client.acl",
                    "client \"%s\" (%s) user \"%s\": PUBLISH to \"%.*s\" denied "
@@ -122,8 +122,8 @@ void mql_flow_publish_in(mql_conn *c, mql_publish *pub)
          * Its first PUBREC may have been withheld because the store failed: this one, too,
          * waits until everything the first one needed is on disk. */
         mql_proto_queue_ack(c, MQL_PUBREC, pub->packet_id, 0,
-                            s->stored && b->store != NULL &&
-                                b->cfg.store_sync != MQL_STORE_SYNC_OFF);
+                            s->stored && c->core->store != NULL &&
+                                c->cfg->store_sync != MQL_STORE_SYNC_OFF);
         return;
     }
     if (!payload_ok) {
@@ -140,7 +140,7 @@ void mql_flow_publish_in(mql_conn *c, mql_publish *pub)
         }
         return;
     }
-    uint32_t recv_max = b->cfg.max_inflight_messages ? b->cfg.max_inflight_messages : 65535;
+    uint32_t recv_max = c->cfg->max_inflight_messages ? c->cfg->max_inflight_messages : 65535;
     if (pub->qos == 2 && c->version == MQL_V5 && s->n_qos2_in >= recv_max) {
         mql_proto_violation(c, MQL_E_RECEIVE_MAX,
                             "more QoS 2 PUBLISH awaiting PUBREL than Receive "
@@ -152,12 +152,11 @@ void mql_flow_publish_in(mql_conn *c, mql_publish *pub)
 
 void mql_flow_ack_in(mql_conn *c, uint8_t type, const mql_ack *ack)
 {
-    mql_broker *b = c->b;
     mql_session *s = c->session;
     if (type == MQL_PUBREL) {
         bool found = mql_session_qos2_remove(s, ack->packet_id);
         if (found)
-            (void)mql_session_mirror_qos2(b, s, ack->packet_id, false);
+            (void)mql_session_mirror_qos2(c->core, s, ack->packet_id, false);
         /* [MQTT-4.3.3-11] */
         mql_proto_send_ack(
             c, MQL_PUBCOMP, ack->packet_id,
@@ -196,19 +195,19 @@ void mql_flow_ack_in(mql_conn *c, uint8_t type, const mql_ack *ack)
     switch (type) {
     case MQL_PUBACK:
         if (o->state == OUT_PUBLISH_SENT)
-            mql_session_inflight_done(b, s, o); /* [MQTT-4.3.2-*] */
+            mql_session_inflight_done(c->core, s, o); /* [MQTT-4.3.2-*] */
         break;
     case MQL_PUBREC:
         if (c->version == MQL_V5 && ack->reason >= 0x80) {
-            mql_session_inflight_done(b, s, o); /* the flow ends [MQTT-4.3.3-?] */
+            mql_session_inflight_done(c->core, s, o); /* the flow ends [MQTT-4.3.3-?] */
             break;
         }
         o->state = OUT_PUBREL_SENT; /* [MQTT-4.3.3-3] */
-        (void)mql_session_mirror_out_state(b, s, o);
+        (void)mql_session_mirror_out_state(c->core, s, o);
         mql_proto_send_ack(c, MQL_PUBREL, o->packet_id, 0);
         break;
     case MQL_PUBCOMP:
-        mql_session_inflight_done(b, s, o);
+        mql_session_inflight_done(c->core, s, o);
         break;
     }
 }

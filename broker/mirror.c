@@ -15,24 +15,24 @@
  * Time: the store keeps wall-clock seconds (they must mean something after a reboot), the
  * broker monotonic milliseconds; conversions happen here, at the boundary.
  *
- * Locking: every function runs under broker->lock, except mql_mirror_close (after every
- * connection has gone). Performance assumption: a message body is written once however
- * many sessions owe it (msg->store_id marks it written).
+ * Locking: every function runs under the core lock (broker.c) and takes none. Performance
+ * assumption: a message body is written once however many sessions owe it (msg->store_id marks it
+ * written).
  */
 #include <stdlib.h>
 
 #include "mirror.h"
 
-#include "internal.h"
+#include "core.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 
 /* The operation was queued (or failed: logged). Returns whether acks must wait for it. */
-static bool op_result(mql_broker *b, mql_err err, const char *what)
+static bool op_result(mql_core *core, mql_err err, const char *what)
 {
     if (err != MQL_OK)
         mql_error("store.queue", "cannot queue %s for the store: %s", what, mql_err_str(err));
-    return b->cfg.store_sync != MQL_STORE_SYNC_OFF;
+    return core->store_wait;
 }
 
 int64_t mql_mirror_wall_of(uint64_t mono_ms, uint64_t now_mono, int64_t now_wall)
@@ -53,16 +53,16 @@ uint64_t mql_mirror_mono_of(int64_t wall, uint64_t now_mono, int64_t now_wall)
     return (uint64_t)((int64_t)now_mono + delta_ms);
 }
 
-static bool put_msg_body(mql_broker *b, mql_msg *m)
+static bool put_msg_body(mql_core *core, mql_msg *m)
 {
     if (m->store_id != 0)
         return false;
-    m->store_id = ++b->next_msg_id;
+    m->store_id = ++core->next_msg_id;
     uint8_t stack[256];
     size_t plen = mql_props_encode(NULL, 0, &m->props);
     uint8_t *props = plen <= sizeof(stack) ? stack : malloc(plen);
     if (props == NULL)
-        return op_result(b, MQL_E_NOMEM, "a message");
+        return op_result(core, MQL_E_NOMEM, "a message");
     if (plen)
         (void)mql_props_encode(props, plen, &m->props);
     mql_store_msg sm = {
@@ -77,16 +77,16 @@ static bool put_msg_body(mql_broker *b, mql_msg *m)
         .retain = m->retain,
         .expiry_wall = mql_mirror_wall_of(m->expiry_at, mql_now_ms(), mql_wall_s()),
     };
-    bool wait = op_result(b, mql_store_msg_put(b->store, &sm), "a message");
+    bool wait = op_result(core, mql_store_msg_put(core->store, &sm), "a message");
     if (props != stack)
         free(props);
     return wait;
 }
 
-bool mql_mirror_session_put(mql_broker *b, const char *client_id, uint8_t version, uint32_t expiry,
+bool mql_mirror_session_put(mql_core *core, const char *client_id, uint8_t version, uint32_t expiry,
                             bool connected, uint64_t disconnected_mono)
 {
-    if (b->store == NULL)
+    if (core->store == NULL)
         return false;
     mql_store_session ss = {
         .client_id = client_id,
@@ -97,86 +97,84 @@ bool mql_mirror_session_put(mql_broker *b, const char *client_id, uint8_t versio
     };
     if (!connected && ss.disconnected_at == 0)
         ss.disconnected_at = mql_wall_s();
-    return op_result(b, mql_store_session_put(b->store, &ss), "a session");
+    return op_result(core, mql_store_session_put(core->store, &ss), "a session");
 }
 
-bool mql_mirror_session_del(mql_broker *b, const char *client_id)
+bool mql_mirror_session_del(mql_core *core, const char *client_id)
 {
-    if (b->store == NULL)
+    if (core->store == NULL)
         return false;
-    return op_result(b, mql_store_session_del(b->store, client_id), "a session removal");
+    return op_result(core, mql_store_session_del(core->store, client_id), "a session removal");
 }
 
-bool mql_mirror_sub_put(mql_broker *b, const mql_store_sub *row)
+bool mql_mirror_sub_put(mql_core *core, const mql_store_sub *row)
 {
-    if (b->store == NULL)
+    if (core->store == NULL)
         return false;
-    return op_result(b, mql_store_sub_put(b->store, row), "a subscription");
+    return op_result(core, mql_store_sub_put(core->store, row), "a subscription");
 }
 
-bool mql_mirror_sub_del(mql_broker *b, const char *client_id, const char *filter)
+bool mql_mirror_sub_del(mql_core *core, const char *client_id, const char *filter)
 {
-    if (b->store == NULL)
+    if (core->store == NULL)
         return false;
-    return op_result(b, mql_store_sub_del(b->store, client_id, filter), "a subscription removal");
+    return op_result(core, mql_store_sub_del(core->store, client_id, filter),
+                     "a subscription removal");
 }
 
-bool mql_mirror_out_put(mql_broker *b, mql_store_out *row, mql_msg *msg)
+bool mql_mirror_out_put(mql_core *core, mql_store_out *row, mql_msg *msg)
 {
-    if (b->store == NULL)
+    if (core->store == NULL)
         return false;
-    bool wait = put_msg_body(b, msg);
+    bool wait = put_msg_body(core, msg);
     row->msg_id = msg->store_id;
-    return op_result(b, mql_store_out_put(b->store, row), "a queued message") || wait;
+    return op_result(core, mql_store_out_put(core->store, row), "a queued message") || wait;
 }
 
-bool mql_mirror_out_state(mql_broker *b, const char *client_id, uint64_t seq, uint8_t state,
+bool mql_mirror_out_state(mql_core *core, const char *client_id, uint64_t seq, uint8_t state,
                           uint16_t packet_id)
 {
-    if (b->store == NULL)
+    if (core->store == NULL)
         return false;
-    return op_result(b, mql_store_out_update(b->store, client_id, seq, state, packet_id),
+    return op_result(core, mql_store_out_update(core->store, client_id, seq, state, packet_id),
                      "a message state");
 }
 
-bool mql_mirror_out_del(mql_broker *b, const char *client_id, uint64_t seq)
+bool mql_mirror_out_del(mql_core *core, const char *client_id, uint64_t seq)
 {
-    if (b->store == NULL)
+    if (core->store == NULL)
         return false;
-    return op_result(b, mql_store_out_del(b->store, client_id, seq), "a delivered message");
+    return op_result(core, mql_store_out_del(core->store, client_id, seq), "a delivered message");
 }
 
-bool mql_mirror_qos2(mql_broker *b, const char *client_id, uint16_t pid, bool add)
+bool mql_mirror_qos2(mql_core *core, const char *client_id, uint16_t pid, bool add)
 {
-    if (b->store == NULL)
+    if (core->store == NULL)
         return false;
-    return op_result(b,
-                     add ? mql_store_qos2_put(b->store, client_id, pid)
-                         : mql_store_qos2_del(b->store, client_id, pid),
+    return op_result(core,
+                     add ? mql_store_qos2_put(core->store, client_id, pid)
+                         : mql_store_qos2_del(core->store, client_id, pid),
                      "a QoS 2 packet id");
 }
 
-bool mql_mirror_retain(mql_broker *b, mql_bytes topic, mql_msg *msg)
+bool mql_mirror_retain(mql_core *core, mql_bytes topic, mql_msg *msg)
 {
-    if (b->store == NULL)
+    if (core->store == NULL)
         return false;
     if (msg == NULL || msg->payload.len == 0)
-        return op_result(b, mql_store_retain_del(b->store, (const char *)topic.p, topic.len),
+        return op_result(core, mql_store_retain_del(core->store, (const char *)topic.p, topic.len),
                          "a retained message removal");
-    bool wait = put_msg_body(b, msg);
+    bool wait = put_msg_body(core, msg);
     return op_result(
-               b, mql_store_retain_put(b->store, (const char *)topic.p, topic.len, msg->store_id),
+               core,
+               mql_store_retain_put(core->store, (const char *)topic.p, topic.len, msg->store_id),
                "a retained message") ||
            wait;
 }
 
-void mql_mirror_close(mql_broker *b)
+mql_store *mql_mirror_detach(mql_core *core)
 {
-    if (b->store == NULL)
-        return;
-    pthread_mutex_lock(&b->lock);
-    mql_store *st = b->store;
-    b->store = NULL; /* from now on nothing is mirrored (sessions freed at exit stay stored) */
-    pthread_mutex_unlock(&b->lock);
-    mql_store_close(st); /* commits what is queued; pending ack callbacks run */
+    mql_store *st = core->store;
+    core->store = NULL; /* from now on nothing is mirrored (sessions freed at exit stay stored) */
+    return st;
 }

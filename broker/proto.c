@@ -20,7 +20,10 @@
 
 #include "proto.h"
 
-#include "internal.h"
+#include "config.h"
+#include "core.h"
+#include "router.h"
+#include "session.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 #include "storage/store.h"
@@ -48,7 +51,7 @@ enum mql_send_result mql_proto_send_packet(mql_conn *c, const mql_packet *pkt)
     }
     bool ok = mql_link_send(c->link, buf, n) == MQL_OK;
     if (ok)
-        c->b->stats.bytes_sent += n;
+        c->core->stats.bytes_sent += n;
     if (buf != stack)
         free(buf);
     return ok ? MQL_SEND_OK : MQL_SEND_FAILED;
@@ -125,9 +128,9 @@ bool mql_proto_send_publish(mql_conn *c, mql_msg *msg, mql_bytes topic, uint8_t 
         }
     }
     if (r == MQL_SEND_OK) {
-        c->b->stats.msgs_sent++;
+        c->core->stats.msgs_sent++;
     } else if (r == MQL_SEND_TOO_LARGE) {
-        c->b->stats.msgs_dropped++;
+        c->core->stats.msgs_dropped++;
         mql_info("client.too_large",
                  "client \"%s\" (%s): message on \"%.*s\" (%u byte payload) exceeds the "
                  "client's Maximum Packet Size %u; discarded [MQTT-3.1.2-25]",
@@ -274,7 +277,7 @@ static uint8_t *refuse_acks(mql_conn *c, const ack_batch *ab, mql_err err, size_
             memset(&p.u.ack.props, 0, sizeof(p.u.ack.props));
             if (p.type == MQL_PUBREC && c->session != NULL &&
                 mql_session_qos2_remove(c->session, p.u.ack.packet_id))
-                (void)mql_session_mirror_qos2(c->b, c->session, p.u.ack.packet_id, false);
+                (void)mql_session_mirror_qos2(c->core, c->session, p.u.ack.packet_id, false);
             size_t w = mql_encode(out + n, cap - n, &p, c->version);
             if (w == 0 || w > cap - n)
                 goto fail;
@@ -303,13 +306,12 @@ fail:
  */
 static void ack_commit_failed(mql_conn *c, ack_batch *ab, mql_err err)
 {
-    mql_broker *b = c->b;
     size_t len = 0;
     uint32_t refused = 0;
     uint8_t *out = c->version == MQL_V5 ? refuse_acks(c, ab, err, &len, &refused) : NULL;
     bool closing = out == NULL;
-    if (!b->store_refusing) {
-        b->store_refusing = true;
+    if (!c->core->store_refusing) {
+        c->core->store_refusing = true;
         mql_error("store.refused",
                   "the store cannot commit (%s, see store.commit): QoS 1/2 messages that must "
                   "be stored are not acknowledged as received: MQTT 5 publishers get "
@@ -322,13 +324,13 @@ static void ack_commit_failed(mql_conn *c, ack_batch *ab, mql_err err)
                   mql_proto_client_id(c), c->peer, ab->n,
                   closing ? "withheld, closing" : "sent as refusals");
     }
-    b->stats.store_refused += closing ? ab->n : refused;
+    c->core->stats.store_refused += closing ? ab->n : refused;
     if (closing) {
         mql_proto_close(c, MQL_CLOSE_ABORT, MQL_E_STORE, "store commit failed");
         return;
     }
     if (mql_link_send(c->link, out, len) == MQL_OK)
-        b->stats.bytes_sent += len;
+        c->core->stats.bytes_sent += len;
     free(out);
 }
 
@@ -337,24 +339,23 @@ static void acks_done(void *arg, mql_err err)
 {
     ack_batch *ab = arg;
     mql_conn *c = ab->c;
-    mql_broker *b = c->b;
-    pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(c->lock);
     c->acks_waiting--;
-    if (err == MQL_OK && b->store_refusing) {
-        b->store_refusing = false;
+    if (err == MQL_OK && c->core->store_refusing) {
+        c->core->store_refusing = false;
         mql_notice("store.refused", "the store commits again: QoS 1/2 messages are "
                                     "acknowledged again");
     }
     if (!c->link_gone && c->state != CS_CLOSING) {
         if (err == MQL_OK) {
             if (mql_link_send(c->link, ab->bytes, ab->len) == MQL_OK)
-                b->stats.bytes_sent += ab->len;
+                c->core->stats.bytes_sent += ab->len;
         } else {
             ack_commit_failed(c, ab, err);
         }
     }
     mql_proto_unref(c);
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(c->lock);
     free(ab);
 }
 
@@ -366,15 +367,15 @@ static void flush_acks(mql_conn *c)
     if (ab == NULL)
         return;
     c->batch = NULL;
-    if (c->b->store == NULL) {
+    if (c->core->store == NULL) {
         if (mql_link_send(c->link, ab->bytes, ab->len) == MQL_OK)
-            c->b->stats.bytes_sent += ab->len;
+            c->core->stats.bytes_sent += ab->len;
         free(ab);
         return;
     }
     c->refs++;
     c->acks_waiting++;
-    if (mql_store_barrier(c->b->store, acks_done, ab) != MQL_OK) {
+    if (mql_store_barrier(c->core->store, acks_done, ab) != MQL_OK) {
         c->refs--;
         c->acks_waiting--;
         free(ab);
@@ -415,7 +416,7 @@ mql_err mql_proto_resolve_alias(mql_conn *c, mql_publish *pub, const char **why)
  * (or CONNACK) was handled. */
 static uint32_t frame_limit(const mql_conn *c)
 {
-    uint32_t max = c->b->cfg.max_packet_size;
+    uint32_t max = c->cfg->max_packet_size;
     if (c->state == CS_NEW && (max == 0 || max > MQL_PRECONNECT_MAX))
         max = MQL_PRECONNECT_MAX;
     return max;
@@ -491,21 +492,20 @@ static size_t frames(mql_conn *c, const uint8_t *buf, size_t len, size_t *want)
 size_t mql_proto_data(void *ctx, const uint8_t *buf, size_t len, size_t *want)
 {
     mql_conn *c = ctx;
-    mql_broker *b = c->b;
     size_t used = 0;
     mql_net_defer_begin(); /* the writes start after the broker lock is released */
-    pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(c->lock);
     c->last_rx = mql_now_ms();
-    b->stats.bytes_received += len;
+    c->core->stats.bytes_received += len;
     if (c->role->intercept != NULL && c->role->intercept(c, buf, len, &used)) {
-        pthread_mutex_unlock(&b->lock);
+        pthread_mutex_unlock(c->lock);
         mql_net_defer_end();
         return used;
     }
     used = frames(c, buf, len, want);
     flush_acks(c);
     bool closing = c->state == CS_CLOSING;
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(c->lock);
     mql_net_defer_end();
     return closing ? len : used;
 }

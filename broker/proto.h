@@ -15,6 +15,7 @@
 #ifndef MQL_PROTO_H
 #define MQL_PROTO_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +27,8 @@
 #include "platform/net.h"
 
 struct mql_broker;
+struct mql_core;
+struct mql_config;
 
 #define MQL_CLOSE_FLUSH_MS 3000
 #define MQL_PRECONNECT_MAX (256u * 1024u) /* largest frame accepted before CONNACK */
@@ -78,7 +81,10 @@ typedef struct ack_batch {
 } ack_batch;
 
 typedef struct mql_conn {
-    struct mql_broker *b;
+    struct mql_broker *b;         /* the role's broker (conn.c, bridge.c); proto and flow use: */
+    struct mql_core *core;        /* the core state (core.h) */
+    const struct mql_config *cfg; /* the broker's configuration */
+    pthread_mutex_t *lock;        /* the core lock (broker.c), taken where a thread enters */
     const mql_proto_role *role;
     void *owner; /* the role's own object (a bridge), or NULL */
     mql_link *link;
@@ -91,19 +97,11 @@ typedef struct mql_conn {
     uint8_t state;
     uint8_t version;
     mql_session *session;
-    int listener; /* index in cfg.listeners of the listener that accepted it; -1 for a
-                     bridge's uplink */
     uint16_t keepalive;
     uint64_t created_at;
     uint64_t last_rx;
     uint64_t closing_since;
-    mql_msg *will;
-    uint32_t will_delay;
-    bool will_suppressed;      /* DISCONNECT 0x00 received */
-    bool will_deferred;        /* taken over with its will pending: see handle_connect */
-    uint64_t drain_until;      /* while taken over: read (for a DISCONNECT) until then */
     bool request_problem_info; /* v5: reason strings / user properties allowed */
-    bool peer_bridge;          /* 3.1/3.1.1 CONNECT with the bridge bit (mosquitto's) */
     uint16_t client_receive_max;
     uint32_t client_max_packet; /* 0 = protocol maximum */
     uint16_t alias_max;         /* topic aliases the client may use towards us */
@@ -113,8 +111,6 @@ typedef struct mql_conn {
     mql_bytes *out_aliases; /* [out_alias_max + 1], heap copies */
     char why[160];          /* reason for closing, for the log */
     char *username;         /* the authenticated (or anonymous-but-given) user name, or NULL */
-    uint8_t auth;           /* AUTH_* result of the password check made before the lock */
-    bool prechecked;        /* precheck_password ran (first receive) */
 } mql_conn;
 
 enum mql_send_result { MQL_SEND_FAILED = 0, MQL_SEND_OK, MQL_SEND_TOO_LARGE };

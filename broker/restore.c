@@ -19,14 +19,17 @@
 
 #include "restore.h"
 
-#include "internal.h"
+#include "clients.h"
+#include "config.h"
+#include "core.h"
+#include "mirror.h"
 #include "platform/clock.h"
 #include "platform/log.h"
 #include "storage/store.h"
 
 /* Message bodies by id while loading: open addressing, ids are never 0. */
 struct load_ctx {
-    mql_broker *b;
+    mql_core *core;
     mql_msg **slots;
     uint32_t cap, n;
     uint64_t now_mono;
@@ -108,15 +111,15 @@ static mql_err load_msg(void *arg, const mql_store_msg *sm)
 static mql_err load_session(void *arg, const mql_store_session *ss)
 {
     struct load_ctx *lc = arg;
-    mql_broker *b = lc->b;
+    mql_core *core = lc->core;
     uint32_t len = (uint32_t)strlen(ss->client_id);
     int64_t gone = ss->disconnected_at != 0 ? ss->disconnected_at : lc->now_wall;
     if (ss->expiry != MQL_SESSION_NEVER && lc->now_wall - gone >= (int64_t)ss->expiry) {
         /* expired while the broker was down [MQTT-3.1.2-23] */
         lc->expired++;
-        return mql_store_session_del(b->store, ss->client_id);
+        return mql_store_session_del(core->store, ss->client_id);
     }
-    mql_session *s = mql_clients_new(b, (const uint8_t *)ss->client_id, len);
+    mql_session *s = mql_clients_new(core, (const uint8_t *)ss->client_id, len);
     if (s == NULL)
         return MQL_E_NOMEM;
     s->version = ss->version;
@@ -132,7 +135,7 @@ static mql_err load_session(void *arg, const mql_store_session *ss)
 
 static mql_session *find(struct load_ctx *lc, const char *client_id)
 {
-    return mql_clients_find(lc->b, (const uint8_t *)client_id, (uint32_t)strlen(client_id));
+    return mql_clients_find(lc->core, (const uint8_t *)client_id, (uint32_t)strlen(client_id));
 }
 
 static mql_err load_sub(void *arg, const mql_store_sub *ss)
@@ -157,7 +160,7 @@ static mql_err load_sub(void *arg, const mql_store_sub *ss)
         lc->skipped++;
         return MQL_OK;
     }
-    mql_sub *sub = mql_topics_subscribe(lc->b->topics, f, &tmpl, &existed);
+    mql_sub *sub = mql_topics_subscribe(lc->core->topics, f, &tmpl, &existed);
     if (sub == NULL)
         return MQL_E_NOMEM;
     if (!existed)
@@ -232,7 +235,7 @@ static mql_err load_retained(void *arg, const char *topic, uint64_t msg_id)
     }
     m->retain = true;
     lc->retained++;
-    return mql_topics_retain(lc->b->topics,
+    return mql_topics_retain(lc->core->topics,
                              (mql_bytes){(const uint8_t *)topic, (uint32_t)strlen(topic)}, m);
 }
 
@@ -245,10 +248,10 @@ static mql_err load_retained(void *arg, const char *topic, uint64_t msg_id)
  * see mql_session_resume; QoS 0 never has it [MQTT-3.3.1-2].) Bridges mark their whole
  * restored queue (bridge_init).
  */
-static void mark_maybe_sent(mql_broker *b)
+static void mark_maybe_sent(mql_core *core)
 {
-    uint32_t window = b->cfg.max_inflight_messages ? b->cfg.max_inflight_messages : 65535u;
-    for (mql_session *s = b->sessions; s != NULL; s = s->next) {
+    uint32_t window = core->max_inflight ? core->max_inflight : 65535u;
+    for (mql_session *s = core->sessions; s != NULL; s = s->next) {
         if (!s->was_online)
             continue;
         s->was_online = false;
@@ -262,20 +265,20 @@ static void mark_maybe_sent(mql_broker *b)
     }
 }
 
-mql_err mql_restore_open(mql_broker *b, char *errbuf, size_t errlen)
+mql_err mql_restore_open(mql_core *core, const mql_config *cfg, char *errbuf, size_t errlen)
 {
-    if (!b->cfg.persistence)
+    if (!cfg->persistence)
         return MQL_OK;
     mql_store_opts opts = {
-        .dir = b->cfg.persistence_location,
-        .commit_window_ms = b->cfg.store_commit_window_ms,
-        .sync_full = b->cfg.store_sync == MQL_STORE_SYNC_FULL,
-        .max_bytes = b->cfg.store_max_bytes,
+        .dir = cfg->persistence_location,
+        .commit_window_ms = cfg->store_commit_window_ms,
+        .sync_full = cfg->store_sync == MQL_STORE_SYNC_FULL,
+        .max_bytes = cfg->store_max_bytes,
     };
-    mql_err err = mql_store_open(&b->store, &opts, errbuf, errlen);
+    mql_err err = mql_store_open(&core->store, &opts, errbuf, errlen);
     if (err != MQL_OK)
         return err;
-    struct load_ctx lc = {.b = b, .now_mono = mql_now_ms(), .now_wall = mql_wall_s()};
+    struct load_ctx lc = {.core = core, .now_mono = mql_now_ms(), .now_wall = mql_wall_s()};
     mql_store_loader ld = {
         .arg = &lc,
         .msg = load_msg,
@@ -286,18 +289,18 @@ mql_err mql_restore_open(mql_broker *b, char *errbuf, size_t errlen)
         .retained = load_retained,
     };
     uint64_t max_id = 0;
-    err = mql_store_load(b->store, &ld, &max_id);
+    err = mql_store_load(core->store, &ld, &max_id);
     for (uint32_t i = 0; i < lc.cap; i++)
         mql_msg_unref(lc.slots[i]); /* holders took their own references */
     free(lc.slots);
     if (err != MQL_OK) {
         snprintf(errbuf, errlen, "cannot load the store in %s: %s", opts.dir, mql_err_str(err));
-        mql_store_close(b->store);
-        b->store = NULL;
+        mql_store_close(core->store);
+        core->store = NULL;
         return err;
     }
-    b->next_msg_id = max_id;
-    mark_maybe_sent(b);
+    core->next_msg_id = max_id;
+    mark_maybe_sent(core);
     mql_notice("store.loaded",
                "store %s/mqlite.db: %u sessions (%u expired while down), %u subscriptions, "
                "%u queued messages, %u retained",

@@ -9,7 +9,7 @@
  * in clients.c, which also keeps the ClientID table. Delivery never calls up: it sends
  * through the sink and returns what it did (mql_delivery).
  *
- * Locking: every function here runs under broker->lock (see internal.h) and takes none.
+ * Locking: every function here runs under broker->lock (core.h) and takes none.
  * Performance assumption: in-flight windows are small (max_inflight_messages, default 20),
  * so looking a packet id up in the window is a short linear scan.
  */
@@ -18,7 +18,7 @@
 
 #include "session.h"
 
-#include "internal.h"
+#include "core.h"
 #include "mirror.h"
 #include "platform/clock.h"
 #include "platform/log.h"
@@ -94,7 +94,7 @@ static void out_free(out_msg *o)
 
 /* ---- mirroring in the store (mirror.h): what of a session is kept, and when ---- */
 
-static bool mirror_out(mql_broker *b, mql_session *s, out_msg *o)
+static bool mirror_out(mql_core *core, mql_session *s, out_msg *o)
 {
     if (!s->stored)
         return false;
@@ -107,24 +107,24 @@ static bool mirror_out(mql_broker *b, mql_session *s, out_msg *o)
         .packet_id = o->packet_id,
         .sub_id = o->n_ids ? o->ids[0] : 0,
     };
-    bool wait = mql_mirror_out_put(b, &row, o->msg);
-    o->stored = b->store != NULL;
+    bool wait = mql_mirror_out_put(core, &row, o->msg);
+    o->stored = core->store != NULL;
     return wait;
 }
 
-static bool mirror_out_del(mql_broker *b, mql_session *s, out_msg *o)
+static bool mirror_out_del(mql_core *core, mql_session *s, out_msg *o)
 {
     if (!o->stored)
         return false;
     o->stored = false;
-    return mql_mirror_out_del(b, s->client_id, o->seq);
+    return mql_mirror_out_del(core, s->client_id, o->seq);
 }
 
-bool mql_session_mirror_out_state(mql_broker *b, mql_session *s, out_msg *o)
+bool mql_session_mirror_out_state(mql_core *core, mql_session *s, out_msg *o)
 {
     if (!o->stored)
         return false;
-    return mql_mirror_out_state(b, s->client_id, o->seq, o->state, o->packet_id);
+    return mql_mirror_out_state(core, s->client_id, o->seq, o->state, o->packet_id);
 }
 
 static uint8_t sub_options(const mql_sub *sub)
@@ -133,7 +133,7 @@ static uint8_t sub_options(const mql_sub *sub)
                      (sub->retain_handling << 2));
 }
 
-bool mql_session_mirror_sub(mql_broker *b, mql_session *s, const mql_sub *sub)
+bool mql_session_mirror_sub(mql_core *core, mql_session *s, const mql_sub *sub)
 {
     if (!s->stored)
         return false;
@@ -144,66 +144,66 @@ bool mql_session_mirror_sub(mql_broker *b, mql_session *s, const mql_sub *sub)
         .options = sub_options(sub),
         .sub_id = sub->sub_id,
     };
-    return mql_mirror_sub_put(b, &row);
+    return mql_mirror_sub_put(core, &row);
 }
 
-bool mql_session_mirror_sub_del(mql_broker *b, mql_session *s, const char *filter)
+bool mql_session_mirror_sub_del(mql_core *core, mql_session *s, const char *filter)
 {
     if (!s->stored)
         return false;
-    return mql_mirror_sub_del(b, s->client_id, filter);
+    return mql_mirror_sub_del(core, s->client_id, filter);
 }
 
-bool mql_session_mirror_qos2(mql_broker *b, mql_session *s, uint16_t pid, bool add)
+bool mql_session_mirror_qos2(mql_core *core, mql_session *s, uint16_t pid, bool add)
 {
     if (!s->stored)
         return false;
-    return mql_mirror_qos2(b, s->client_id, pid, add);
+    return mql_mirror_qos2(core, s->client_id, pid, add);
 }
 
 /* The session no longer outlives its connection (or ends): its rows go. */
-static bool unmirror(mql_broker *b, mql_session *s)
+static bool unmirror(mql_core *core, mql_session *s)
 {
-    if (b->store == NULL || !s->stored)
+    if (core->store == NULL || !s->stored)
         return false;
     s->stored = false;
     for (out_msg *o = s->inflight.head; o != NULL; o = o->next)
         o->stored = false;
     for (out_msg *o = s->queue.head; o != NULL; o = o->next)
         o->stored = false;
-    return mql_mirror_session_del(b, s->client_id);
+    return mql_mirror_session_del(core, s->client_id);
 }
 
 struct qos2_put_ctx {
-    mql_broker *b;
+    mql_core *core;
     mql_session *s;
 };
 
 static void qos2_put_cb(void *arg, uint16_t pid)
 {
     struct qos2_put_ctx *qc = arg;
-    (void)mql_session_mirror_qos2(qc->b, qc->s, pid, true);
+    (void)mql_session_mirror_qos2(qc->core, qc->s, pid, true);
 }
 
-bool mql_session_mirror(mql_broker *b, mql_session *s)
+bool mql_session_mirror(mql_core *core, mql_session *s)
 {
-    if (b->store == NULL)
+    if (core->store == NULL)
         return false;
     if (s->expiry == 0)
-        return unmirror(b, s); /* no longer outlives its connection */
-    bool wait = mql_mirror_session_put(b, s->client_id, s->version, s->expiry, s->sink != NULL,
+        return unmirror(core, s); /* no longer outlives its connection */
+    bool wait = mql_mirror_session_put(core, s->client_id, s->version, s->expiry, s->sink != NULL,
                                        s->disconnected_at);
     if (s->stored)
         return wait;
     /* First time in the store: write everything the session already holds. */
     s->stored = true;
     for (mql_sub *sub = s->subs; sub != NULL; sub = sub->snext)
-        wait = mql_session_mirror_sub(b, s, sub) || wait;
+        wait = mql_session_mirror_sub(core, s, sub) || wait;
     for (out_msg *o = s->inflight.head; o != NULL; o = o->next)
-        wait = mirror_out(b, s, o) || wait;
+        wait = mirror_out(core, s, o) || wait;
     for (out_msg *o = s->queue.head; o != NULL; o = o->next)
-        wait = mirror_out(b, s, o) || wait;
-    struct qos2_put_ctx qc = {.b = b, .s = s};
+        wait = mirror_out(core, s, o) || wait;
+    struct qos2_put_ctx qc = {.core = core, .s = s};
     mql_session_qos2_each(s, qos2_put_cb, &qc);
     return wait;
 }
@@ -227,24 +227,24 @@ mql_msg *mql_session_take_will(mql_session *s)
     return will;
 }
 
-void mql_session_unsubscribe_all(mql_broker *b, mql_session *s)
+void mql_session_unsubscribe_all(mql_core *core, mql_session *s)
 {
     mql_sub *sub = s->subs;
     while (sub != NULL) {
         mql_sub *next = sub->snext;
-        mql_topics_remove(b->topics, sub);
+        mql_topics_remove(core->topics, sub);
         sub = next;
     }
     s->subs = NULL;
 }
 
-void mql_session_free(mql_broker *b, mql_session *s)
+void mql_session_free(mql_core *core, mql_session *s)
 {
-    (void)unmirror(b, s);
+    (void)unmirror(core, s);
     free(s->username);
     mql_msg_unref(s->will);
     s->will = NULL;
-    mql_session_unsubscribe_all(b, s);
+    mql_session_unsubscribe_all(core, s);
     out_list_clear(&s->inflight);
     out_list_clear(&s->queue);
     s->queued_qos0 = 0;
@@ -313,7 +313,7 @@ bool mql_session_online(const mql_session *s)
 
 /* Put o into the in-flight window and send it. A message too large for the client is
  * discarded as if delivered [MQTT-3.1.2-25]: then o is freed and false returned. */
-static bool send_first(mql_broker *b, mql_session *s, out_msg *o)
+static bool send_first(mql_core *core, mql_session *s, out_msg *o)
 {
     if (o->qos > s->sink_max_qos && o->qos == 2)
         o->qos = 1; /* the remote's Maximum QoS [MQTT-3.2.2-11]; QoS 1 still loses nothing */
@@ -323,7 +323,7 @@ static bool send_first(mql_broker *b, mql_session *s, out_msg *o)
     if (!s->sink->publish(s->sink_ctx, o->msg, o->qos, o->retain, o->dup, o->packet_id, o->ids,
                           o->n_ids)) {
         out_unlink(&s->inflight, o);
-        (void)mirror_out_del(b, s, o);
+        (void)mirror_out_del(core, s, o);
         out_free(o);
         return false;
     }
@@ -339,7 +339,7 @@ static void queue_take(mql_session *s, out_msg *o)
         s->queued_qos0--;
 }
 
-void mql_session_pump(mql_broker *b, mql_session *s)
+void mql_session_pump(mql_core *core, mql_session *s)
 {
     uint64_t now = mql_now_ms();
     while (s->queue.head != NULL && connected(s)) {
@@ -353,7 +353,7 @@ void mql_session_pump(mql_broker *b, mql_session *s)
             if (!mql_msg_expired(o->msg, now))
                 (void)s->sink->publish(s->sink_ctx, o->msg, 0, o->retain, false, 0, o->ids,
                                        o->n_ids);
-            (void)mirror_out_del(b, s, o);
+            (void)mirror_out_del(core, s, o);
             out_free(o);
             continue;
         }
@@ -361,15 +361,15 @@ void mql_session_pump(mql_broker *b, mql_session *s)
             break;
         queue_take(s, o);
         if (mql_msg_expired(o->msg, now)) { /* [MQTT-3.3.2-5] */
-            (void)mirror_out_del(b, s, o);
+            (void)mirror_out_del(core, s, o);
             out_free(o);
             continue;
         }
         /* A bridge's QoS 1 message need not be recorded as sent: after a restart every
          * restored message of a bridge goes out again with DUP 1 anyway (bridge.c), and
          * skipping the update saves a third of the store's work while a backlog drains. */
-        if (send_first(b, s, o) && !(s->bridge != NULL && o->qos == 1))
-            (void)mql_session_mirror_out_state(b, s, o);
+        if (send_first(core, s, o) && !(s->bridge != NULL && o->qos == 1))
+            (void)mql_session_mirror_out_state(core, s, o);
     }
     if (s->queue.count == 0)
         s->queue_full_logged = false;
@@ -378,7 +378,7 @@ void mql_session_pump(mql_broker *b, mql_session *s)
 /* Is there room in the session's queue for one more message of `bytes` payload bytes?
  * A bridge makes room by dropping its oldest queued QoS 0 messages first (*wait is set when
  * that deletes rows an ack must wait for). */
-static bool queue_room(mql_broker *b, mql_session *s, uint32_t bytes, bool *wait)
+static bool queue_room(mql_core *core, mql_session *s, uint32_t bytes, bool *wait)
 {
     uint32_t max_msgs = s->max_queued_messages;
     uint64_t max_bytes = s->max_queued_bytes;
@@ -395,17 +395,17 @@ static bool queue_room(mql_broker *b, mql_session *s, uint32_t bytes, bool *wait
         if (o == NULL)
             return false;
         queue_take(s, o);
-        *wait = mirror_out_del(b, s, o) || *wait;
+        *wait = mirror_out_del(core, s, o) || *wait;
         out_free(o);
-        b->stats.msgs_dropped++;
+        core->stats.msgs_dropped++;
     }
 }
 
-mql_delivery mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, uint8_t qos,
+mql_delivery mql_session_deliver(mql_core *core, mql_session *s, mql_msg *msg, uint8_t qos,
                                  bool retain, const uint32_t *ids, uint8_t n_ids, mql_share *share,
                                  bool *wait)
 {
-    if (b->acl != NULL && !mql_acl_can_read(b->acl, s->username, s->client_id, msg->topic))
+    if (core->acl != NULL && !mql_acl_can_read(core->acl, s->username, s->client_id, msg->topic))
         return MQL_DELIVERY_DROPPED; /* the ACL may have changed since the subscription was made */
     /* a bridge queues QoS 0 too while its uplink is down or draining (in order) */
     bool bridge_queues = s->bridge != NULL && (!connected(s) || s->queue.count > 0);
@@ -414,20 +414,20 @@ mql_delivery mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, ui
             return MQL_DELIVERY_DROPPED; /* QoS 0 is not queued for offline sessions */
         }
         if (s->sink->backlog(s->sink_ctx) > MQL_QOS0_BACKLOG_MAX) {
-            b->stats.msgs_dropped++;
+            core->stats.msgs_dropped++;
             return MQL_DELIVERY_DROPPED;
         }
         (void)s->sink->publish(s->sink_ctx, msg, 0, retain, false, 0, ids, n_ids);
         return MQL_DELIVERY_SENT;
     }
-    if (s->stored && b->store_full) {
+    if (s->stored && core->store_full) {
         /* store_max_bytes, or a store that cannot commit: no new QoS 1/2 message for a
          * persistent session (it could not be kept, and would only pile up in memory) */
         return MQL_DELIVERY_NO_STORE;
     }
     bool direct = qos > 0 && connected(s) && s->queue.count == 0 && s->inflight.count < window(s);
-    if (!direct && !queue_room(b, s, msg->payload.len, wait)) {
-        b->stats.msgs_dropped++;
+    if (!direct && !queue_room(core, s, msg->payload.len, wait)) {
+        core->stats.msgs_dropped++;
         /* a session that outlives its connection, or a bridge, refuses QoS 1/2 it cannot
          * keep: MQTT 5 publishers hear it as 0x97 Quota exceeded */
         bool refuse = qos > 0 && (s->expiry != 0 || s->bridge != NULL);
@@ -450,7 +450,7 @@ mql_delivery mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, ui
     }
     out_msg *o = malloc(sizeof(*o) + (size_t)n_ids * sizeof(uint32_t));
     if (o == NULL) {
-        b->stats.msgs_dropped++;
+        core->stats.msgs_dropped++;
         return MQL_DELIVERY_DROPPED;
     }
     o->msg = mql_msg_ref(msg);
@@ -468,7 +468,7 @@ mql_delivery mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, ui
     if (n_ids)
         memcpy(o->ids, ids, (size_t)n_ids * sizeof(uint32_t));
     if (direct) {
-        if (!send_first(b, s, o))
+        if (!send_first(core, s, o))
             return MQL_DELIVERY_SENT;
     } else {
         out_append(&s->queue, o);
@@ -476,11 +476,11 @@ mql_delivery mql_session_deliver(mql_broker *b, mql_session *s, mql_msg *msg, ui
         if (qos == 0)
             s->queued_qos0++;
     }
-    *wait = mirror_out(b, s, o) || *wait;
+    *wait = mirror_out(core, s, o) || *wait;
     return direct ? MQL_DELIVERY_SENT : MQL_DELIVERY_QUEUED;
 }
 
-void mql_session_resume(mql_broker *b, mql_session *s)
+void mql_session_resume(mql_core *core, mql_session *s)
 {
     /* Re-send unacknowledged PUBLISH (DUP=1) and PUBREL in their original order
      * [MQTT-4.4.0-1] [v3.1.1 MQTT-4.4.0-1]. */
@@ -491,7 +491,7 @@ void mql_session_resume(mql_broker *b, mql_session *s)
             (void)s->sink->publish(s->sink_ctx, o->msg, o->qos, o->retain, true, o->packet_id,
                                    o->ids, o->n_ids);
     }
-    mql_session_pump(b, s);
+    mql_session_pump(core, s);
 }
 
 out_msg *mql_session_inflight_find(mql_session *s, uint16_t pid)
@@ -502,12 +502,12 @@ out_msg *mql_session_inflight_find(mql_session *s, uint16_t pid)
     return NULL;
 }
 
-void mql_session_inflight_done(mql_broker *b, mql_session *s, out_msg *o)
+void mql_session_inflight_done(mql_core *core, mql_session *s, out_msg *o)
 {
     out_unlink(&s->inflight, o);
-    (void)mirror_out_del(b, s, o);
+    (void)mirror_out_del(core, s, o);
     out_free(o);
-    mql_session_pump(b, s);
+    mql_session_pump(core, s);
 }
 
 #define QOS2_WORDS (65536u / 64u)
@@ -581,7 +581,7 @@ void mql_session_qos2_each(const mql_session *s, void (*fn)(void *arg, uint16_t 
             fn(arg, (uint16_t)(w * 64u + (uint32_t)__builtin_ctzll(bits)));
 }
 
-void mql_session_purge_expired(mql_broker *b, mql_session *s, uint64_t now, uint32_t *budget)
+void mql_session_purge_expired(mql_core *core, mql_session *s, uint64_t now, uint32_t *budget)
 {
     out_msg *o = s->queue.head;
     while (o != NULL && *budget > 0) {
@@ -589,7 +589,7 @@ void mql_session_purge_expired(mql_broker *b, mql_session *s, uint64_t now, uint
         (*budget)--;
         if (mql_msg_expired(o->msg, now)) {
             queue_take(s, o);
-            (void)mirror_out_del(b, s, o);
+            (void)mirror_out_del(core, s, o);
             out_free(o);
         }
         o = next;

@@ -15,7 +15,7 @@
 #include "msg.h"
 #include "topic.h"
 
-struct mql_broker;
+struct mql_core;
 struct mql_conn;
 struct mql_bridge;
 
@@ -143,12 +143,12 @@ mql_session *mql_session_alloc(const uint8_t *id, uint32_t len);
 mql_msg *mql_session_take_will(mql_session *s);
 /* mql_session_unsubscribe_all: remove all of the session's subscriptions from the topic
  * tree (the first step of ending it: see mql_clients_end). */
-void mql_session_unsubscribe_all(struct mql_broker *b, mql_session *s);
+void mql_session_unsubscribe_all(struct mql_core *core, mql_session *s);
 /* mql_session_free: delete s's rows from the store, drop what it still holds (a will that
  * was not taken, subscriptions, queued and in-flight messages) and free s. The sink must be
  * detached and s out of the ClientID table. Wills and shared-subscription messages are the
  * caller's business first (see mql_clients_end). */
-void mql_session_free(struct mql_broker *b, mql_session *s);
+void mql_session_free(struct mql_core *core, mql_session *s);
 /* mql_session_link_sub: keep a new subscription in the session's list. */
 void mql_session_link_sub(mql_session *s, mql_sub *sub);
 /* mql_session_unlink_sub: take sub out of the session's list (before mql_topics_remove). */
@@ -158,14 +158,14 @@ void mql_session_unlink_sub(mql_session *s, mql_sub *sub);
  * sent, queued or dropped by the session's rules; msg is referenced if kept. Returns what
  * happened (see mql_delivery). OUT: *wait is set to true when it queued a store operation
  * that an acknowledgement must wait for (mirror.h), and left alone otherwise. */
-MQL_MUST_CHECK mql_delivery mql_session_deliver(struct mql_broker *b, mql_session *s, mql_msg *msg,
+MQL_MUST_CHECK mql_delivery mql_session_deliver(struct mql_core *core, mql_session *s, mql_msg *msg,
                                                 uint8_t qos, bool retain, const uint32_t *ids,
                                                 uint8_t n_ids, mql_share *share, bool *wait);
 /* mql_session_pump: move queued messages into the window while the sink has room. */
-void mql_session_pump(struct mql_broker *b, mql_session *s);
+void mql_session_pump(struct mql_core *core, mql_session *s);
 /* mql_session_resume: after attaching: resend the in-flight window (PUBLISH with DUP 1,
  * PUBREL) in order, then pump the queue. */
-void mql_session_resume(struct mql_broker *b, mql_session *s);
+void mql_session_resume(struct mql_core *core, mql_session *s);
 /* mql_session_attach: from now on s delivers through ops/ctx, with the peer's Receive
  * Maximum and Maximum QoS. The caller keeps ctx alive until mql_session_detach. */
 void mql_session_attach(mql_session *s, const mql_sink_ops *ops, void *ctx, uint16_t receive_max,
@@ -179,7 +179,7 @@ bool mql_session_online(const mql_session *s);
 /* mql_session_inflight_find: the in-flight message with packet id pid, or NULL. */
 out_msg *mql_session_inflight_find(mql_session *s, uint16_t pid);
 /* mql_session_inflight_done: o (in flight) was acknowledged: free it and pump the queue. */
-void mql_session_inflight_done(struct mql_broker *b, mql_session *s, out_msg *o);
+void mql_session_inflight_done(struct mql_core *core, mql_session *s, out_msg *o);
 /* mql_session_qos2_has: is inbound QoS 2 id pid awaiting PUBREL (see qos2_small)? */
 bool mql_session_qos2_has(const mql_session *s, uint16_t pid);
 /* mql_session_qos2_add: add pid (adding one that is there does nothing). Returns MQL_OK, or
@@ -194,19 +194,19 @@ void mql_session_qos2_each(const mql_session *s, void (*fn)(void *arg, uint16_t 
  * first time with everything it holds), one that does not is deleted. The session's other
  * changes are mirrored by the functions that make them. Returns whether an acknowledgement
  * must wait for the store's commit (see mirror.h); likewise the mql_session_mirror_*. */
-bool mql_session_mirror(struct mql_broker *b, mql_session *s);
+bool mql_session_mirror(struct mql_core *core, mql_session *s);
 /* mql_session_mirror_sub: a new or changed subscription of s. */
-bool mql_session_mirror_sub(struct mql_broker *b, mql_session *s, const mql_sub *sub);
+bool mql_session_mirror_sub(struct mql_core *core, mql_session *s, const mql_sub *sub);
 /* mql_session_mirror_sub_del: s no longer subscribes to filter. */
-bool mql_session_mirror_sub_del(struct mql_broker *b, mql_session *s, const char *filter);
+bool mql_session_mirror_sub_del(struct mql_core *core, mql_session *s, const char *filter);
 /* mql_session_mirror_qos2: inbound QoS 2 id pid was added (add) or released. */
-bool mql_session_mirror_qos2(struct mql_broker *b, mql_session *s, uint16_t pid, bool add);
+bool mql_session_mirror_qos2(struct mql_core *core, mql_session *s, uint16_t pid, bool add);
 /* mql_session_mirror_out_state: in-flight o changed state (PUBREC received: PUBREL sent). */
-bool mql_session_mirror_out_state(struct mql_broker *b, mql_session *s, out_msg *o);
+bool mql_session_mirror_out_state(struct mql_core *core, mql_session *s, out_msg *o);
 /* mql_session_purge_expired: drop queued messages of s whose Message Expiry Interval has
  * passed at `now` [MQTT-3.3.2-5]; at most *budget messages are looked at (IN/OUT: what is
  * left of the budget). */
-void mql_session_purge_expired(struct mql_broker *b, mql_session *s, uint64_t now,
+void mql_session_purge_expired(struct mql_core *core, mql_session *s, uint64_t now,
                                uint32_t *budget);
 
 #endif

@@ -209,6 +209,11 @@ bool mql_topic_matches(mql_bytes filter, mql_bytes topic)
 {
     if (starts_dollar(topic) && starts_wild(filter))
         return false; /* [MQTT-4.7.2-1] */
+    return mql_topic_matches_levels(filter, topic);
+}
+
+bool mql_topic_matches_levels(mql_bytes filter, mql_bytes topic)
+{
     cursor fc = levels_of(filter), tc = levels_of(topic);
     for (;;) {
         const uint8_t *fp, *tp;

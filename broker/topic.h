@@ -68,6 +68,13 @@ typedef struct mql_sub {
  * wildcards; anything else gives a defined but meaningless answer, never an overread.
  */
 bool mql_topic_matches(mql_bytes filter, mql_bytes topic);
+/*
+ * mql_topic_matches_levels: mql_topic_matches without the '$' rule [MQTT-4.7.2-1], for a
+ * topic that is what follows a prefix (a bridge's topic mapping: the rule's pattern against
+ * the topic after its local or remote prefix), whose first level is not a topic name's
+ * first. Same expectations and guarantees otherwise.
+ */
+bool mql_topic_matches_levels(mql_bytes filter, mql_bytes topic);
 
 /*
  * mql_topic_covers: true when `rule` matches every topic name that `filter` matches (both

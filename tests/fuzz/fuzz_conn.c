@@ -47,7 +47,7 @@
 #include <unistd.h>
 
 #include "broker/auth.h"
-#include "broker/internal.h"
+#include "broker/broker_int.h"
 #include "fake_net.h"
 #include "platform/log.h"
 

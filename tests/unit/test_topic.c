@@ -330,3 +330,16 @@ Test(matches, intersects)
     cr_expect_not(mql_topic_intersects(B("a/b"), B("a/c")));
     cr_expect_not(mql_topic_intersects(B("a/+"), B("a/b/c")));
 }
+
+/* The level match alone (a bridge's pattern after its prefix): no '$' rule, the rest the
+ * same as mql_topic_matches. */
+Test(topic, matches_levels_has_no_dollar_rule)
+{
+    cr_assert_not(mql_topic_matches(B("#"), B("$x/y")));
+    cr_assert(mql_topic_matches_levels(B("#"), B("$x/y")));
+    cr_assert(mql_topic_matches_levels(B("+/y"), B("$x/y")));
+    cr_assert(mql_topic_matches_levels(B("a/#"), B("a")));
+    cr_assert(mql_topic_matches_levels(B("+"), B("")));
+    cr_assert_not(mql_topic_matches_levels(B("a/+"), B("a")));
+    cr_assert_not(mql_topic_matches_levels(B("a/b"), B("a/bc")));
+}
