@@ -38,6 +38,7 @@
 #include "clients.h"
 #include "flow.h"
 #include "router.h"
+#include "startup.h"
 #include "sys.h"
 #include "bridge.h"
 #include "platform/clock.h"
@@ -668,23 +669,10 @@ static mql_err bridge_init(mql_broker *b, mql_bridge *br, const mql_bridge_conf 
     else if (bc->notifications)
         snprintf(br->note_topic, sizeof(br->note_topic), "$SYS/broker/connection/%s/state",
                  br->remote_id);
-    bool tls = bc->cafile[0] != '\0' || bc->capath[0] != '\0';
     for (int i = 0; i < bc->n_addresses; i++) {
         char url[200], host[128];
-        snprintf(url, sizeof(url), "%s://%s", tls ? "tls+tcp" : "tcp", bc->addresses[i]);
-        snprintf(host, sizeof(host), "%s", bc->addresses[i]);
-        char *colon = strrchr(host, ':');
-        if (colon != NULL)
-            *colon = '\0';
-        mql_dial_opts o = {
-            .url = url,
-            .cafile = bc->cafile[0] ? bc->cafile : NULL,
-            .capath = bc->capath[0] ? bc->capath : NULL,
-            .certfile = bc->certfile[0] ? bc->certfile : NULL,
-            .keyfile = bc->keyfile[0] ? bc->keyfile : NULL,
-            .server_name = bc->insecure ? NULL : host,
-            .alpn = bc->alpn[0] ? bc->alpn : NULL,
-        };
+        mql_dial_opts o;
+        mql_startup_dial_opts(bc, i, url, sizeof(url), host, sizeof(host), &o);
         char why[400];
         mql_err err = mql_dialer_alloc(&br->dialers[i], b->net, &o, &bridge_ops, br, dial_failed,
                                        why, sizeof(why));

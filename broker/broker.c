@@ -26,6 +26,7 @@
 #include "clients.h"
 #include "mirror.h"
 #include "restore.h"
+#include "startup.h"
 #include "sys.h"
 #include "platform/clock.h"
 #include "platform/log.h"
@@ -166,34 +167,13 @@ mql_err mql_broker_start(mql_broker *b, char *errbuf, size_t errlen)
     for (int i = 0; i < b->cfg.n_listeners; i++) {
         const mql_listener_conf *l = &b->cfg.listeners[i];
         char url[sizeof(((struct mql_listener_state *)0)->url)];
-        const char *addr = l->address[0] ? l->address : "0.0.0.0";
-        bool tls = l->certfile[0] != '\0';
+        mql_listen_opts lo;
+        mql_err oerr = mql_startup_listen_opts(&b->cfg, i, url, sizeof(url), &lo, errbuf, errlen);
+        if (oerr != MQL_OK)
+            return oerr;
+        bool tls = lo.certfile != NULL;
         bool ws = l->protocol == MQL_LISTENER_WEBSOCKETS;
-        const char *scheme = ws ? (tls ? "wss" : "ws") : (tls ? "tls+tcp" : "tcp");
-        const char *path = ws ? (l->websockets_path[0] ? l->websockets_path : "/mqtt") : "";
-        if (strchr(addr, ':') != NULL)
-            snprintf(url, sizeof(url), "%s://[%s]:%u%s", scheme, addr, l->port, path);
-        else
-            snprintf(url, sizeof(url), "%s://%s:%u%s", scheme, addr, l->port, path);
         mql_conn_listener_started(b, i, url);
-        mql_listen_opts lo = {
-            .id = i,
-            .url = url,
-            .certfile = tls ? l->certfile : NULL,
-            .keyfile = l->keyfile[0] ? l->keyfile : NULL,
-            .keypass = l->keyfile_password[0] ? l->keyfile_password : NULL,
-            .cafile = l->cafile[0] ? l->cafile : NULL,
-            .require_certificate = l->require_certificate,
-            .identity_username = l->use_identity_as_username,
-        };
-        if (!tls && (l->keyfile[0] || l->cafile[0] || l->require_certificate ||
-                     l->use_identity_as_username)) {
-            snprintf(errbuf, errlen,
-                     "listener %u (line %d): keyfile/cafile/require_certificate/"
-                     "use_identity_as_username need certfile",
-                     l->port, l->line);
-            return MQL_E_CONFIG;
-        }
         mql_err err = mql_net_listen(b->net, &lo, errbuf, errlen);
         if (err != MQL_OK)
             return err;
