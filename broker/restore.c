@@ -205,13 +205,7 @@ static mql_err load_out(void *arg, const mql_store_out *so)
         lc->skipped++;
         return MQL_OK;
     }
-    o->prev = l->tail;
-    if (l->tail)
-        l->tail->next = o;
-    else
-        l->head = o;
-    l->tail = o;
-    l->count++;
+    mql_out_list_append(l, o);
     lc->outs++;
     return MQL_OK;
 }

@@ -59,7 +59,7 @@ void mql_session_unlink_sub(mql_session *s, mql_sub *sub)
         sub->snext->sprev = sub->sprev;
 }
 
-static void out_append(out_list *l, out_msg *o)
+void mql_out_list_append(out_list *l, out_msg *o)
 {
     o->next = NULL;
     o->prev = l->tail;
@@ -319,7 +319,7 @@ static bool send_first(mql_core *core, mql_session *s, out_msg *o)
         o->qos = 1; /* the remote's Maximum QoS [MQTT-3.2.2-11]; QoS 1 still loses nothing */
     o->packet_id = next_pid(s);
     o->state = OUT_PUBLISH_SENT;
-    out_append(&s->inflight, o);
+    mql_out_list_append(&s->inflight, o);
     if (!s->sink->publish(s->sink_ctx, o->msg, o->qos, o->retain, o->dup, o->packet_id, o->ids,
                           o->n_ids)) {
         out_unlink(&s->inflight, o);
@@ -471,7 +471,7 @@ mql_delivery mql_session_deliver(mql_core *core, mql_session *s, mql_msg *msg, u
         if (!send_first(core, s, o))
             return MQL_DELIVERY_SENT;
     } else {
-        out_append(&s->queue, o);
+        mql_out_list_append(&s->queue, o);
         s->queued_bytes += msg->payload.len;
         if (qos == 0)
             s->queued_qos0++;

@@ -50,6 +50,11 @@ typedef struct out_list {
     uint32_t count;
 } out_list;
 
+/* mql_out_list_append puts o at the tail of l (o's list links are overwritten) and counts
+ * it. The list owns o afterwards. Used by the session and by restore, which rebuilds the
+ * lists from the store. */
+void mql_out_list_append(out_list *l, out_msg *o);
+
 /*
  * mql_sink_ops: where a session's packets go while something is attached to it (a client
  * connection, filled in by conn.c, or a bridge's uplink, filled in by bridge.c). ctx is the
